@@ -1,0 +1,45 @@
+# KeyDrop — one Makefile for the firmware, the cloud and the tools.
+# Everything runs from a local virtualenv (.venv) built from requirements.txt.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+TYPINGS := typings/.installed
+STUBS   := micropython-esp32-stubs==1.29.0.post1
+
+.PHONY: all venv run test test-device test-cloud check-device bench clean
+
+all: test
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+venv: $(STAMP)
+
+# ESP32 API stubs for the static check of device/ (kept out of the venv on purpose).
+$(TYPINGS): $(STAMP)
+	rm -rf typings
+	$(BIN)/pip install -q --target typings $(STUBS)
+	touch $@
+
+## make run: the whole product on one machine (see README).
+run: $(STAMP)
+	$(BIN)/python -m tools.devstack
+
+## make test: every test — static ESP32 API check, firmware on MicroPython, cloud, end to end, browser.
+test: $(STAMP) check-device
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## device/ may call only what exists on an ESP32 (checked against micropython-esp32-stubs).
+check-device: $(TYPINGS)
+	$(BIN)/python -m mypy --config-file mypy-device.ini device
+
+bench: $(STAMP)
+	$(BIN)/python -m tools.bench
+
+clean:
+	rm -rf $(VENV) typings build .pytest_cache .mypy_cache

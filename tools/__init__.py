@@ -1,0 +1,1 @@
+"""KeyDrop tools: simulator, installer, dev stack, benchmarks."""

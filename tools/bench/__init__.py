@@ -1,0 +1,1 @@
+"""Benchmarks printed by `make bench`. Each area adds a module here with a `main()` that prints figures."""
