@@ -1,0 +1,241 @@
+# Setup portal: a small web page served by the lock (microdot) to set its Wi-Fi network, password and
+# cloud address, and to show its MAC, firmware version and connection state.
+#
+# Mechanism only. What the page shows and where the settings go are injected:
+#   status() -> dict   mac, version, wifi, cloud (connection states as short strings), ssid, cloud_addr,
+#                      has_password (bool). Missing keys are shown as "?".
+#   save(changes)      persists a validated dict {"wifi_ssid", "wifi_password", "cloud"} (the firmware's
+#                      store helper, atomically); may raise OSError, shown as an error in the page.
+#   on_saved()         optional: called after a successful save (e.g. schedule a restart).
+# The access point itself is the board's business (board.py is the only module importing network):
+# see start_ap() below.
+#
+# microdot must be importable as compiled .mpy on the device and on the unix port under a heap cap.
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio  # type: ignore
+
+import os
+from microdot import Microdot, Response
+
+SSID_MAX = 32
+PASS_MIN = 8
+PASS_MAX = 63
+FORM_MAX = 1024  # bytes of form body we accept; the page's fields fit well within it
+
+_SCHEMES = ("mqtt", "mqtts", "http", "https")
+
+
+def escape(s):
+    """HTML-escape any value for text and double-quoted attribute contexts."""
+    s = str(s)
+    return (s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&#39;"))
+
+
+def _host_ok(host):
+    if not host or len(host) > 253:
+        return False
+    for label in host.split("."):
+        if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
+            return False
+        for c in label:
+            if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-"):
+                return False
+    return True
+
+
+def check_cloud(addr):
+    """Validate a cloud address: host, host:port, or scheme://host[:port][/path].
+
+    Returns the normalised address (stripped) or raises ValueError with a message for the page."""
+    addr = addr.strip()
+    if not addr:
+        raise ValueError("the cloud address is required")
+    if len(addr) > 200:
+        raise ValueError("the cloud address is too long")
+    rest = addr
+    i = addr.find("://")
+    if i >= 0:
+        scheme = addr[:i].lower()
+        if scheme not in _SCHEMES:
+            raise ValueError("the cloud address scheme must be one of " + ", ".join(_SCHEMES))
+        rest = addr[i + 3:]
+        j = rest.find("/")
+        if j >= 0:
+            path = rest[j:]
+            rest = rest[:j]
+            for c in path:
+                if c <= " " or c in "\"'<>\\`" or ord(c) > 126:
+                    raise ValueError("the cloud address path has an invalid character")
+    host = rest
+    if ":" in rest:
+        host, port = rest.rsplit(":", 1)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("the cloud port must be a number from 1 to 65535")
+    if not _host_ok(host):
+        raise ValueError("the cloud host must be a host name or an IPv4 address")
+    return addr
+
+
+def validate(form, has_password=False):
+    """Check the submitted form. Returns (changes, errors): errors is a list of messages; changes is
+    the dict to save when there are none. The password is never part of a message."""
+    errors = []
+    ssid = form.get("ssid") or ""
+    password = form.get("password") or ""
+    keep = bool(form.get("keep_password")) and has_password
+    cloud = form.get("cloud") or ""
+    n = len(ssid.encode())
+    if n < 1 or n > SSID_MAX:
+        errors.append("the Wi-Fi network name must be 1 to %d bytes" % SSID_MAX)
+    if password:
+        if not PASS_MIN <= len(password) <= PASS_MAX:
+            errors.append("the Wi-Fi password must be %d to %d characters, or empty for an open network"
+                          % (PASS_MIN, PASS_MAX))
+        elif any(not " " <= c <= "~" for c in password):
+            errors.append("the Wi-Fi password may only contain printable ASCII characters")
+    try:
+        cloud = check_cloud(cloud)
+    except ValueError as e:
+        errors.append(str(e))
+    changes = {"wifi_ssid": ssid, "cloud": cloud}
+    if password or not keep:
+        changes["wifi_password"] = password
+    return changes, errors
+
+
+_CSS = ("body{font-family:sans-serif;max-width:28em;margin:1em auto;padding:0 1em}"
+        "label{display:block;margin-top:.8em}input[type=text],input[type=password]{width:100%}"
+        ".err{color:#a00}.ok{color:#070}table{border-collapse:collapse}td{padding:.1em .6em .1em 0}")
+
+
+class Portal:
+    """The setup page as a microdot app. Build it, then serve it with serve() or step it with poll()."""
+
+    def __init__(self, status, save, on_saved=None, title="KeyDrop lock setup"):
+        self.status = status
+        self.save = save
+        self.on_saved = on_saved
+        self.title = title
+        # A per-boot form token: a page from elsewhere cannot post to the lock on the user's behalf.
+        self.token = "".join("%02x" % b for b in os.urandom(12))
+        self.app = app = Microdot()
+
+        @app.route("/", methods=["GET", "POST"])
+        async def index(req):
+            if req.method == "GET":
+                return self.page()
+            return self.submit(req)
+
+        @app.route("/status.json")
+        async def status_json(req):
+            st = self.status()
+            return {k: st.get(k) for k in ("mac", "version", "wifi", "cloud", "ssid", "cloud_addr")}
+
+    def _html(self, body, code=200):
+        return Response(body, code, {"Content-Type": "text/html; charset=UTF-8",
+                                     "Cache-Control": "no-store",
+                                     "X-Frame-Options": "DENY",
+                                     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"})
+
+    def submit(self, req):
+        if len(req.body or b"") > FORM_MAX:
+            return self.page(errors=["the form is too large"], code=413)
+        try:
+            form = req.form
+        except (ValueError, UnicodeError):
+            form = None
+        if form is None:
+            return self.page(errors=["send the form as application/x-www-form-urlencoded"], code=400)
+        if form.get("token") != self.token:
+            return self.page(errors=["the form has expired: reload the page and try again"], code=400)
+        st = self.status()
+        changes, errors = validate(form, bool(st.get("has_password")))
+        if errors:
+            return self.page(errors=errors, form=form, code=400)
+        try:
+            self.save(changes)
+        except OSError as e:
+            return self.page(errors=["could not save the settings (%s)" % e], form=form, code=500)
+        if self.on_saved:
+            self.on_saved()
+        return self.page(saved=True)
+
+    def page(self, errors=None, form=None, saved=False, code=200):
+        st = self.status()
+        g = st.get
+        ssid = form.get("ssid", "") if form else (g("ssid") or "")
+        cloud = form.get("cloud", "") if form else (g("cloud_addr") or "")
+        out = ["<!doctype html><html><head><meta charset=utf-8>"
+               "<meta name=viewport content='width=device-width,initial-scale=1'><title>",
+               escape(self.title), "</title><style>", _CSS, "</style></head><body><h1>",
+               escape(self.title), "</h1><table>"]
+        for label, key in (("MAC", "mac"), ("Firmware", "version"), ("Wi-Fi", "wifi"), ("Cloud", "cloud")):
+            v = g(key)
+            out.append("<tr><td>%s</td><td id=%s>%s</td></tr>" % (label, key, escape("?" if v is None else v)))
+        out.append("</table>")
+        if saved:
+            out.append("<p class=ok id=saved>Settings saved. The lock restarts to apply them.</p>")
+        for e in errors or ():
+            out.append("<p class=err>%s</p>" % escape(e))
+        out.append("<form method=post action='/'><input type=hidden name=token value='%s'>" % self.token)
+        out.append("<label>Wi-Fi network <input type=text name=ssid required maxlength=32 value=\"%s\"></label>"
+                   % escape(ssid))
+        # The password is never sent back to the browser, not even as the field's value.
+        out.append("<label>Wi-Fi password <input type=password name=password maxlength=63 "
+                   "autocomplete=new-password value=''></label>")
+        if g("has_password"):
+            out.append("<label><input type=checkbox name=keep_password value=1 checked> "
+                       "keep the saved password when the field is empty</label>")
+        out.append("<label>Cloud address <input type=text name=cloud required maxlength=200 value=\"%s\">"
+                   "</label><p><button type=submit>Save</button></p></form></body></html>" % escape(cloud))
+        return self._html("".join(out), code)
+
+    # -- running it -------------------------------------------------------------------------------------
+    async def serve(self, host="0.0.0.0", port=80):
+        await self.app.start_server(host=host, port=port)
+
+    def shutdown(self):
+        try:
+            self.app.shutdown()
+        except AttributeError:
+            pass
+
+
+async def _nap():
+    await asyncio.sleep_ms(0)
+
+
+class Stepper:
+    """Runs asyncio servers a step at a time from a plain (non-asyncio) main loop.
+
+    start() schedules the servers' tasks; poll() lets the asyncio scheduler run whatever is ready
+    (accepting connections, reading, answering) and returns without waiting. Call poll() from the
+    firmware's loop between keypad scans."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def start(self, coro):
+        self.tasks.append(asyncio.create_task(coro))
+
+    def poll(self):
+        asyncio.run(_nap())
+
+
+def start_ap(board, essid, password=None):
+    """Open the lock's access point through the board (board.py owns the network module).
+
+    Returns the AP's IP address as reported by the board, or None when the board has no AP."""
+    ap = getattr(board, "start_ap", None)
+    if ap is None:
+        return None
+    return ap(essid, password)
+
+
+def ap_name(mac):
+    """The access point's name: KeyDrop- and the last 6 hex digits of the MAC."""
+    return "KeyDrop-" + (mac or "")[-6:].upper()
