@@ -1,0 +1,480 @@
+"""The whole product on one machine: `make run` (`python -m tools.devstack`).
+
+Starts, each in its own process group with its log under VAR/log/:
+  mosquitto (MQTT broker, generated config under VAR/mqtt/), an SMTP sink (aiosmtpd, Maildir VAR/maildir/),
+  the web app (`flask --app cloud run`), the mailer (`flask --app cloud mailer`), the MQTT bridge
+  (`flask --app cloud bridge`) and one simulated lock (`tools/simlock run`, the firmware on the MicroPython
+  unix port) serving its virtual keypad page through microdot.
+On first run it creates the demo agency, an API token, registers and provisions the simulated lock; later runs
+reuse VAR/ (default ./var, or KEYDROP_VAR, or --var). Ctrl-C or SIGTERM stops every child and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEMO_AGENCY = "Demo Rentals"
+DEMO_EMAIL = "demo@agency.example"
+DEMO_MAC = "02cafe000001"  # locally administered: never a real board's MAC
+DEMO_LOCK_NAME = "Demo flat, front door"
+DEFAULT_PORTS = {"web": 5000, "keypad": 8081, "smtp": 8025, "mqtt": 1883}
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says why and what to do."""
+
+
+def say(msg: str) -> None:
+    print("devstack: " + msg, flush=True)
+
+
+# -- ports -------------------------------------------------------------------------------------------------
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(name: str, wanted: int, strict: bool, taken: set[int]) -> int:
+    """The wanted port if free; else (unless strict) the next free one above it, said out loud."""
+    for candidate in range(wanted, wanted + 50):
+        if candidate not in taken and port_free(candidate):
+            if candidate != wanted:
+                if strict:
+                    break
+                say(f"port {wanted} for {name} is taken, using {candidate}")
+            taken.add(candidate)
+            return candidate
+        if strict:
+            break
+    raise StackError(f"port {wanted} for {name} is taken (another `make run`?). Stop whatever uses it, "
+                     f"or choose another port: --{name}-port N")
+
+
+def wait_http(url: str, timeout: float, child: "Child | None" = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                r.read()
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            pass
+        if child is not None and not child.alive():
+            raise StackError(f"{child.name} exited while starting; see {child.log_path}\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise StackError(f"{url} did not answer within {timeout:.0f} s" +
+                             (f"; see {child.log_path}\n{child.tail()}" if child else ""))
+        time.sleep(0.2)
+
+
+def wait_tcp(port: int, timeout: float, child: "Child | None" = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            pass
+        if child is not None and not child.alive():
+            raise StackError(f"{child.name} exited while starting; see {child.log_path}\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise StackError(f"nothing listens on port {port} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+# -- children ----------------------------------------------------------------------------------------------
+
+class Child:
+    """A child process in its own process group (so it is stopped as a whole), output to a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path, cwd: Path = ROOT):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_dir / f"{name}.log"
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join("    " + ln for ln in text[-lines:])
+
+    def stop(self, grace: float = 8.0) -> None:
+        if self.proc.poll() is not None:
+            self._reap_group()
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            say(f"{self.name} did not stop within {grace:.0f} s, killing it")
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        # Anything the child left behind in its group (e.g. a helper it forked) goes too.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# -- the stack ---------------------------------------------------------------------------------------------
+
+class Stack:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.var = Path(args.var).resolve()
+        self.children: list[Child] = []
+        self.stopping = False
+        self.ports: dict[str, int] = {}
+        self.notes: list[str] = []
+
+    # paths
+    @property
+    def log_dir(self) -> Path:
+        return self.var / "log"
+
+    @property
+    def state_file(self) -> Path:
+        return self.var / "devstack.json"
+
+    def load_state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save_state(self, state: dict) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.state_file)
+
+    # steps
+    def prepare(self) -> None:
+        for d in (self.var, self.log_dir, self.var / "maildir", self.var / "mqtt"):
+            d.mkdir(parents=True, exist_ok=True)
+        state = self.load_state()
+        if not state.get("secret_key"):
+            state["secret_key"] = secrets.token_hex(32)  # sessions survive a restart of the stack
+        if not state.get("demo_password"):
+            state["demo_password"] = "demo-" + secrets.token_urlsafe(6)
+        self.save_state(state)
+        self.state = state
+        taken: set[int] = set()
+        a = self.args
+        self.ports = {
+            "web": pick_port("web", a.web_port, a.strict_ports, taken),
+            "keypad": pick_port("keypad", a.keypad_port, a.strict_ports, taken),
+            "smtp": pick_port("smtp", a.smtp_port, a.strict_ports, taken),
+            "mqtt": pick_port("mqtt", a.mqtt_port, a.strict_ports, taken),
+        }
+        self.web_url = f"http://127.0.0.1:{self.ports['web']}"
+
+    def cloud_env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "FLASK_APP": "cloud",
+            "PYTHONUNBUFFERED": "1",
+            "SECRET_KEY": self.state["secret_key"],
+            "DATABASE_URL": "sqlite:///" + str(self.var / "keydrop.sqlite3"),
+            "MAIL_SERVER": "127.0.0.1",
+            "MAIL_PORT": str(self.ports["smtp"]),
+            "MAIL_USE_TLS": "0",
+            "MAIL_USE_SSL": "0",
+            "MAILER_POLL_INTERVAL": "1",
+            "DEV_MAILBOX_DIR": str(self.var / "maildir"),
+            "PUBLIC_BASE_URL": self.web_url,
+            "MQTT_HOST": "127.0.0.1",
+            "MQTT_PORT": str(self.ports["mqtt"]),
+            "MQTT_PUBLIC_HOST": "127.0.0.1",
+            "MQTT_PUBLIC_PORT": str(self.ports["mqtt"]),
+            "MQTT_PUBLIC_TLS": "0",
+            "MQTT_BROKER_DIR": str(self.var / "mqtt"),
+            "MQTT_BROKER_PIDFILE": str(self.var / "mqtt" / "mosquitto.pid"),
+            # one web process: the in-memory rate limiter is fine; a demo should not lock itself out
+            "RATELIMIT_ENABLED": "0",
+        })
+        env.pop("DEV_MAILBOX_DIR_DISABLED", None)
+        return env
+
+    def start(self, name: str, argv: list[str], env: dict | None = None) -> Child:
+        child = Child(name, argv, env or self.cloud_env(), self.log_dir)
+        self.children.append(child)
+        return child
+
+    def flask(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(BIN / "flask"), "--app", "cloud", *args], env=self.cloud_env(), cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise StackError(f"`flask --app cloud {' '.join(args)}` failed:\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def ensure_mosquitto(self) -> str:
+        exe = os.environ.get("KEYDROP_MOSQUITTO") or shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+        if exe:
+            return exe
+        if os.geteuid() == 0 and shutil.which("apt-get") and not self.args.no_install:
+            say("mosquitto is missing: installing it with apt-get")
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+            r = subprocess.run(["apt-get", "install", "-y", "-qq", "mosquitto"], env=env)
+            exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto")
+                                                 else None)
+            if r.returncode == 0 and exe:
+                return exe
+            raise StackError("installing mosquitto with apt-get failed (see above)")
+        raise StackError("the MQTT broker mosquitto is not installed. Install it, then run `make run` again:\n"
+                         "    sudo apt-get install mosquitto      (Debian/Ubuntu; `brew install mosquitto` on macOS)")
+
+    def start_smtp(self) -> None:
+        c = self.start("smtp", [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.ports['smtp']}",
+                                "-c", "aiosmtpd.handlers.Mailbox", str(self.var / "maildir")])
+        wait_tcp(self.ports["smtp"], 20, c)
+
+    def start_broker(self, exe: str) -> None:
+        mqtt_dir = self.var / "mqtt"
+        os.environ["KEYDROP_MOSQUITTO"] = exe
+        from cloud import broker
+        conf = broker.write_config(mqtt_dir, port=self.ports["mqtt"], anonymous=False)
+        c = self.start("mosquitto", [exe, "-c", str(conf)])
+        (mqtt_dir / "mosquitto.pid").write_text(str(c.proc.pid))
+        wait_tcp(self.ports["mqtt"], 20, c)
+
+    def init_db(self) -> None:
+        self.flask("db", "upgrade")
+
+    def demo_agency(self) -> None:
+        st = self.state
+        if st.get("agency_created"):
+            return
+        say(f"creating the demo agency ({DEMO_EMAIL})")
+        r = self.flask("agency", "create", "--name", DEMO_AGENCY, "--email", DEMO_EMAIL,
+                       "--password", st["demo_password"], check=False)
+        if r.returncode != 0 and "already" not in (r.stdout + r.stderr).lower():
+            raise StackError(f"creating the demo agency failed:\n{r.stdout}{r.stderr}")
+        st["agency_created"] = True
+        self.save_state(st)
+
+    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None,
+            basic: tuple[str, str] | None = None) -> dict:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        if basic:
+            headers["Authorization"] = "Basic " + b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        req = urllib.request.Request(self.web_url + "/api/v1" + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise StackError(f"{method} /api/v1{path} → {e.code}: {e.read().decode(errors='replace')}") from None
+
+    def demo_token(self) -> str:
+        st = self.state
+        if st.get("api_token"):
+            try:
+                self.api("GET", "/me", token=st["api_token"])
+                return st["api_token"]
+            except StackError:
+                pass
+        st["api_token"] = self.api("POST", "/tokens", {}, basic=(DEMO_EMAIL, st["demo_password"]))["token"]
+        self.save_state(st)
+        return st["api_token"]
+
+    def start_web(self) -> None:
+        c = self.start("web", [str(BIN / "flask"), "--app", "cloud", "run", "--host", "127.0.0.1",
+                               "--port", str(self.ports["web"]), "--no-reload", "--no-debugger"])
+        wait_http(self.web_url + "/healthz", 60, c)
+
+    def start_mailer(self) -> None:
+        self.start("mailer", [str(BIN / "flask"), "--app", "cloud", "mailer"])
+
+    def start_bridge(self) -> None:
+        if not (ROOT / "cloud" / "bridge.py").exists():
+            self.notes.append("the MQTT bridge is not built yet (cloud/bridge.py): the lock stays offline")
+            return
+        self.start("bridge", [str(BIN / "flask"), "--app", "cloud", "bridge"])
+
+    def start_lock(self, token: str) -> None:
+        simlock = ROOT / "tools" / "simlock"
+        if not (simlock.exists() or (ROOT / "tools" / "simlock.py").exists()):
+            self.notes.append("the lock simulator is not built yet (tools/simlock): no simulated lock")
+            return
+        lock_dir = self.var / "lock"
+        st = self.state
+        if not st.get("lock_registered"):
+            say(f"registering the demo lock {DEMO_MAC}")
+            try:
+                self.api("POST", "/locks", {"mac": DEMO_MAC, "name": DEMO_LOCK_NAME, "timezone": "Europe/Paris"},
+                         token=token)
+            except StackError as e:
+                if "409" not in str(e) and "already" not in str(e).lower():
+                    raise
+            st["lock_registered"] = True
+            self.save_state(st)
+        if st.get("lock_mqtt_port") != self.ports["mqtt"] or not lock_dir.exists():
+            say("provisioning the simulated lock")
+            r = subprocess.run(self.simlock_cmd("init", str(lock_dir), "--cloud", self.web_url, "--token", token,
+                                                "--mac", DEMO_MAC),
+                               env=self.cloud_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise StackError(f"provisioning the simulated lock failed:\n{r.stdout}{r.stderr}")
+            st["lock_mqtt_port"] = self.ports["mqtt"]
+            self.save_state(st)
+        c = self.start("lock", self.simlock_cmd("run", str(lock_dir), "--keypad-port", str(self.ports["keypad"])))
+        wait_http(f"http://127.0.0.1:{self.ports['keypad']}/state.json", 60, c)
+
+    def simlock_cmd(self, *args: str) -> list[str]:
+        simlock = ROOT / "tools" / "simlock"
+        if simlock.is_dir():
+            return [sys.executable, "-m", "tools.simlock", *args]
+        if simlock.exists():
+            return [sys.executable, str(simlock), *args]
+        return [sys.executable, "-m", "tools.simlock", *args]
+
+    # orchestration
+    def run(self) -> int:
+        self.prepare()
+        exe = self.ensure_mosquitto()
+        say(f"state in {self.var}, logs in {self.log_dir}")
+        self.start_smtp()
+        self.start_broker(exe)
+        self.init_db()
+        self.demo_agency()
+        self.start_web()
+        token = self.demo_token()
+        self.start_mailer()
+        self.start_bridge()
+        self.start_lock(token)
+        self.banner()
+        return self.watch()
+
+    def banner(self) -> None:
+        p = self.ports
+        lines = [
+            "",
+            "KeyDrop is running on this machine:",
+            f"  web site        {self.web_url}/",
+            f"  demo login      {DEMO_EMAIL}  /  {self.state['demo_password']}",
+            f"  mailbox (dev)   {self.web_url}/dev/mailbox/",
+        ]
+        if any(c.name == "lock" for c in self.children):
+            lines.append(f"  lock keypad     http://127.0.0.1:{p['keypad']}/   (simulated lock {DEMO_MAC})")
+        lines += [
+            f"  MQTT broker     127.0.0.1:{p['mqtt']}      SMTP sink  127.0.0.1:{p['smtp']}",
+            f"  state           {self.var}   (logs in {self.log_dir})",
+        ]
+        lines += ["  note: " + n for n in self.notes]
+        lines += ["Press Ctrl-C to stop.", ""]
+        print("\n".join(lines), flush=True)
+        (self.var / "urls.json").write_text(json.dumps({
+            "web": self.web_url + "/", "mailbox": self.web_url + "/dev/mailbox/",
+            "keypad": f"http://127.0.0.1:{p['keypad']}/" if any(c.name == "lock" for c in self.children) else None,
+            "login": {"email": DEMO_EMAIL, "password": self.state["demo_password"]},
+            "lock": DEMO_MAC, "ports": p, "pid": os.getpid(),
+        }, indent=2) + "\n")
+
+    def watch(self) -> int:
+        while not self.stopping:
+            for c in self.children:
+                if not c.alive():
+                    say(f"{c.name} exited unexpectedly (code {c.proc.returncode}); see {c.log_path}\n{c.tail()}")
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+    def stop(self) -> None:
+        for c in reversed(self.children):
+            c.stop()
+        self.children.clear()
+
+
+class _Stop(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.devstack", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--var", default=os.environ.get("KEYDROP_VAR", str(ROOT / "var")),
+                    help="folder holding all state (default ./var or $KEYDROP_VAR)")
+    for name, port in DEFAULT_PORTS.items():
+        ap.add_argument(f"--{name}-port", type=int, default=int(os.environ.get(f"KEYDROP_{name.upper()}_PORT", port)))
+    ap.add_argument("--strict-ports", action="store_true", help="fail if a port is taken instead of moving up")
+    ap.add_argument("--no-install", action="store_true", help="never apt-get install mosquitto")
+    args = ap.parse_args(argv)
+
+    stack = Stack(args)
+
+    def on_signal(signum, frame):
+        if stack.stopping:
+            return
+        stack.stopping = True
+        raise _Stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        code = stack.run()
+    except _Stop:
+        code = 0
+    except StackError as e:
+        say("error: " + str(e))
+        code = 2
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if stack.children:
+            say("stopping: " + ", ".join(c.name for c in reversed(stack.children)))
+        stack.stop()
+    if stack.stopping:
+        say("stopped")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
