@@ -1,0 +1,127 @@
+"""KeyDrop agency cloud. `flask --app cloud run|mailer|agency create|bridge|db upgrade`."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from flask import Flask, g, jsonify, render_template, request
+
+from . import config as config_module
+from .extensions import csrf, db, limiter, mail, migrate
+from .timeutil import fmt_local
+
+
+def create_app(config_overrides: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config_module.from_environment())
+    if config_overrides:
+        app.config.update(config_overrides)
+    if not app.logger.handlers or app.debug:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=app.config.get("MIGRATIONS_DIR") or _migrations_dir(),
+                     render_as_batch=True)
+    mail.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from . import models  # noqa: F401  (register the tables)
+    from .api import bp as api_bp
+    from .auth import bp as auth_bp, load_user
+    from .codes import bp as codes_bp
+    from .locks import bp as locks_bp
+
+    app.before_request(load_user)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(locks_bp)
+    app.register_blueprint(codes_bp)
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)  # token auth, no cookies
+
+    app.jinja_env.filters["local"] = fmt_local
+
+    @app.get("/")
+    def index():
+        from flask import redirect, url_for
+        return redirect(url_for("locks.index" if g.user else "auth.login"))
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(ok=True)
+
+    @app.errorhandler(404)
+    def not_found(e):
+        if request.path.startswith("/api/"):
+            return jsonify(message="Not found."), 404
+        return render_template("error.html", code=404, message="This page does not exist."), 404
+
+    @app.errorhandler(429)
+    def too_many(e):
+        if request.path.startswith("/api/"):
+            return jsonify(message="Too many attempts; wait a minute and try again."), 429
+        return render_template("error.html", code=429,
+                               message="Too many attempts; wait a minute and try again."), 429
+
+    from flask_wtf.csrf import CSRFError
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(e):
+        return render_template("error.html", code=400,
+                               message="The form expired or was not sent from this site; reload and retry."), 400
+
+    _register_cli(app)
+    return app
+
+
+def _migrations_dir() -> str:
+    import os
+    return os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def _register_cli(app: Flask) -> None:
+    @app.cli.command("mailer")
+    @click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
+    @click.option("--interval", type=float, default=None, help="Seconds between passes (MAILER_POLL_INTERVAL).")
+    def mailer_cmd(once: bool, interval: float | None):
+        """Run the outbox worker: deliver queued mails with retries and backoff."""
+        from .mailer import run_forever, run_pending
+        if once:
+            counts = run_pending()
+            click.echo(f"sent={counts['sent']} retry={counts['retry']} failed={counts['failed']}")
+            return
+        click.echo("mailer running (Ctrl-C to stop)")
+        try:
+            run_forever(interval)
+        except KeyboardInterrupt:
+            pass
+
+    agency = click.Group("agency", help="Manage agencies (operators, tests).")
+    app.cli.add_command(agency)
+
+    @agency.command("create")
+    @click.option("--name", required=True)
+    @click.option("--email", required=True)
+    @click.option("--password", required=True)
+    def agency_create(name: str, email: str, password: str):
+        """Create an agency and its owner account; prints the agency id."""
+        from .domain import DomainError, create_agency
+        try:
+            ag, _ = create_agency(name=name, email=email, password=password)
+        except DomainError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
+        click.echo(ag.id)
+
+    @app.cli.command("bridge")
+    def bridge_cmd():
+        """Run the MQTT bridge between the locks and the cloud (cloud/bridge.py)."""
+        try:
+            import cloud.bridge as bridge
+        except ModuleNotFoundError as exc:
+            if exc.name == "cloud.bridge":
+                click.echo("error: the MQTT bridge is not installed yet (cloud/bridge.py is missing)", err=True)
+                sys.exit(1)
+            raise
+        sys.exit(bridge.main() or 0)

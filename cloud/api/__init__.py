@@ -1,0 +1,216 @@
+"""JSON API /api/v1 for integrators and the installer tool. Bearer-token auth; errors are {"message": …}."""
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..domain import DomainError, generate_code, provision, register_lock, revoke_code
+from ..extensions import db, limiter
+from ..models import ApiToken, Code, InvalidMac, Lock, User
+from ..scoping import agency_code_or_404, agency_codes, agency_lock_or_404, agency_locks
+from ..timeutil import to_epoch, utcnow
+from .openapi import spec
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, **extra):
+        self.status, self.message, self.extra = status, message, extra
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    return jsonify(message=exc.message, **exc.extra), exc.status
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(exc: DomainError):
+    return jsonify(message=exc.message, **exc.extra), exc.status
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    messages = {404: "Not found.", 405: "Method not allowed.", 429: "Too many attempts; wait and retry."}
+    return jsonify(message=messages.get(exc.code, exc.description)), exc.code
+
+
+def token_required(view):
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        row = None
+        if scheme.lower() == "bearer" and token.strip():
+            row = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == ApiToken.hash(token.strip())))
+        if row is None:
+            resp = jsonify(message="Missing or invalid API token (Authorization: Bearer <token>).")
+            return resp, 401, {"WWW-Authenticate": 'Bearer realm="keydrop"'}
+        g.user = row.user
+        g.api_token = row
+        return view(*args, **kwargs)
+    return wrapped
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "Send a JSON object (Content-Type: application/json).")
+    return data
+
+
+def _when(data: dict, key: str) -> datetime:
+    raw = data.get(key)
+    if not isinstance(raw, str):
+        raise ApiError(400, f"{key} is required: an ISO 8601 date-time with offset, e.g. 2026-07-01T15:00:00+02:00.")
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"{key} is not an ISO 8601 date-time.")
+    if value.tzinfo is None:
+        raise ApiError(400, f"{key} needs a UTC offset (e.g. +02:00 or Z).")
+    return value
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def lock_json(lock: Lock) -> dict:
+    return {"id": lock.id, "mac": lock.mac_display, "name": lock.name, "address": lock.address,
+            "timezone": lock.timezone, "status": lock.status, "registered_at": _iso(lock.registered_at),
+            "activated_at": _iso(lock.activated_at), "last_seen_at": _iso(lock.last_seen_at),
+            "firmware_version": lock.firmware_version, "desired_revision": lock.desired_revision,
+            "acked_revision": lock.acked_revision}
+
+
+def code_json(code: Code, now: datetime | None = None) -> dict:
+    return {"id": code.id, "lock_id": code.lock_id, "code": code.code, "status": code.status(now or utcnow()),
+            "on_lock": code.on_lock, "on_lock_at": _iso(code.on_lock_at),
+            "valid_from": _iso(code.valid_from), "valid_until": _iso(code.valid_until),
+            "customer_name": code.customer_name, "customer_email": code.customer_email,
+            "created_by": code.created_by.email if code.created_by else None, "created_at": _iso(code.created_at),
+            "revoked_at": _iso(code.revoked_at)}
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(spec())
+
+
+def _token_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+@bp.post("/tokens")
+@limiter.limit(_token_limit)
+def tokens():
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or not auth.username:
+        return jsonify(message="Use HTTP Basic auth with your email and password."), 401, \
+            {"WWW-Authenticate": 'Basic realm="keydrop"'}
+    user = db.session.scalar(sa.select(User).where(User.email == User.normalize_email(auth.username)))
+    if user is None or not user.check_password(auth.password or ""):
+        return jsonify(message="Wrong email or password."), 401, {"WWW-Authenticate": 'Basic realm="keydrop"'}
+    row, token = ApiToken.issue(user)
+    db.session.add(row)
+    db.session.commit()
+    return jsonify(token=token), 201
+
+
+@bp.get("/me")
+@token_required
+def me():
+    return jsonify(email=g.user.email, role=g.user.role, agency={"id": g.user.agency_id, "name": g.user.agency.name})
+
+
+@bp.get("/locks")
+@token_required
+def list_locks():
+    locks = db.session.scalars(agency_locks(g.user.agency_id).order_by(Lock.name, Lock.id)).all()
+    return jsonify(locks=[lock_json(lk) for lk in locks])
+
+
+@bp.post("/locks")
+@token_required
+def create_lock():
+    data = _body()
+    try:
+        lock = register_lock(g.user.agency, mac=str(data.get("mac", "")), name=str(data.get("name", "")),
+                             address=str(data.get("address", "")), timezone=str(data.get("timezone", "")),
+                             by=g.user)
+    except InvalidMac as exc:
+        raise ApiError(400, str(exc))
+    return jsonify(lock_json(lock)), 201, {"Location": f"/api/v1/locks/{lock.id}"}
+
+
+@bp.get("/locks/<lock_id>")
+@token_required
+def get_lock(lock_id: str):
+    return jsonify(lock_json(agency_lock_or_404(g.user.agency_id, lock_id)))
+
+
+@bp.post("/locks/<lock_id>/provision")
+@token_required
+def provision_lock(lock_id: str):
+    lock = agency_lock_or_404(g.user.agency_id, lock_id)
+    body = provision(lock, by=g.user, config=current_app.config, remote_addr=request.remote_addr)
+    return jsonify(body), 200, {"Cache-Control": "no-store"}
+
+
+@bp.post("/locks/<lock_id>/codes")
+@token_required
+def create_code(lock_id: str):
+    lock = agency_lock_or_404(g.user.agency_id, lock_id)
+    data = _body()
+    email = data.get("customer_email") or None
+    if email is not None:
+        try:
+            email = validate_email(str(email), check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ApiError(400, f"customer_email: {exc}")
+    name = data.get("customer_name")
+    if name is not None and (not isinstance(name, str) or len(name) > 120):
+        raise ApiError(400, "customer_name must be a string of at most 120 characters.")
+    code = generate_code(lock, valid_from=_when(data, "valid_from"), valid_until=_when(data, "valid_until"),
+                         by=g.user, customer_name=name, customer_email=email)
+    return jsonify(code_json(code)), 201, {"Location": f"/api/v1/codes/{code.id}"}
+
+
+@bp.get("/codes")
+@token_required
+def list_codes():
+    q = agency_codes(g.user.agency_id)
+    if request.args.get("lock_id"):
+        q = q.where(Code.lock_id == request.args["lock_id"].lower())
+    status = request.args.get("status")
+    now = utcnow()
+    if status:
+        if status not in Code.STATUSES:
+            raise ApiError(400, f"status is one of {', '.join(Code.STATUSES)}.")
+        q = q.where(Code.status_filter(status, now))
+    try:
+        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError:
+        raise ApiError(400, "limit and offset are integers.")
+    codes = db.session.scalars(q.order_by(Code.id.desc()).limit(limit).offset(offset)).all()
+    return jsonify(codes=[code_json(c, now) for c in codes])
+
+
+@bp.get("/codes/<int:code_id>")
+@token_required
+def get_code(code_id: int):
+    return jsonify(code_json(agency_code_or_404(g.user.agency_id, code_id)))
+
+
+@bp.delete("/codes/<int:code_id>")
+@token_required
+def delete_code(code_id: int):
+    code = revoke_code(agency_code_or_404(g.user.agency_id, code_id), by=g.user)
+    return jsonify(code_json(code))

@@ -1,0 +1,118 @@
+"""OpenAPI 3.0 description of /api/v1, served at /api/v1/openapi.json."""
+from __future__ import annotations
+
+
+def _err(desc: str) -> dict:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _ok(desc: str, ref: str) -> dict:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+LOCK_ID = {"name": "lock_id", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"}, "description": "canonical MAC, 12 hex digits"}
+CODE_ID = {"name": "code_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+AUTH = [{"bearer": []}]
+COMMON = {"401": _err("missing or invalid token"), "404": _err("no such lock/code in your agency")}
+
+
+def spec() -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "KeyDrop agency API", "version": "1.0.0",
+                 "description": "Locks, codes and history of one agency. Every id outside the caller's agency "
+                                "answers 404. Times are ISO 8601 with offset; responses use UTC (Z)."},
+        "servers": [{"url": "/api/v1"}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "basic": {"type": "http", "scheme": "basic"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["message"],
+                          "properties": {"message": {"type": "string"}, "lock_id": {"type": "string"}}},
+                "Token": {"type": "object", "properties": {"token": {"type": "string"}}},
+                "Lock": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "mac": {"type": "string"}, "name": {"type": "string"},
+                    "address": {"type": "string"}, "timezone": {"type": "string"},
+                    "status": {"type": "string", "enum": ["registered", "active"]},
+                    "registered_at": {"type": "string", "format": "date-time"},
+                    "activated_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "last_seen_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "firmware_version": {"type": "string", "nullable": True},
+                    "desired_revision": {"type": "integer"}, "acked_revision": {"type": "integer"}}},
+                "LockList": {"type": "object", "properties": {
+                    "locks": {"type": "array", "items": {"$ref": "#/components/schemas/Lock"}}}},
+                "NewLock": {"type": "object", "required": ["mac", "name", "address", "timezone"], "properties": {
+                    "mac": {"type": "string", "example": "24:A1:60:54:AB:3C"}, "name": {"type": "string"},
+                    "address": {"type": "string"}, "timezone": {"type": "string", "example": "Europe/Paris"}}},
+                "Provision": {"type": "object", "properties": {
+                    "lock_id": {"type": "string"}, "secret": {"type": "string", "description": "64 hex digits"},
+                    "backup_digest": {"type": "string", "description": "HMAC-SHA256(secret, backup key), hex"},
+                    "mqtt": {"type": "object", "properties": {
+                        "host": {"type": "string"}, "port": {"type": "integer"}, "tls": {"type": "boolean"},
+                        "username": {"type": "string"}, "password": {"type": "string"}}}}},
+                "NewCode": {"type": "object", "required": ["valid_from", "valid_until"], "properties": {
+                    "valid_from": {"type": "string", "format": "date-time", "example": "2026-07-01T15:00:00+02:00"},
+                    "valid_until": {"type": "string", "format": "date-time", "example": "2026-07-08T11:00:00+02:00"},
+                    "customer_name": {"type": "string"}, "customer_email": {"type": "string", "format": "email"}}},
+                "Code": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "lock_id": {"type": "string"}, "code": {"type": "string"},
+                    "status": {"type": "string", "enum": ["scheduled", "active", "expired", "revoked"]},
+                    "on_lock": {"type": "string", "enum": ["on the lock", "pending"]},
+                    "on_lock_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "valid_from": {"type": "string", "format": "date-time"},
+                    "valid_until": {"type": "string", "format": "date-time"},
+                    "customer_name": {"type": "string", "nullable": True},
+                    "customer_email": {"type": "string", "nullable": True},
+                    "created_by": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+                    "revoked_at": {"type": "string", "format": "date-time", "nullable": True}}},
+                "CodeList": {"type": "object", "properties": {
+                    "codes": {"type": "array", "items": {"$ref": "#/components/schemas/Code"}}}},
+            },
+        },
+        "paths": {
+            "/tokens": {"post": {
+                "summary": "Exchange email:password (HTTP Basic) for an API token", "security": [{"basic": []}],
+                "responses": {"201": _ok("a new token", "Token"), "401": _err("wrong credentials"),
+                              "429": _err("rate limited")}}},
+            "/locks": {
+                "get": {"summary": "Locks of your agency", "security": AUTH,
+                        "responses": {"200": _ok("locks", "LockList"), "401": COMMON["401"]}},
+                "post": {"summary": "Register a lock (creates its secret and first backup key)", "security": AUTH,
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"$ref": "#/components/schemas/NewLock"}}}},
+                         "responses": {"201": _ok("registered", "Lock"), "400": _err("invalid MAC/name/zone"),
+                                       "401": COMMON["401"],
+                                       "409": _err("MAC already registered; lock_id given when it is yours")}}},
+            "/locks/{lock_id}": {"get": {
+                "summary": "One lock", "security": AUTH, "parameters": [LOCK_ID],
+                "responses": {"200": _ok("the lock", "Lock"), **COMMON}}},
+            "/locks/{lock_id}/provision": {"post": {
+                "summary": "Credentials for the installer tool (audited; includes the lock's secret)",
+                "security": AUTH, "parameters": [LOCK_ID],
+                "responses": {"200": _ok("provisioning data", "Provision"), **COMMON}}},
+            "/locks/{lock_id}/codes": {"post": {
+                "summary": "Generate a code for a rental period; emails it to the agency and the customer",
+                "security": AUTH, "parameters": [LOCK_ID],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/NewCode"}}}},
+                "responses": {"201": _ok("the code", "Code"), "400": _err("invalid period or email"),
+                              **COMMON, "409": _err("the lock is not active yet / no free code")}}},
+            "/codes": {"get": {
+                "summary": "Code history, newest first", "security": AUTH,
+                "parameters": [
+                    {"name": "lock_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "status", "in": "query",
+                     "schema": {"type": "string", "enum": ["scheduled", "active", "expired", "revoked"]}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "default": 0}}],
+                "responses": {"200": _ok("codes", "CodeList"), "400": _err("bad filter"), "401": COMMON["401"]}}},
+            "/codes/{code_id}": {
+                "get": {"summary": "One code", "security": AUTH, "parameters": [CODE_ID],
+                        "responses": {"200": _ok("the code", "Code"), **COMMON}},
+                "delete": {"summary": "Revoke a code (idempotent)", "security": AUTH, "parameters": [CODE_ID],
+                           "responses": {"200": _ok("the revoked code", "Code"), **COMMON}}},
+            "/me": {"get": {"summary": "Who the token belongs to", "security": AUTH,
+                            "responses": {"200": {"description": "user and agency"}, "401": COMMON["401"]}}},
+        },
+    }

@@ -1,0 +1,113 @@
+"""Code generation, history (filters, CSV export) and revocation."""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+
+from ..auth import login_required
+from ..domain import DomainError, generate_code, revoke_code
+from ..extensions import db
+from ..locks.forms import EmptyForm
+from ..models import Code, Lock, User
+from ..scoping import agency_code_or_404, agency_codes, agency_lock_or_404, agency_locks
+from ..timeutil import fmt_local, local_to_utc, utcnow
+from .forms import CodeForm
+
+bp = Blueprint("codes", __name__)
+
+
+@bp.route("/locks/<lock_id>/codes/new", methods=["GET", "POST"])
+@login_required
+def new(lock_id: str):
+    lock = agency_lock_or_404(g.user.agency_id, lock_id)
+    form = CodeForm()
+    if not lock.is_active:
+        flash("This lock has not come online yet: codes can be generated once it is active.", "error")
+        return render_template("codes/new.html", form=form, lock=lock, code=None), (409 if request.method == "POST" else 200)
+    if form.validate_on_submit():
+        try:
+            code = generate_code(lock, valid_from=local_to_utc(form.check_in.data, lock.timezone),
+                                 valid_until=local_to_utc(form.check_out.data, lock.timezone), by=g.user,
+                                 customer_name=form.customer_name.data, customer_email=form.customer_email.data)
+        except DomainError as exc:
+            flash(exc.message, "error")
+        else:
+            sent = "you" + (" and the customer" if code.customer_email else "")
+            flash(f"Code {code.code} created for {lock.name}; it is emailed to {sent}.", "ok")
+            return render_template("codes/new.html", form=CodeForm(formdata=None), lock=lock, code=code)
+    return render_template("codes/new.html", form=form, lock=lock, code=None)
+
+
+def _filtered(args) -> tuple[sa.Select, dict]:
+    """History query from the filters in the query string (all scoped to the caller's agency)."""
+    q = agency_codes(g.user.agency_id)
+    f = {"lock": args.get("lock", ""), "status": args.get("status", ""), "customer": args.get("customer", "").strip(),
+         "since": args.get("since", ""), "until": args.get("until", "")}
+    if f["lock"]:
+        q = q.where(Code.lock_id == f["lock"].lower())
+    if f["status"] in Code.STATUSES:
+        q = q.where(Code.status_filter(f["status"], utcnow()))
+    if f["customer"]:
+        like = f"%{f['customer'].lower()}%"
+        q = q.where(sa.or_(sa.func.lower(Code.customer_name).like(like), sa.func.lower(Code.customer_email).like(like)))
+    for key, op in (("since", lambda d: Code.valid_until > d), ("until", lambda d: Code.valid_from < d)):
+        if f[key]:
+            try:
+                day = datetime.strptime(f[key], "%Y-%m-%d").replace(tzinfo=utcnow().tzinfo)
+            except ValueError:
+                f[key] = ""
+                continue
+            q = q.where(op(day))
+    return q.order_by(Code.created_at.desc(), Code.id.desc()), f
+
+
+@bp.get("/codes/")
+@login_required
+def history():
+    q, f = _filtered(request.args)
+    codes = db.session.scalars(q.limit(500)).all()
+    locks = db.session.scalars(agency_locks(g.user.agency_id).order_by(Lock.name)).all()
+    return render_template("codes/history.html", codes=codes, locks=locks, f=f, statuses=Code.STATUSES,
+                           now=utcnow(), form=EmptyForm())
+
+
+@bp.get("/codes/export.csv")
+@login_required
+def export():
+    q, _ = _filtered(request.args)
+    now = utcnow()
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "lock_id", "lock_name", "code", "status", "on_lock", "valid_from_utc", "valid_until_utc",
+                "valid_from_local", "valid_until_local", "time_zone", "customer_name", "customer_email",
+                "generated_by", "generated_at_utc", "revoked_at_utc"])
+    for c in db.session.scalars(q):
+        w.writerow([c.id, c.lock_id, _csv_safe(c.lock.name), c.code, c.status(now), c.on_lock,
+                    c.valid_from.isoformat(), c.valid_until.isoformat(),
+                    fmt_local(c.valid_from, c.lock.timezone), fmt_local(c.valid_until, c.lock.timezone),
+                    c.lock.timezone, _csv_safe(c.customer_name or ""), _csv_safe(c.customer_email or ""),
+                    c.created_by.email if c.created_by else "", c.created_at.isoformat(),
+                    c.revoked_at.isoformat() if c.revoked_at else ""])
+    name = f"keydrop-codes-{now:%Y%m%d-%H%M}.csv"
+    return Response(buf.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _csv_safe(value: str) -> str:
+    """Neutralise spreadsheet formulas in user-entered text (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+@bp.post("/codes/<int:code_id>/revoke")
+@login_required
+def revoke(code_id: int):
+    code = agency_code_or_404(g.user.agency_id, code_id)
+    if EmptyForm().validate_on_submit():
+        revoke_code(code, by=g.user)
+        flash(f"Code {code.code} on {code.lock.name} is revoked.", "ok")
+    return redirect(request.form.get("next") if (request.form.get("next") or "").startswith("/codes/")
+                    else url_for("codes.history"))

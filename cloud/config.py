@@ -1,0 +1,75 @@
+"""Configuration read from the environment (12-factor). Every key can be overridden by create_app(overrides)."""
+from __future__ import annotations
+
+import os
+import secrets
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        os.makedirs(os.path.join(os.getcwd(), "var"), exist_ok=True)
+        return "sqlite:///" + os.path.join(os.getcwd(), "var", "keydrop.sqlite3")
+    # Heroku-style URLs name the driver "postgres://"; we ship psycopg 3.
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://"):]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def from_environment() -> dict:
+    secret_key = os.environ.get("SECRET_KEY")
+    return {
+        # A random key when none is configured: sessions then do not survive a restart (fine for development).
+        "SECRET_KEY": secret_key or secrets.token_hex(32),
+        "SECRET_KEY_IS_RANDOM": secret_key is None,
+        "SQLALCHEMY_DATABASE_URI": _database_url(),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Session cookie: HttpOnly always, SameSite=Lax, Secure when served over HTTPS.
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "PERMANENT_SESSION_LIFETIME": _int("SESSION_LIFETIME_S", 12 * 3600),
+        "WTF_CSRF_TIME_LIMIT": None,  # tokens live as long as the session
+        # Flask-Mail
+        "MAIL_SERVER": os.environ.get("MAIL_SERVER", "127.0.0.1"),
+        "MAIL_PORT": _int("MAIL_PORT", 8025),
+        "MAIL_USE_TLS": _bool("MAIL_USE_TLS", False),
+        "MAIL_USE_SSL": _bool("MAIL_USE_SSL", False),
+        "MAIL_USERNAME": os.environ.get("MAIL_USERNAME"),
+        "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD"),
+        "MAIL_DEFAULT_SENDER": os.environ.get("MAIL_DEFAULT_SENDER", "KeyDrop <no-reply@keydrop.localhost>"),
+        "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", 10),
+        # Outbox worker
+        "MAILER_POLL_INTERVAL": float(os.environ.get("MAILER_POLL_INTERVAL", "2")),
+        "MAILER_MAX_ATTEMPTS": _int("MAILER_MAX_ATTEMPTS", 12),
+        "MAILER_BACKOFF_BASE_S": float(os.environ.get("MAILER_BACKOFF_BASE_S", "10")),
+        "MAILER_BACKOFF_MAX_S": float(os.environ.get("MAILER_BACKOFF_MAX_S", "3600")),
+        "MAILER_STALE_SENDING_S": _int("MAILER_STALE_SENDING_S", 600),
+        # Rate limits (Flask-Limiter); memory storage suits one web process, use redis:// for several.
+        "RATELIMIT_ENABLED": _bool("RATELIMIT_ENABLED", True),
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute;50 per hour"),
+        "SIGNUP_RATE_LIMIT": os.environ.get("SIGNUP_RATE_LIMIT", "5 per minute;30 per hour"),
+        # What the installer tool writes into the lock's config (see POST /api/v1/locks/<id>/provision).
+        "MQTT_PUBLIC_HOST": os.environ.get("MQTT_PUBLIC_HOST", "127.0.0.1"),
+        "MQTT_PUBLIC_PORT": _int("MQTT_PUBLIC_PORT", 1883),
+        "MQTT_PUBLIC_TLS": _bool("MQTT_PUBLIC_TLS", False),
+        # Absolute links in emails (password reset, invitations).
+        "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
+        "PASSWORD_RESET_MAX_AGE_S": _int("PASSWORD_RESET_MAX_AGE_S", 3600),
+        "INVITE_MAX_AGE_S": _int("INVITE_MAX_AGE_S", 7 * 24 * 3600),
+    }

@@ -1,0 +1,358 @@
+"""Domain operations shared by the web pages, the JSON API and the MQTT bridge.
+
+Every function here that changes state commits its own transaction; mails it decides to send are written to
+the outbox in that same transaction (cloud/mailer.py delivers them). Functions take model instances that the
+caller already scoped to an agency (web/API) or looked up by lock id (bridge).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from . import codegen
+from .extensions import db
+from .mailer import enqueue
+from .models import (Agency, AuditEvent, BackupKeyRotation, Code, Lock, LockEvent, User, canonical_mac)
+from .timeutil import aware, fmt_local, from_epoch, is_valid_zone, to_epoch, utcnow
+
+log = logging.getLogger("keydrop.domain")
+
+MAX_PERIOD = timedelta(days=366)
+
+
+class DomainError(Exception):
+    """A refusal with a message fit for the user. `status` is the HTTP status the API answers with."""
+
+    status = 400
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class Conflict(DomainError):
+    status = 409
+
+
+class LockNotActive(Conflict):
+    pass
+
+
+# ---------------------------------------------------------------- agencies
+
+
+def create_agency(*, name: str, email: str, password: str) -> tuple[Agency, User]:
+    name = (name or "").strip()
+    email = User.normalize_email(email or "")
+    if not name:
+        raise DomainError("The agency needs a name.")
+    if len(password or "") < 8:
+        raise DomainError("The password needs at least 8 characters.")
+    if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
+        raise Conflict("An account with this email already exists.")
+    agency = Agency(name=name, created_at=utcnow())
+    owner = User(agency=agency, email=email, role="owner", created_at=utcnow())
+    owner.set_password(password)
+    db.session.add_all([agency, owner])
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("An account with this email already exists.")
+    return agency, owner
+
+
+def invite_staff(owner: User, *, email: str, name: str = "", link: str | None = None) -> User:
+    """Owner adds a staff account; it gets an email with a link to choose a password (see auth views)."""
+    if not owner.is_owner:
+        raise DomainError("Only the agency's owner can invite staff.")
+    email = User.normalize_email(email)
+    if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
+        raise Conflict("An account with this email already exists.")
+    user = User(agency_id=owner.agency_id, email=email, name=name.strip(), role="staff",
+                password_hash=None, created_at=utcnow())
+    db.session.add(user)
+    db.session.flush()
+    if link is not None:
+        enqueue(email, "invite", f"{owner.agency.name} invited you to KeyDrop",
+                agency=owner.agency, inviter=owner, link=link(user) if callable(link) else link)
+    db.session.commit()
+    return user
+
+
+def audit(agency_id: int, action: str, *, user: User | None = None, lock_id: str | None = None,
+          remote_addr: str | None = None) -> AuditEvent:
+    ev = AuditEvent(agency_id=agency_id, user_id=user.id if user else None, lock_id=lock_id,
+                    action=action, remote_addr=remote_addr, at=utcnow())
+    db.session.add(ev)
+    return ev
+
+
+# ---------------------------------------------------------------- locks
+
+
+def register_lock(agency: Agency, *, mac: str, name: str, address: str, timezone: str,
+                  by: User | None = None) -> Lock:
+    """Create a lock with its 32-byte secret and first backup key. Refuses malformed/duplicate MACs:
+    Conflict(lock_id=…) if this agency already has it, a Conflict without details if another one does."""
+    mac = canonical_mac(mac)  # InvalidMac is a ValueError; callers turn it into a form error / 400
+    name, address = (name or "").strip(), (address or "").strip()
+    if not name:
+        raise DomainError("The lock needs a name.")
+    if not address:
+        raise DomainError("The lock needs the property's address.")
+    if not is_valid_zone(timezone):
+        raise DomainError("Unknown time zone; use an IANA name such as Europe/Paris.")
+    existing = db.session.get(Lock, mac)
+    if existing is not None:
+        if existing.agency_id == agency.id:
+            raise Conflict("Your agency already registered this MAC address.", lock_id=mac)
+        raise Conflict("This MAC address is already registered.")
+    lock = Lock.new(mac=mac, agency=agency, name=name, address=address, timezone=timezone, by=by)
+    db.session.add(lock)
+    try:
+        db.session.commit()
+    except IntegrityError:  # lost a race with another registration of the same MAC
+        db.session.rollback()
+        return register_lock(agency, mac=mac, name=name, address=address, timezone=timezone, by=by)
+    log.info("lock %s registered by agency %s", mac, agency.id)
+    return lock
+
+
+def lock_credentials(lock: Lock) -> dict:
+    """For the bridge: {"lock_id": str, "secret": bytes (32), "mqtt_password": str}."""
+    return {"lock_id": lock.id, "secret": lock.secret, "mqtt_password": lock.mqtt_password}
+
+
+def provision(lock: Lock, *, by: User, config, remote_addr: str | None = None) -> dict:
+    """What the installer tool writes into the lock: secret, backup digest, broker credentials.
+    Each call is audited. The secret is returned to the caller and never logged."""
+    audit(lock.agency_id, "provision", user=by, lock_id=lock.id, remote_addr=remote_addr)
+    db.session.commit()
+    log.info("lock %s provisioned by user %s", lock.id, by.id)
+    return {
+        "lock_id": lock.id,
+        "secret": lock.secret.hex(),
+        "backup_digest": lock.digest(lock.backup_key).hex(),
+        "mqtt": {"host": config["MQTT_PUBLIC_HOST"], "port": int(config["MQTT_PUBLIC_PORT"]),
+                 "tls": bool(config["MQTT_PUBLIC_TLS"]), "username": lock.id, "password": lock.mqtt_password},
+    }
+
+
+def reveal_backup_key(lock: Lock, *, by: User, remote_addr: str | None = None) -> str:
+    audit(lock.agency_id, "reveal_backup_key", user=by, lock_id=lock.id, remote_addr=remote_addr)
+    db.session.commit()
+    return lock.backup_key
+
+
+def _live_codes_overlapping(lock_id: str, start: datetime, end: datetime) -> set[str]:
+    return set(db.session.scalars(sa.select(Code.code).where(
+        Code.lock_id == lock_id, Code.revoked_at.is_(None),
+        Code.valid_from < end, Code.valid_until > start)))
+
+
+# ---------------------------------------------------------------- codes
+
+
+def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by: User,
+                  customer_name: str | None = None, customer_email: str | None = None,
+                  now: datetime | None = None) -> Code:
+    """Make a code for [valid_from, valid_until) on an active lock, and queue the mails (owner, the
+    generating staff member if not the owner, the customer if given) in the same transaction."""
+    now = now or utcnow()
+    valid_from, valid_until = aware(valid_from), aware(valid_until)
+    if not lock.is_active:
+        raise LockNotActive("This lock has not come online yet: codes can be generated once it is active.")
+    if valid_until <= valid_from:
+        raise DomainError("The check-out must be after the check-in.")
+    if valid_until <= now:
+        raise DomainError("This period has already ended.")
+    if valid_until - valid_from > MAX_PERIOD:
+        raise DomainError("A code can last at most one year.")
+    customer_name = (customer_name or "").strip() or None
+    customer_email = User.normalize_email(customer_email) if customer_email and customer_email.strip() else None
+
+    # Bump the revision first: the UPDATE takes the lock's row lock (PostgreSQL) / the write lock (SQLite),
+    # so two concurrent generations for one lock cannot both pick the same free code.
+    revision = lock.bump_revision()
+    taken = _live_codes_overlapping(lock.id, valid_from, valid_until) | {lock.backup_key}
+    # a pending rotation: the old backup key still opens the door until the new one is installed
+    taken |= set(db.session.scalars(sa.select(BackupKeyRotation.old_key).where(
+        BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None))))
+    try:
+        digits = codegen.pick(taken)
+    except codegen.CodeSpaceExhausted:
+        db.session.rollback()
+        raise Conflict("No free code is left for this period on this lock.")
+    code = Code(lock_id=lock.id, agency_id=lock.agency_id, code=digits, valid_from=valid_from,
+                valid_until=valid_until, customer_name=customer_name, customer_email=customer_email,
+                created_by_id=by.id, created_at=now, revision=revision)
+    db.session.add(code)
+    db.session.flush()
+
+    ctx = dict(lock=lock, code=code, tz=lock.timezone, generated_by=by,
+               start_local=fmt_local(valid_from, lock.timezone), end_local=fmt_local(valid_until, lock.timezone))
+    owner = lock.agency.owner
+    recipients = [owner.email] + ([by.email] if by.email != owner.email else [])
+    for to in recipients:
+        enqueue(to, "code_agency", f"Code {digits} for {lock.name}", **ctx)
+    if customer_email:
+        enqueue(customer_email, "code_customer", f"Your door code for {lock.address}", **ctx)
+    db.session.commit()
+    log.info("code %s generated for lock %s (revision %s)", code.id, lock.id, revision)
+    return code
+
+
+def revoke_code(code: Code, *, by: User, now: datetime | None = None) -> Code:
+    """Revoke a code (idempotent). Bumps the lock's revision so the bridge removes it from the lock."""
+    now = now or utcnow()
+    if code.revoked_at is not None:
+        return code
+    code.lock.bump_revision()
+    code.revoked_at = now
+    code.revoked_by_id = by.id
+    audit(code.agency_id, "revoke_code", user=by, lock_id=code.lock_id)
+    db.session.commit()
+    return code
+
+
+# ---------------------------------------------------------------- operations the MQTT bridge calls
+
+
+def lock_hello(lock: Lock, *, firmware: str, boot_count: int, lock_time: int | None, revision: int,
+               now: datetime | None = None) -> dict:
+    """A verified hello from the lock (the bridge checked its HMAC and counter).
+
+    Marks the lock active (the first time, emails the owner "lock online" with the current backup key),
+    updates last_seen_at, firmware_version, boot_count, reported_revision and clock_skew_s
+    (lock_time − cloud time, None when the lock has no trusted time).
+    Returns {"activated": bool, "push": bool} — push is True when the lock's revision differs from the
+    desired one, i.e. the bridge should send desired_state(lock).
+    """
+    now = now or utcnow()
+    activated = lock.status != "active"
+    lock.firmware_version = (firmware or "")[:40] or None
+    lock.boot_count = boot_count
+    lock.last_seen_at = now
+    lock.reported_revision = revision
+    lock.clock_skew_s = None if lock_time is None else int(lock_time) - to_epoch(now)
+    if activated:
+        lock.status = "active"
+        lock.activated_at = now
+        enqueue(lock.agency.owner.email, "lock_online", f"{lock.name} is online",
+                lock=lock, backup_key=lock.backup_key, when=fmt_local(now, lock.timezone))
+        log.info("lock %s is active", lock.id)
+    db.session.commit()
+    return {"activated": activated, "push": revision != lock.desired_revision}
+
+
+def desired_state(lock: Lock, now: datetime | None = None) -> dict:
+    """What the lock should hold: {"revision": int, "codes": [{"id", "digest": bytes, "from": int,
+    "until": int}], "backup_digest": bytes}. Codes that are revoked or expired (until <= now) are left out."""
+    now = now or utcnow()
+    codes = db.session.scalars(sa.select(Code).where(
+        Code.lock_id == lock.id, Code.revoked_at.is_(None), Code.valid_until > now).order_by(Code.id)).all()
+    return {
+        "revision": lock.desired_revision,
+        "codes": [{"id": c.id, "digest": lock.digest(c.code), "from": to_epoch(c.valid_from),
+                   "until": to_epoch(c.valid_until)} for c in codes],
+        "backup_digest": lock.digest(lock.backup_key),
+    }
+
+
+def expire_due(now: datetime | None = None) -> list[str]:
+    """Called periodically by the bridge. Codes whose end passed get expired_noted_at and their lock's
+    desired_revision is bumped once. Returns the ids of the locks whose desired state changed."""
+    now = now or utcnow()
+    rows = db.session.execute(sa.select(Code.id, Code.lock_id).where(
+        Code.revoked_at.is_(None), Code.expired_noted_at.is_(None), Code.valid_until <= now)).all()
+    if not rows:
+        return []
+    lock_ids = sorted({r.lock_id for r in rows})
+    db.session.execute(sa.update(Code).where(Code.id.in_([r.id for r in rows]), Code.expired_noted_at.is_(None))
+                       .values(expired_noted_at=now))
+    db.session.execute(sa.update(Lock).where(Lock.id.in_(lock_ids))
+                       .values(desired_revision=Lock.desired_revision + 1))
+    db.session.commit()
+    return lock_ids
+
+
+def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None) -> None:
+    """The lock confirmed it installed `revision`. acked_revision = max(acked, revision) (capped at the
+    desired revision); live codes included at or before it get on_lock_at; backup-key rotations covered by
+    it are marked installed and the owner is emailed (old key first used, replaced at, new key)."""
+    now = now or utcnow()
+    revision = min(int(revision), lock.desired_revision)
+    if revision <= lock.acked_revision:
+        return
+    lock.acked_revision = revision
+    db.session.execute(sa.update(Code).where(
+        Code.lock_id == lock.id, Code.revision <= revision, Code.on_lock_at.is_(None),
+        Code.revoked_at.is_(None), Code.valid_until > now).values(on_lock_at=now))
+    rotations = db.session.scalars(sa.select(BackupKeyRotation).where(
+        BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None),
+        BackupKeyRotation.revision <= revision)).all()
+    for rot in rotations:
+        rot.installed_at = now
+        enqueue(lock.agency.owner.email, "backup_rotated", f"New backup key for {lock.name}",
+                lock=lock, new_key=rot.new_key,
+                first_used=fmt_local(rot.first_used_at, lock.timezone) if rot.first_used_at else "unknown",
+                replaced=fmt_local(now, lock.timezone))
+    db.session.commit()
+
+
+def record_events(lock: Lock, events: list[dict]) -> int:
+    """Store the lock's access-log entries [{"seq": int, "t": int|None, "kind": str, "code_id": int|None,
+    …}], deduplicated by (lock, seq). A "lockout" emails the owner. Returns how many were new."""
+    by_seq: dict[int, dict] = {}
+    for ev in events:
+        by_seq.setdefault(int(ev["seq"]), ev)
+    if not by_seq:
+        return 0
+    for attempt in range(2):
+        known = set(db.session.scalars(sa.select(LockEvent.seq).where(
+            LockEvent.lock_id == lock.id, LockEvent.seq.in_(list(by_seq)))))
+        new = [(seq, ev) for seq, ev in sorted(by_seq.items()) if seq not in known]
+        now = utcnow()
+        for seq, ev in new:
+            extra = {k: v for k, v in ev.items() if k not in {"seq", "t", "kind", "code_id"}}
+            kind = str(ev.get("kind", "unknown"))[:32]
+            db.session.add(LockEvent(lock_id=lock.id, seq=seq, t=from_epoch(ev.get("t")), kind=kind,
+                                     code_id=ev.get("code_id"), detail=extra or None, received_at=now))
+            if kind == "lockout":
+                enqueue(lock.agency.owner.email, "lockout", f"{lock.name}: keypad locked out",
+                        lock=lock, when=fmt_local(from_epoch(ev.get("t")), lock.timezone) or "unknown time",
+                        detail=extra)
+        try:
+            db.session.commit()
+            return len(new)
+        except IntegrityError:  # another bridge worker stored some of them meanwhile
+            db.session.rollback()
+    return 0
+
+
+def rotate_backup(lock: Lock, *, first_used_at: int | None, now: datetime | None = None) -> str:
+    """The lock asks for a new backup key (24 h after the old one's first use). Picks a new key (same rules
+    as codes, different from the old one and from live codes), bumps desired_revision and records a
+    BackupKeyRotation (old key, first use). Idempotent: with a rotation still pending (not acknowledged by
+    the lock), returns that rotation's key without changing anything. Returns the new key."""
+    now = now or utcnow()
+    pending = db.session.scalar(sa.select(BackupKeyRotation).where(
+        BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None)))
+    if pending is not None:
+        return pending.new_key
+    revision = lock.bump_revision()
+    old = lock.backup_key
+    far = now + MAX_PERIOD * 10
+    taken = _live_codes_overlapping(lock.id, now, far) | {old}
+    lock.backup_key = codegen.pick(taken)
+    db.session.add(BackupKeyRotation(lock_id=lock.id, old_key=old, new_key=lock.backup_key,
+                                     first_used_at=from_epoch(first_used_at), requested_at=now,
+                                     revision=revision))
+    db.session.commit()
+    log.info("lock %s backup key rotated (revision %s)", lock.id, revision)
+    return lock.backup_key

@@ -1,0 +1,112 @@
+"""Transactional outbox for email.
+
+`enqueue()` adds an OutboxMail row to the *current* session, so the mail exists if and only if the
+transaction that decided to send it commits. `run_pending()` (the `flask --app cloud mailer` worker)
+delivers due rows through Flask-Mail with retries and exponential backoff.
+
+Delivery guarantee, honestly: a worker claims a row with a conditional UPDATE (pending → sending) in its own
+committed transaction, so two workers never send the same row. After SMTP accepts the message the row is
+marked sent. If the worker dies between SMTP acceptance and that commit, the row stays "sending"; after
+MAILER_STALE_SENDING_S it is put back to pending and sent again. So: exactly once in normal operation and
+across SMTP outages, at least once if a worker crashes in that narrow window (duplicates possible, no loss).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app, render_template
+from flask_mail import Message
+
+from .extensions import db, mail
+from .models import OutboxMail
+from .timeutil import utcnow
+
+log = logging.getLogger("keydrop.mailer")
+
+
+def enqueue(recipient: str, template: str, subject: str, **context) -> OutboxMail:
+    """Render email/<template>.txt and .html and queue them for `recipient` in the current transaction."""
+    text = render_template(f"email/{template}.txt", **context)
+    html = render_template(f"email/{template}.html", subject=subject, **context)
+    row = OutboxMail(recipient=recipient, subject=subject, text_body=text, html_body=html, kind=template,
+                     status="pending", attempts=0, next_attempt_at=utcnow(), created_at=utcnow())
+    db.session.add(row)
+    return row
+
+
+def backoff_seconds(attempts: int) -> float:
+    cfg = current_app.config
+    return min(cfg["MAILER_BACKOFF_BASE_S"] * (2 ** max(attempts - 1, 0)), cfg["MAILER_BACKOFF_MAX_S"])
+
+
+def _requeue_stale(now: datetime) -> None:
+    stale = now - timedelta(seconds=current_app.config["MAILER_STALE_SENDING_S"])
+    db.session.execute(sa.update(OutboxMail)
+                       .where(OutboxMail.status == "sending", OutboxMail.claimed_at < stale)
+                       .values(status="pending", claimed_at=None))
+    db.session.commit()
+
+
+def _claim(row_id: int, now: datetime) -> bool:
+    res = db.session.execute(sa.update(OutboxMail)
+                             .where(OutboxMail.id == row_id, OutboxMail.status == "pending")
+                             .values(status="sending", claimed_at=now, attempts=OutboxMail.attempts + 1))
+    db.session.commit()
+    return res.rowcount == 1
+
+
+def run_pending(now: datetime | None = None, limit: int = 100) -> dict:
+    """One pass over due mails. Returns counts {"sent", "retry", "failed"}."""
+    now = now or utcnow()
+    counts = {"sent": 0, "retry": 0, "failed": 0}
+    _requeue_stale(now)
+    due = db.session.scalars(sa.select(OutboxMail.id)
+                             .where(OutboxMail.status == "pending", OutboxMail.next_attempt_at <= now)
+                             .order_by(OutboxMail.next_attempt_at, OutboxMail.id).limit(limit)).all()
+    for row_id in due:
+        if not _claim(row_id, now):
+            continue  # another worker got it
+        row = db.session.get(OutboxMail, row_id)
+        msg = Message(subject=row.subject, recipients=[row.recipient], body=row.text_body, html=row.html_body)
+        try:
+            mail.send(msg)
+        except Exception as exc:  # SMTP down, refused, timeout…
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            if row.attempts >= current_app.config["MAILER_MAX_ATTEMPTS"]:
+                row.status = "failed"
+                counts["failed"] += 1
+                log.error("mail %s to %s failed for good after %d attempts: %s",
+                          row.id, row.recipient, row.attempts, error)
+            else:
+                row.status = "pending"
+                row.next_attempt_at = now + timedelta(seconds=backoff_seconds(row.attempts))
+                counts["retry"] += 1
+                log.warning("mail %s attempt %d failed (%s); retry at %s", row.id, row.attempts, error,
+                            row.next_attempt_at.isoformat())
+            row.last_error = error
+            row.claimed_at = None
+            db.session.commit()
+            continue
+        row.status = "sent"
+        row.sent_at = utcnow()
+        row.last_error = None
+        db.session.commit()
+        counts["sent"] += 1
+        log.info("mail %s (%s) sent to %s", row.id, row.kind, row.recipient)
+    return counts
+
+
+def run_forever(interval: float | None = None, stop=None) -> None:
+    interval = current_app.config["MAILER_POLL_INTERVAL"] if interval is None else interval
+    while stop is None or not stop():
+        try:
+            run_pending()
+        except Exception:  # database hiccup: log, roll back, keep serving
+            log.exception("mailer pass failed")
+            db.session.rollback()
+        finally:
+            db.session.remove()
+        time.sleep(interval)

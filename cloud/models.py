@@ -1,0 +1,308 @@
+"""Typed SQLAlchemy 2 models. Behaviour that belongs to one row lives on its model;
+operations spanning rows and transactions live in cloud/domain.py."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+from .timeutil import UTCDateTime, utcnow
+
+# ---------------------------------------------------------------- agencies and people
+
+
+class Agency(db.Model):
+    __tablename__ = "agency"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    users: Mapped[list["User"]] = relationship(back_populates="agency", order_by="User.id")
+
+    @property
+    def owner(self) -> "User":
+        return next(u for u in self.users if u.role == "owner")
+
+
+class User(db.Model):
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agency.id"), index=True)
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(120), default="")
+    # None until an invited staff member chooses a password.
+    password_hash: Mapped[Optional[str]] = mapped_column(sa.String(255))
+    role: Mapped[str] = mapped_column(sa.String(10), default="staff")  # owner | staff
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    agency: Mapped[Agency] = relationship(back_populates="users")
+
+    @staticmethod
+    def normalize_email(email: str) -> str:
+        return email.strip().lower()
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password, method="scrypt")
+
+    def check_password(self, password: str) -> bool:
+        return self.password_hash is not None and check_password_hash(self.password_hash, password)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == "owner"
+
+    @property
+    def password_fingerprint(self) -> str:
+        """Changes whenever the password does, so reset links die once used."""
+        return hashlib.sha256((self.password_hash or "unset").encode()).hexdigest()[:16]
+
+
+class ApiToken(db.Model):
+    """Bearer tokens for /api/v1. Only a SHA-256 of the token is stored."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: User) -> tuple["ApiToken", str]:
+        token = "kd_" + secrets.token_urlsafe(32)
+        return cls(user=user, token_hash=cls.hash(token)), token
+
+
+# ---------------------------------------------------------------- locks
+
+MAC_RE = re.compile(r"^[0-9a-f]{12}$")
+
+
+class InvalidMac(ValueError):
+    pass
+
+
+def canonical_mac(raw: str) -> str:
+    """`AA:BB:CC:DD:EE:FF`, `aa-bb-cc-dd-ee-ff` or `aabbccddeeff` → `aabbccddeeff`; refuses anything else."""
+    s = (raw or "").strip().lower()
+    if re.fullmatch(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}", s):
+        s = s.replace(":", "").replace("-", "")
+    if not MAC_RE.fullmatch(s):
+        raise InvalidMac("A MAC address is 6 bytes in hex, like AA:BB:CC:DD:EE:FF.")
+    if s == "ffffffffffff":
+        raise InvalidMac("That is the broadcast address, not a device's MAC.")
+    if s == "000000000000":
+        raise InvalidMac("An all-zero MAC address is not a device's MAC.")
+    return s
+
+
+def format_mac(mac: str) -> str:
+    return ":".join(mac[i:i + 2] for i in range(0, 12, 2)).upper()
+
+
+class Lock(db.Model):
+    __tablename__ = "lock"
+
+    id: Mapped[str] = mapped_column(sa.String(12), primary_key=True)  # canonical MAC
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agency.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    address: Mapped[str] = mapped_column(sa.String(500))
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    secret: Mapped[bytes] = mapped_column(sa.LargeBinary(32))
+    backup_key: Mapped[str] = mapped_column(sa.String(4))
+    status: Mapped[str] = mapped_column(sa.String(12), default="registered")  # registered | active
+    registered_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user_account.id"))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    activated_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    firmware_version: Mapped[Optional[str]] = mapped_column(sa.String(40))
+    boot_count: Mapped[Optional[int]] = mapped_column()
+    clock_skew_s: Mapped[Optional[int]] = mapped_column()  # lock clock minus cloud clock at the last hello
+    # Revision of the code set the cloud wants on the lock; bumped in the transaction of every change.
+    desired_revision: Mapped[int] = mapped_column(default=1)
+    # Highest revision the lock confirmed it installed.
+    acked_revision: Mapped[int] = mapped_column(default=0)
+    # Revision the lock said it holds in its last hello (may be lower than acked after a wipe).
+    reported_revision: Mapped[Optional[int]] = mapped_column()
+
+    agency: Mapped[Agency] = relationship()
+
+    @classmethod
+    def new(cls, *, mac: str, agency: Agency, name: str, address: str, timezone: str,
+            by: User | None = None) -> "Lock":
+        from . import codegen
+        return cls(id=mac, agency=agency, name=name, address=address, timezone=timezone,
+                   secret=secrets.token_bytes(32), backup_key=codegen.pick(set()),
+                   registered_by_id=by.id if by else None, status="registered",
+                   desired_revision=1, acked_revision=0, registered_at=utcnow())
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def mac_display(self) -> str:
+        return format_mac(self.id)
+
+    def digest(self, code: str) -> bytes:
+        """HMAC-SHA256(secret, code as ASCII): what the lock stores and compares instead of the code."""
+        return hmac.new(self.secret, code.encode("ascii"), hashlib.sha256).digest()
+
+    @property
+    def mqtt_password(self) -> str:
+        """Broker password: hex HMAC-SHA256(secret, b"mqtt-password"), first 32 hex digits."""
+        return hmac.new(self.secret, b"mqtt-password", hashlib.sha256).hexdigest()[:32]
+
+    def bump_revision(self) -> int:
+        """Bump desired_revision in SQL (row-locking UPDATE), so concurrent writers serialise on the lock."""
+        db.session.execute(sa.update(Lock).where(Lock.id == self.id)
+                           .values(desired_revision=Lock.desired_revision + 1))
+        db.session.refresh(self, ["desired_revision"])
+        return self.desired_revision
+
+
+# ---------------------------------------------------------------- codes
+
+
+class Code(db.Model):
+    __tablename__ = "code"
+    __table_args__ = (sa.Index("ix_code_lock_window", "lock_id", "valid_until", "valid_from"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lock_id: Mapped[str] = mapped_column(sa.ForeignKey("lock.id"), index=True)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agency.id"), index=True)
+    code: Mapped[str] = mapped_column(sa.String(4))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    customer_name: Mapped[Optional[str]] = mapped_column(sa.String(120))
+    customer_email: Mapped[Optional[str]] = mapped_column(sa.String(254))
+    created_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    revoked_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user_account.id"))
+    # Lock revision that first carries this code; on_lock_at is set when the lock acknowledges it.
+    revision: Mapped[int] = mapped_column()
+    on_lock_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Set by expire_due() when the code's end passed and the lock's revision was bumped for it.
+    expired_noted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    lock: Mapped[Lock] = relationship()
+    created_by: Mapped[Optional[User]] = relationship(foreign_keys=[created_by_id])
+    revoked_by: Mapped[Optional[User]] = relationship(foreign_keys=[revoked_by_id])
+
+    STATUSES = ("scheduled", "active", "expired", "revoked")
+
+    def status(self, now: datetime | None = None) -> str:
+        now = now or utcnow()
+        if self.revoked_at is not None:
+            return "revoked"
+        if now >= self.valid_until:
+            return "expired"
+        if now < self.valid_from:
+            return "scheduled"
+        return "active"
+
+    @property
+    def on_lock(self) -> str:
+        """What the history shows: "on the lock" once acknowledged by the lock, else "pending"."""
+        return "on the lock" if self.on_lock_at is not None else "pending"
+
+    @staticmethod
+    def status_filter(status: str, now: datetime):
+        """SQL condition matching Code.status(now) == status."""
+        live = Code.revoked_at.is_(None)
+        return {
+            "revoked": Code.revoked_at.is_not(None),
+            "expired": sa.and_(live, Code.valid_until <= now),
+            "scheduled": sa.and_(live, Code.valid_from > now),
+            "active": sa.and_(live, Code.valid_from <= now, Code.valid_until > now),
+        }[status]
+
+
+# ---------------------------------------------------------------- what the lock tells us
+
+
+class LockEvent(db.Model):
+    """The lock's access log as it reported it: openings, refusals, lockouts."""
+
+    __tablename__ = "lock_event"
+    __table_args__ = (sa.UniqueConstraint("lock_id", "seq", name="uq_lock_event_lock_seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lock_id: Mapped[str] = mapped_column(sa.ForeignKey("lock.id"))
+    seq: Mapped[int] = mapped_column(sa.BigInteger)
+    t: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)  # lock's time; None when it had no trusted clock
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    code_id: Mapped[Optional[int]] = mapped_column()  # not a FK: the lock may report ids we revoked long ago
+    detail: Mapped[Optional[dict]] = mapped_column(sa.JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BackupKeyRotation(db.Model):
+    __tablename__ = "backup_key_rotation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lock_id: Mapped[str] = mapped_column(sa.ForeignKey("lock.id"), index=True)
+    old_key: Mapped[str] = mapped_column(sa.String(4))
+    new_key: Mapped[str] = mapped_column(sa.String(4))
+    first_used_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revision: Mapped[int] = mapped_column()
+    installed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(db.Model):
+    """Who did something sensitive: provisioning (secret handed out), backup-key reveals, revocations."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agency.id"), index=True)
+    user_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user_account.id"))
+    lock_id: Mapped[Optional[str]] = mapped_column(sa.String(12), index=True)
+    action: Mapped[str] = mapped_column(sa.String(40))
+    remote_addr: Mapped[Optional[str]] = mapped_column(sa.String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[Optional[User]] = relationship()
+
+
+# ---------------------------------------------------------------- outbox
+
+
+class OutboxMail(db.Model):
+    """One email to one recipient, written in the transaction that decided to send it."""
+
+    __tablename__ = "outbox_mail"
+    __table_args__ = (sa.Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recipient: Mapped[str] = mapped_column(sa.String(254))
+    subject: Mapped[str] = mapped_column(sa.String(200))
+    text_body: Mapped[str] = mapped_column(sa.Text)
+    html_body: Mapped[Optional[str]] = mapped_column(sa.Text)
+    kind: Mapped[str] = mapped_column(sa.String(32), default="")
+    status: Mapped[str] = mapped_column(sa.String(10), default="pending")  # pending|sending|sent|failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    last_error: Mapped[Optional[str]] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

@@ -1,0 +1,81 @@
+"""UTC helpers. The database holds naive UTC; Python code only ever sees aware UTC datetimes."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import sqlalchemy as sa
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def to_epoch(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp())
+
+
+def from_epoch(t: int | float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(int(t), UTC)
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def is_valid_zone(name: str) -> bool:
+    if not name or name.startswith("/") or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+_ZONES: list[str] | None = None
+
+
+def zone_names() -> list[str]:
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))
+        _ZONES.append("UTC")
+    return _ZONES
+
+
+def local_to_utc(naive_local: datetime, tz_name: str) -> datetime:
+    """Interpret a wall-clock time at the property. Ambiguous times take the first occurrence (fold=0)."""
+    return naive_local.replace(tzinfo=ZoneInfo(tz_name)).astimezone(UTC)
+
+
+def fmt_local(dt: datetime | None, tz_name: str) -> str:
+    if dt is None:
+        return ""
+    local = aware(dt).astimezone(ZoneInfo(tz_name))
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or tz_name)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Stores naive UTC, hands back aware UTC, refuses naive input (a bug waiting to happen)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=UTC)
