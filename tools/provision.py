@@ -19,7 +19,7 @@ in the board's config.json (Wi-Fi, pins, relay timing) are kept unless given aga
 Exit codes (docs/installing.md):
   0 installed (and online, unless --no-wait)   5 the cloud refused the token
   1 unexpected error, bundle build failure     6 the MAC is registered to another agency
-  2 bad command line                           7 cloud unreachable or unexpected cloud reply
+  2 bad command line or value (--address)      7 cloud unreachable or unexpected cloud reply
   3 no board at PORT                           8 copying to the board failed
   4 the device is not (a usable) MicroPython   9 the lock did not come online within --wait
 """
@@ -219,8 +219,18 @@ class Cloud:
         msg = payload.get("message") if isinstance(payload, dict) else None
         return InstallError(f"The cloud could not {what} (HTTP {status}{': ' + msg if msg else ''}).", EXIT_CLOUD)
 
-    def register(self, mac: str, name: str, address: str, timezone: str) -> tuple[str, bool]:
-        """Register the lock; returns (lock id, taken over an existing registration?)."""
+    def register(self, mac: str, name: str, address: str | None, timezone: str) -> tuple[str, bool]:
+        """Register the lock; returns (lock id, taken over an existing registration?).
+
+        A lock this agency already has is taken as it is (a GET, no address needed on a re-run)."""
+        status, payload = self.call("GET", f"/locks/{mac}")
+        if status == 200 and isinstance(payload, dict) and payload.get("id"):
+            return str(payload["id"]), True
+        if status != 404:
+            raise self.unexpected("look the lock up", status, payload)
+        if not address:
+            raise InstallError(f"The lock {mac} is new to your agency: give the property's address with "
+                               f"--address (and a --name, --timezone).", EXIT_USAGE)
         status, payload = self.call("POST", "/locks", {"mac": mac, "name": name, "address": address,
                                                        "timezone": timezone})
         if status in (200, 201) and isinstance(payload, dict) and payload.get("id"):
@@ -231,6 +241,9 @@ class Cloud:
             raise InstallError(f"This MAC address is registered to another agency ({mac}). The lock must be "
                                f"deleted there before your agency can register it; the cloud said: "
                                f"{payload.get('message', 'conflict')}", EXIT_OTHER_AGENCY)
+        if status in (400, 422) and isinstance(payload, dict):
+            raise InstallError(f"The cloud refused the registration: {payload.get('message', 'bad request')}",
+                               EXIT_USAGE)
         raise self.unexpected("register the lock", status, payload)
 
     def provision(self, lock_id: str) -> dict[str, Any]:
@@ -442,7 +455,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--token", default=os.environ.get("KEYDROP_TOKEN"),
                     help="the agency's API token (or set KEYDROP_TOKEN, which keeps it out of shell history)")
     ap.add_argument("--name", help="the lock's name in the cloud (default 'Lock <id>')")
-    ap.add_argument("--address", default="", help="the lock's street address")
+    ap.add_argument("--address", help="the property's address (needed the first time a lock is registered)")
     ap.add_argument("--timezone", default="UTC", help="IANA time zone of the lock (default UTC)")
     ap.add_argument("--wifi-ssid", help="Wi-Fi network the lock joins")
     ap.add_argument("--wifi-password", help="Wi-Fi password (with --wifi-ssid)")
