@@ -1,0 +1,100 @@
+"""The ESP32 board: the only module that imports machine / network. Everything else gets pins and buses
+from here. On the host, device_tests/sim/board.py (same interface) shadows this module on the path.
+
+Interface used by main.py and lock.py:
+  Board(cfg)            pins from cfg["pins"]; the relay pin is driven released before anything else
+  .rows .cols           keypad pins (rows: outputs idle high; cols: inputs with pull-ups)
+  .relay .buzzer .led   output pins
+  .ticks_ms()           millisecond ticks (time.ticks_ms)
+  .start_ticker(ms, fn) call fn() every ms from a timer interrupt (fn must not allocate)
+  .i2c()                the RTC's I2C bus, or None
+  .idle()               let a few ms pass in the main loop
+  .relay_off()          force the relay released (crash path)
+  .setup_requested()    True when the setup button is held
+  .started(lock)        the lock is up and accepting keys
+  .crashed(exc)         the master exception handler's last word: reset the chip
+  .wlan()               the station interface, for the link (activated on first use)
+  .start_ap(essid, pw)  open the setup access point (portal), returns its IP
+  .mac()                the station MAC as 12 lowercase hex digits (the lock id)
+"""
+import time
+
+import machine
+import network
+from machine import I2C, Pin, Timer
+
+
+class Board:
+    def __init__(self, cfg: dict) -> None:
+        pins = cfg["pins"]
+        on = 1 if cfg.get("relay_active_high", True) else 0
+        self._relay_off_level = 1 - on
+        # relay first: released at boot, whatever happened before
+        self.relay = Pin(pins["relay"], Pin.OUT, value=self._relay_off_level)
+        self.buzzer = Pin(pins["buzzer"], Pin.OUT, value=0)
+        self.led = Pin(pins["led"], Pin.OUT, value=0)
+        self.rows = [Pin(p, Pin.OUT, value=1) for p in pins["rows"]]
+        self.cols = [Pin(p, Pin.IN, Pin.PULL_UP) for p in pins["cols"]]
+        self._button = Pin(pins["button"], Pin.IN, Pin.PULL_UP)
+        self._sda = pins["sda"]
+        self._scl = pins["scl"]
+        self._i2c = None  # type: I2C | None
+        self._timer = None  # type: Timer | None
+        self._wlan = None  # type: network.WLAN | None
+        self.ticks_ms = time.ticks_ms
+
+    def start_ticker(self, period_ms: int, fn) -> None:
+        t = Timer(0)
+        cb = lambda _t: fn()  # noqa: E731  (created once; calling it does not allocate)
+        try:
+            t.init(period=period_ms, mode=Timer.PERIODIC, callback=cb, hard=True)
+        except (TypeError, ValueError):
+            t.init(period=period_ms, mode=Timer.PERIODIC, callback=cb)
+        self._timer = t
+
+    def i2c(self):
+        if self._i2c is None:
+            try:
+                self._i2c = I2C(0, scl=Pin(self._scl), sda=Pin(self._sda), freq=100000)
+            except (OSError, ValueError):
+                return None
+        return self._i2c
+
+    def idle(self) -> None:
+        time.sleep_ms(10)
+
+    def relay_off(self) -> None:
+        self.relay.value(self._relay_off_level)
+
+    def setup_requested(self) -> bool:
+        return self._button.value() == 0
+
+    def started(self, lock) -> None:
+        pass
+
+    def crashed(self, exc) -> None:
+        self.relay_off()
+        if self._timer is not None:
+            self._timer.deinit()
+        time.sleep_ms(2000)
+        machine.reset()
+
+    def wlan(self):
+        if self._wlan is None:
+            w = network.WLAN(network.WLAN.IF_STA)
+            w.active(True)
+            self._wlan = w
+        return self._wlan
+
+    def start_ap(self, essid: str, password=None):
+        """Open the setup access point; returns its IP address."""
+        ap = network.WLAN(network.WLAN.IF_AP)
+        ap.active(True)
+        if password:
+            ap.config(essid=essid, password=password, security=3)
+        else:
+            ap.config(essid=essid, security=0)
+        return ap.ifconfig()[0]
+
+    def mac(self) -> str:
+        return "".join("%02x" % b for b in self.wlan().config("mac"))

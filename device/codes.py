@@ -1,0 +1,158 @@
+"""The code store: digests of the codes with their validity windows, and the backup key's digest.
+
+Pure logic (no hardware). Records live in one bytearray, 44 bytes each:
+    digest (32) | code id (u32) | valid_from (u32) | valid_until (u32)      big endian, window [from, until)
+An open-addressing hash table (u16 slot -> record index + 1) keyed by the first 3 bytes of the digest finds
+the candidates of an entry in O(1): one HMAC of the entry, a probe, a constant-time compare of the full
+digest per candidate, then the window check. Several records may share a digest (the same code in
+non-overlapping windows); they are all candidates.
+
+File payload (see store.py for the envelope): revision (u32) | count (u16) | has backup (u8) |
+backup digest (32) | records.
+"""
+try:
+    from micropython import const
+except ImportError:  # CPython / mypy
+    def const(x):  # type: ignore
+        return x
+
+from hmac256 import equal
+
+REC = const(44)
+DIGEST = const(32)
+MAX_CODES = const(4000)
+_HEAD = const(39)
+
+# lookup results
+OPEN = const(0)
+UNKNOWN = const(1)
+OUTSIDE = const(2)
+NO_TIME = const(3)
+
+_U32 = 0xFFFFFFFF
+
+
+def _u32(b, o: int) -> int:
+    return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]
+
+
+def _put32(b, o: int, v: int) -> None:
+    b[o] = (v >> 24) & 0xFF
+    b[o + 1] = (v >> 16) & 0xFF
+    b[o + 2] = (v >> 8) & 0xFF
+    b[o + 3] = v & 0xFF
+
+
+class CodeSet:
+    def __init__(self) -> None:
+        self.revision = 0
+        self.count = 0
+        self.backup = None  # type: bytes | None
+        self.records = bytearray(0)
+        self._table = bytearray(0)
+        self._mask = 0
+
+    # -- building -----------------------------------------------------------------------------------------
+    @staticmethod
+    def build(revision: int, codes, backup):
+        """A new CodeSet from (code_id, digest, valid_from, valid_until) tuples; ValueError if malformed."""
+        cs = CodeSet()
+        n = len(codes)
+        if n > MAX_CODES or revision < 0 or revision > _U32:
+            raise ValueError("codeset")
+        recs = bytearray(n * REC)
+        o = 0
+        for c in codes:
+            cid, dg, vf, vu = c
+            if len(dg) != DIGEST or not (0 < cid <= _U32) or not (0 <= vf < vu <= _U32):
+                raise ValueError("code")
+            recs[o : o + DIGEST] = dg
+            _put32(recs, o + 32, cid)
+            _put32(recs, o + 36, vf)
+            _put32(recs, o + 40, vu)
+            o += REC
+        if backup is not None and len(backup) != DIGEST:
+            raise ValueError("backup")
+        cs.revision = revision
+        cs.backup = bytes(backup) if backup is not None else None
+        cs._adopt(recs, n)
+        return cs
+
+    def _adopt(self, recs, n: int) -> None:
+        slots = 16
+        while slots < 2 * n:
+            slots <<= 1
+        table = bytearray(2 * slots)
+        mask = slots - 1
+        for i in range(n):
+            o = i * REC
+            s = ((recs[o] << 16) | (recs[o + 1] << 8) | recs[o + 2]) & mask
+            while table[2 * s] | table[2 * s + 1]:
+                s = (s + 1) & mask
+            v = i + 1
+            table[2 * s] = v >> 8
+            table[2 * s + 1] = v & 0xFF
+        self.records = recs
+        self.count = n
+        self._table = table
+        self._mask = mask
+
+    # -- lookup -------------------------------------------------------------------------------------------
+    def is_backup(self, digest: bytes) -> bool:
+        b = self.backup
+        return b is not None and equal(b, digest)
+
+    def lookup(self, digest: bytes, now):
+        """(result, code_id) for an entry's digest at trusted time now (None = untrusted)."""
+        recs = self.records
+        table = self._table
+        mask = self._mask
+        if not self.count:
+            return UNKNOWN, 0
+        s = ((digest[0] << 16) | (digest[1] << 8) | digest[2]) & mask
+        mv = memoryview(recs)
+        result = UNKNOWN
+        cid = 0
+        while True:
+            v = (table[2 * s] << 8) | table[2 * s + 1]
+            if not v:
+                break
+            o = (v - 1) * REC
+            if equal(mv[o : o + DIGEST], digest):
+                known = _u32(recs, o + 32)
+                if now is None:
+                    if result == UNKNOWN:
+                        result, cid = NO_TIME, known
+                elif _u32(recs, o + 36) <= now < _u32(recs, o + 40):
+                    return OPEN, known
+                else:
+                    result, cid = OUTSIDE, known
+            s = (s + 1) & mask
+        return result, cid
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def parts(self):
+        """Buffers for store.save()."""
+        head = bytearray(_HEAD)
+        _put32(head, 0, self.revision)
+        head[4] = self.count >> 8
+        head[5] = self.count & 0xFF
+        if self.backup is not None:
+            head[6] = 1
+            head[7:39] = self.backup
+        return head, self.records
+
+    @staticmethod
+    def parse(data):
+        """A CodeSet from a stored payload, or None when it is inconsistent."""
+        if data is None or len(data) < _HEAD:
+            return None
+        n = (data[4] << 8) | data[5]
+        if len(data) != _HEAD + n * REC:
+            return None
+        cs = CodeSet()
+        cs.revision = _u32(data, 0)
+        if data[6]:
+            cs.backup = bytes(data[7:39])
+        cs._adopt(bytearray(data[_HEAD:]), n)
+        return cs

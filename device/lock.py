@@ -1,0 +1,378 @@
+"""The lock application: keypad entry -> offline validation -> relay, with lockout, backup key, trusted time,
+access log and persistence. Hardware comes in through the board object (see board.py); the link (MQTT)
+plugs in as a service (add_service) and through the seam methods documented in docs/firmware.md."""
+try:
+    from micropython import const
+except ImportError:
+    def const(x):  # type: ignore
+        return x
+
+import gc
+import json
+from time import ticks_add, ticks_diff
+
+import accesslog as al
+import store
+from clock import TrustedClock
+from codes import NO_TIME, OPEN, OUTSIDE, CodeSet
+from ds3231 import ADDR as RTC_ADDR, DS3231
+from hmac256 import Hmac256, equal
+from keypad import SCAN_MS, Keypad
+from lockout import Lockout
+from relay import PATTERNS, Feedback, Relay
+
+CODES_FILE = "codes.bin"
+STATE_FILE = "state.bin"
+LOG_FILE = "log.bin"
+
+ROTATION_S = const(86400)
+_CHECK_MS = const(1000)
+_ELAPSED_SAVE_S = const(600)
+_STAR = const(42)
+_HASH = const(35)
+_ZERO = const(48)
+_NINE = const(57)
+
+
+class Lock:
+    def __init__(self, board, cfg: dict) -> None:
+        self.board = board
+        self.ticks_ms = board.ticks_ms
+        self.lock_id = cfg["lock_id"]  # type: str
+        self.secret = cfg["secret_bytes"]  # type: bytes
+        self.relay_ms = int(cfg["relay_ms"])
+        self.code_length = int(cfg["code_length"])
+        self.entry_timeout_ms = int(cfg["entry_timeout_ms"])
+        self._mac = Hmac256(self.secret)
+        self._entry = bytearray(self.code_length)
+        self._n = 0
+        self._last_key = 0
+        self._services = []  # type: list
+        self._listeners = []  # type: list
+        self.service_errors = 0
+        now = self.ticks_ms()
+
+        # drivers (the board created the relay pin released; Relay releases it again)
+        self.relay = Relay(board.relay, bool(cfg["relay_active_high"]))
+        self.feedback = Feedback(board.buzzer, board.led)
+        self.keypad = Keypad(board.rows, board.cols)
+
+        # persisted state
+        cs = CodeSet.parse(store.load(CODES_FILE))
+        if cs is None:
+            cs = CodeSet()
+        self.codes = cs
+        if cs.backup is None and cfg.get("backup_digest_bytes"):
+            cs.backup = cfg["backup_digest_bytes"]  # factory provisioning: adopt the backup from config
+            store.save(CODES_FILE, *cs.parts())
+        self.log = al.AccessLog()
+        self.log.restore(store.load(LOG_FILE))
+        st = self._load_state()
+        self.boot_count = int(st.get("boot", 0)) + 1
+        self.clock = TrustedClock(int(st.get("last_good", 0)))
+        self.lockout = Lockout()
+        self.lockout.fails = int(st.get("fails", 0))
+        self._lock_t = st.get("lock_t")  # epoch the lockout in force started (None if unknown)
+        self._bk_tag = st.get("bk", "")
+        self.backup_first_used = st.get("bk_first")
+        self._bk_used = bool(st.get("bk_used", False))
+        self._bk_elapsed = int(st.get("bk_elapsed", 0))
+        self._bk_mark = now
+        self._bk_saved = self._bk_elapsed
+        self.rotation_due = bool(st.get("due", False))
+        if self._bk_tag != self._backup_tag():
+            self._reset_backup_state()  # the backup digest changed since the state was written
+
+        # trusted time from the battery RTC when one answers on the I2C bus
+        self.rtc = None
+        try:
+            i2c = board.i2c()
+            if i2c is not None and RTC_ADDR in i2c.scan():
+                self.rtc = DS3231(i2c)
+        except OSError:
+            self.rtc = None
+        self._log(al.BOOT, self.boot_count, now)
+        if self.rtc is not None:
+            t = self.rtc.read()
+            if t is not None:
+                self.set_trusted_time(t, "rtc")
+
+        # a lockout in force survives the power cycle: the rest of it when time is known, else all of it
+        lock_s = int(st.get("lock_s", 0))
+        if lock_s > 0:
+            rest = lock_s
+            tn = self.clock.now(now)
+            if self._lock_t is not None and tn is not None:
+                rest = min(lock_s, self._lock_t + lock_s - tn)
+            if rest > 0:
+                self.lockout.start(now, rest)
+                self.lockout.duration_s = lock_s
+        self._was_locked = self.lockout.active
+        self._next_check = now
+        self._save_state()
+        gc.collect()
+        board.start_ticker(SCAN_MS, self._tick)
+
+    # -- timer context: must not allocate ----------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self.ticks_ms()
+        self.keypad.scan()
+        self.relay.tick(now)
+        self.feedback.tick(now)
+
+    # -- main loop ---------------------------------------------------------------------------------------
+    def poll(self, now=None) -> None:
+        """One main-loop iteration: drain keys, expire the entry, housekeeping, then the services."""
+        if now is None:
+            now = self.ticks_ms()
+        while True:
+            k = self.keypad.pop()
+            if k < 0:
+                break
+            self.handle_key(k, now)
+        if self._n and ticks_diff(now, self._last_key) >= self.entry_timeout_ms:
+            self._clear_entry()
+            self._emit("entry", "cleared", "timeout")
+        if ticks_diff(now, self._next_check) >= 0:
+            self._next_check = ticks_add(now, _CHECK_MS)
+            self._housekeeping(now)
+        for s in self._services:
+            try:
+                s.poll(now)
+            except Exception as e:  # a faulty service must not take the keypad down
+                self.service_errors += 1
+                self._emit("service_error", "error", repr(e))
+
+    def _housekeeping(self, now: int) -> None:
+        self.clock.poll(now)
+        if self._was_locked and self.lockout.remaining_ms(now) == 0:
+            self._was_locked = False
+            self._save_state()
+        if self._bk_used and not self.rotation_due:
+            el = self._bk_elapsed + ticks_diff(now, self._bk_mark) // 1000
+            tn = self.clock.now(now)
+            if tn is not None and self.backup_first_used is None:
+                self.backup_first_used = tn - el
+                self._save_state()
+            if tn is not None and self.backup_first_used is not None:
+                el = max(el, tn - self.backup_first_used)
+            if el >= ROTATION_S:
+                self.rotation_due = True
+                self._log(al.ROTATION_DUE, 0, now)
+                self._save_state()
+            elif el - self._bk_saved >= _ELAPSED_SAVE_S:
+                self._save_state()
+
+    def busy(self) -> bool:
+        """True while something is timed: relay energised, feedback playing, an entry or a key in progress."""
+        return self.relay.is_on or self.feedback.busy or self._n > 0 or self.keypad.pending()
+
+    # -- keypad ------------------------------------------------------------------------------------------
+    def handle_key(self, k: int, now: int) -> None:
+        if self._listeners:
+            self._emit("key", "key", chr(k))
+        if self.lockout.remaining_ms(now) > 0:
+            self._clear_entry()
+            self._feedback("locked_out", now)
+            return
+        if k == _STAR:
+            self._clear_entry()
+            self.feedback.play(PATTERNS["key"], now)
+        elif k == _HASH:
+            if self._n:
+                self._submit(now)
+        elif _ZERO <= k <= _NINE:
+            self._last_key = now
+            if self._n < self.code_length:
+                self._entry[self._n] = k
+                self._n += 1
+            if self._n >= self.code_length:
+                self._submit(now)
+            else:
+                self.feedback.play(PATTERNS["key"], now)
+
+    def _clear_entry(self) -> None:
+        e = self._entry
+        for i in range(len(e)):
+            e[i] = 0
+        self._n = 0
+
+    def _submit(self, now: int) -> None:
+        n = self._n
+        if n != self.code_length:
+            self._clear_entry()
+            self._refuse(now, 4, True)
+            return
+        d = self._mac.digest(self._entry)
+        self._clear_entry()
+        if self.codes.is_backup(d):
+            self.relay.open(now, self.relay_ms)
+            self._accept(now)
+            self._log(al.OPENED_BACKUP, 0, now)
+            if not self._bk_used:
+                self._bk_used = True
+                self._bk_elapsed = 0
+                self._bk_saved = 0
+                self._bk_mark = now
+                self.backup_first_used = self.clock.now(now)
+                self._log(al.BACKUP_FIRST_USE, 0, now)
+                self._save_state()
+            return
+        res, cid = self.codes.lookup(d, self.clock.now(now))
+        if res == OPEN:
+            self.relay.open(now, self.relay_ms)
+            self._accept(now)
+            self._log(al.OPENED, cid, now)
+        elif res == OUTSIDE:
+            self._refuse(now, 2, False)
+        elif res == NO_TIME:
+            self._refuse(now, 3, False)
+        else:
+            self._refuse(now, 1, True)
+
+    def _accept(self, now: int) -> None:
+        self._feedback("accepted", now)
+        if self.lockout.fails:
+            self.lockout.success()
+            self._save_state()
+
+    def _refuse(self, now: int, reason: int, counts: bool) -> None:
+        """Refuse an entry. Unknown codes (and wrong lengths) count towards the lockout; a real code used
+        outside its window or without trusted time is refused without counting."""
+        secs = self.lockout.failure(now) if counts else 0
+        self._feedback("locked_out" if secs else "refused", now)
+        self._log(al.REFUSED, reason, now)
+        if secs:
+            self._lock_t = self.clock.now(now)
+            self._was_locked = True
+            self._log(al.LOCKOUT, secs, now)
+        if counts:
+            self._save_state()
+
+    def _feedback(self, kind: str, now: int) -> None:
+        self.feedback.play(PATTERNS[kind], now)
+        self._emit("feedback", "kind", kind)
+
+    # -- seam for the link (see docs/firmware.md, "Link seam") ---------------------------------------------
+    @property
+    def revision(self) -> int:
+        return self.codes.revision
+
+    @property
+    def last_seq(self) -> int:
+        return self.log.last_seq
+
+    def trusted_now(self):
+        """Trusted UTC epoch seconds, or None when the lock has no trusted time."""
+        return self.clock.now(self.ticks_ms())
+
+    def set_trusted_time(self, epoch: int, source: str) -> bool:
+        now = self.ticks_ms()
+        was = self.clock.now(now)
+        src = al.SOURCES.index(source) if source in al.SOURCES else 0
+        if not self.clock.set(epoch, now, source):
+            self._log(al.TIME_REFUSED, src, now)
+            return False
+        if self.rtc is not None and source != "rtc":
+            self.rtc.write(int(epoch))
+        if was is None or abs(int(epoch) - was) > 60:
+            self._log(al.TIME_SET, src, now)
+            self._save_state()
+        return True
+
+    def install_codeset(self, revision: int, codes, backup_digest=None) -> bool:
+        now = self.ticks_ms()
+        if revision <= self.codes.revision:
+            self._log(al.CODESET_REFUSED, revision, now)
+            return False
+        old = self.codes.backup
+        new_backup = backup_digest if backup_digest is not None else old
+        try:
+            cs = CodeSet.build(revision, codes, new_backup)
+        except (ValueError, TypeError):
+            self._log(al.CODESET_REFUSED, revision, now)
+            return False
+        store.save(CODES_FILE, *cs.parts())
+        self.codes = cs
+        gc.collect()
+        self._log(al.CODESET, revision, now)
+        if backup_digest is not None and (old is None or not equal(old, backup_digest)):
+            self._reset_backup_state()
+            self._log(al.BACKUP_INSTALLED, 0, now)
+            self._save_state()
+        return True
+
+    def log_since(self, seq: int, limit: int) -> list:
+        return [al.as_dict(r) for r in self.log.since(seq, limit)]
+
+    def add_service(self, obj) -> None:
+        """obj.poll(now_ms) is called on every main-loop iteration; it must not block."""
+        self._services.append(obj)
+
+    def add_listener(self, fn) -> None:
+        """fn(event, data) for "feedback", "key", "entry", "log" and "service_error" events."""
+        self._listeners.append(fn)
+
+    def status(self) -> dict:
+        return {
+            "lock_id": self.lock_id, "revision": self.revision, "codes": self.codes.count,
+            "boot_count": self.boot_count, "trusted_now": self.trusted_now(), "time_source": self.clock.source,
+            "last_good_time": self.clock.last_good, "rotation_due": self.rotation_due,
+            "backup_first_used": self.backup_first_used, "backup_used": self._bk_used,
+            "fails": self.lockout.fails, "lockout_ms": self.lockout.remaining_ms(self.ticks_ms()),
+            "last_seq": self.last_seq, "log_dropped": self.log.dropped, "rtc": self.rtc is not None,
+            "has_backup": self.codes.backup is not None, "corrupt_files_seen": store.corrupt_seen,
+            "key_overflows": self.keypad.overflows,
+        }
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _backup_tag(self) -> str:
+        b = self.codes.backup
+        return "" if b is None else "".join("%02x" % x for x in b[:8])
+
+    def _reset_backup_state(self) -> None:
+        self._bk_tag = self._backup_tag()
+        self._bk_used = False
+        self._bk_elapsed = 0
+        self._bk_saved = 0
+        self.backup_first_used = None
+        self.rotation_due = False
+
+    def _emit(self, event: str, key: str, value) -> None:
+        if self._listeners:
+            d = {key: value}
+            for fn in self._listeners:
+                fn(event, d)
+
+    def _log(self, kind: int, detail: int, now: int) -> None:
+        seq = self.log.append(self.clock.now(now), kind, detail)
+        store.save(LOG_FILE, *self.log.parts())
+        if self._listeners:
+            d = al.as_dict(self.log.get(seq))
+            for fn in self._listeners:
+                fn("log", d)
+
+    def _load_state(self) -> dict:
+        data = store.load(STATE_FILE)
+        if data is not None:
+            try:
+                st = json.loads(bytes(data))
+                if isinstance(st, dict):
+                    return st
+            except ValueError:
+                pass
+        return {}
+
+    def _save_state(self) -> None:
+        now = self.ticks_ms()
+        el = self._bk_elapsed
+        if self._bk_used:
+            el += ticks_diff(now, self._bk_mark) // 1000
+        self._bk_saved = el
+        st = {
+            "boot": self.boot_count, "last_good": self.clock.last_good, "fails": self.lockout.fails,
+            "lock_s": self.lockout.duration_s if self.lockout.remaining_ms(now) else 0,
+            "lock_t": self._lock_t, "bk": self._bk_tag, "bk_first": self.backup_first_used,
+            "bk_used": self._bk_used, "bk_elapsed": el, "due": self.rotation_due,
+        }
+        store.save(STATE_FILE, json.dumps(st).encode())

@@ -1,0 +1,60 @@
+"""Wrong-code lockout: after 5 wrong codes in a row the keypad refuses everything for 30 s, doubling with
+each further wrong code up to 15 minutes. Pure logic; times are ticks_ms values passed in."""
+try:
+    from micropython import const
+except ImportError:
+    def const(x):  # type: ignore
+        return x
+
+from time import ticks_add, ticks_diff
+
+FREE_TRIES = const(5)
+BASE_S = const(30)
+CAP_S = const(900)
+
+
+def duration_for(fails: int) -> int:
+    """Lockout seconds after the fails-th wrong code in a row (0 = none)."""
+    if fails < FREE_TRIES:
+        return 0
+    d = BASE_S
+    for _ in range(fails - FREE_TRIES):
+        d *= 2
+        if d >= CAP_S:
+            return CAP_S
+    return d
+
+
+class Lockout:
+    def __init__(self) -> None:
+        self.fails = 0
+        self.duration_s = 0  # of the lockout in force (or last one), 0 = none
+        self._until = 0
+        self.active = False
+
+    def remaining_ms(self, now_ms) -> int:
+        if not self.active:
+            return 0
+        r = ticks_diff(self._until, now_ms)
+        if r <= 0:
+            self.active = False
+            return 0
+        return r
+
+    def start(self, now_ms, seconds: int) -> None:
+        self.duration_s = seconds
+        self._until = ticks_add(now_ms, seconds * 1000)
+        self.active = seconds > 0
+
+    def failure(self, now_ms) -> int:
+        """Count a wrong code; returns the lockout seconds started by it (0 = none)."""
+        self.fails += 1
+        d = duration_for(self.fails)
+        if d:
+            self.start(now_ms, d)
+        return d
+
+    def success(self) -> None:
+        self.fails = 0
+        self.active = False
+        self.duration_s = 0

@@ -1,0 +1,67 @@
+"""Boot: config -> board -> lock -> (link) -> main loop, under a master exception handler that releases the
+relay. The board module is device/board.py on the ESP32 and device_tests/sim/board.py on the host (it comes
+first on the module path there); nothing here knows which one it got."""
+import sys
+
+import board
+import config
+
+
+def _start_link(lock, cfg, b) -> None:
+    """Plug the MQTT link in when the config asks for it and device/link.py is present."""
+    if not cfg.get("mqtt"):
+        return
+    try:
+        import link  # type: ignore
+    except ImportError:
+        return
+    svc = link.start(lock, cfg, b)
+    if svc is not None:
+        lock.add_service(svc)
+
+
+def _portal(b, cfg) -> None:
+    """Hand over to the setup portal when device/portal.py provides run(board, cfg)."""
+    try:
+        import portal  # type: ignore
+    except ImportError:
+        return
+    run = getattr(portal, "run", None)
+    if run is not None:
+        run(b, cfg)
+
+
+def main() -> None:
+    cfg = config.load()
+    b = board.Board(cfg)  # relay released here, before anything can go wrong
+    lock = None
+    try:
+        if not cfg["provisioned"] or b.setup_requested():
+            _portal(b, cfg)
+            if not cfg["provisioned"]:
+                raise RuntimeError("not provisioned")
+        from lock import Lock
+
+        lock = Lock(b, cfg)
+        _start_link(lock, cfg, b)
+        b.started(lock)
+        while True:
+            lock.poll(b.ticks_ms())
+            b.idle()
+    except Exception as e:
+        b.relay_off()
+        sys.print_exception(e)
+        if lock is not None:
+            try:
+                import accesslog
+
+                lock._log(accesslog.CRASH, 0, lock.ticks_ms())
+            except Exception:
+                pass
+        b.crashed(e)
+    finally:
+        b.relay_off()
+
+
+if __name__ == "__main__":
+    main()

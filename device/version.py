@@ -1,0 +1,2 @@
+"""Firmware version, reported by the link and shown by the simulator."""
+VERSION = "0.1.0"
