@@ -1,11 +1,13 @@
 # Setup portal: a small web page served by the lock (microdot) to set its Wi-Fi network, password and
-# cloud address, and to show its MAC, firmware version and connection state.
+# cloud address (the MQTT broker it reaches the cloud through), and to show its MAC, firmware version and
+# connection state.
 #
 # Mechanism only. What the page shows and where the settings go are injected:
 #   status() -> dict   mac, version, wifi, cloud (connection states as short strings), ssid, cloud_addr,
 #                      has_password (bool). Missing keys are shown as "?".
-#   save(changes)      persists a validated dict {"wifi_ssid", "wifi_password", "cloud"} (the firmware's
-#                      store helper, atomically); may raise OSError, shown as an error in the page.
+#   save(changes)      persists a validated dict {"ssid", "password" (absent = keep), "host", "port", "tls"};
+#                      may raise OSError, shown as an error in the page. config_saver(path) below writes the
+#                      lock's config.json (device/config.py's format) atomically.
 #   on_saved()         optional: called after a successful save (e.g. schedule a restart).
 # The access point itself is the board's business (board.py is the only module importing network):
 # see start_ap() below.
@@ -25,7 +27,7 @@ PASS_MIN = 8
 PASS_MAX = 63
 FORM_MAX = 1024  # bytes of form body we accept; the page's fields fit well within it
 
-_SCHEMES = ("mqtt", "mqtts", "http", "https")
+_SCHEMES = ("mqtt", "mqtts")
 
 
 def escape(s):
@@ -47,10 +49,11 @@ def _host_ok(host):
     return True
 
 
-def check_cloud(addr):
-    """Validate a cloud address: host, host:port, or scheme://host[:port][/path].
+def check_cloud(addr, tls=True):
+    """Validate a cloud (MQTT broker) address: host, host:port, mqtt://host[:port] or mqtts://host[:port].
 
-    Returns the normalised address (stripped) or raises ValueError with a message for the page."""
+    Returns (host, port, tls) or raises ValueError with a message for the page. Without a scheme the
+    current TLS setting is kept; the port defaults to 8883 with TLS, 1883 without."""
     addr = addr.strip()
     if not addr:
         raise ValueError("the cloud address is required")
@@ -62,32 +65,36 @@ def check_cloud(addr):
         scheme = addr[:i].lower()
         if scheme not in _SCHEMES:
             raise ValueError("the cloud address scheme must be one of " + ", ".join(_SCHEMES))
+        tls = scheme == "mqtts"
         rest = addr[i + 3:]
-        j = rest.find("/")
-        if j >= 0:
-            path = rest[j:]
-            rest = rest[:j]
-            for c in path:
-                if c <= " " or c in "\"'<>\\`" or ord(c) > 126:
-                    raise ValueError("the cloud address path has an invalid character")
+        if rest.endswith("/"):
+            rest = rest[:-1]
     host = rest
+    port = 8883 if tls else 1883
     if ":" in rest:
-        host, port = rest.rsplit(":", 1)
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        host, p = rest.rsplit(":", 1)
+        if not p.isdigit() or not 0 < int(p) < 65536:
             raise ValueError("the cloud port must be a number from 1 to 65535")
+        port = int(p)
     if not _host_ok(host):
         raise ValueError("the cloud host must be a host name or an IPv4 address")
-    return addr
+    return host, port, tls
 
 
-def validate(form, has_password=False):
+def cloud_text(mqtt):
+    """How the page shows the configured broker: mqtts://host:port."""
+    if not mqtt or not mqtt.get("host"):
+        return ""
+    return "%s://%s:%s" % ("mqtts" if mqtt.get("tls") else "mqtt", mqtt["host"], mqtt.get("port", ""))
+
+
+def validate(form, has_password=False, tls=True):
     """Check the submitted form. Returns (changes, errors): errors is a list of messages; changes is
     the dict to save when there are none. The password is never part of a message."""
     errors = []
     ssid = form.get("ssid") or ""
     password = form.get("password") or ""
     keep = bool(form.get("keep_password")) and has_password
-    cloud = form.get("cloud") or ""
     n = len(ssid.encode())
     if n < 1 or n > SSID_MAX:
         errors.append("the Wi-Fi network name must be 1 to %d bytes" % SSID_MAX)
@@ -97,14 +104,72 @@ def validate(form, has_password=False):
                           % (PASS_MIN, PASS_MAX))
         elif any(not " " <= c <= "~" for c in password):
             errors.append("the Wi-Fi password may only contain printable ASCII characters")
+    changes = {"ssid": ssid}
     try:
-        cloud = check_cloud(cloud)
+        changes["host"], changes["port"], changes["tls"] = check_cloud(form.get("cloud") or "", tls)
     except ValueError as e:
         errors.append(str(e))
-    changes = {"wifi_ssid": ssid, "cloud": cloud}
     if password or not keep:
-        changes["wifi_password"] = password
+        changes["password"] = password
     return changes, errors
+
+
+def apply(cfg, changes):
+    """The raw config dict (config.json) with the portal's changes merged in; MQTT credentials kept."""
+    cfg = dict(cfg)
+    wifi = dict(cfg.get("wifi") or {})
+    wifi["ssid"] = changes["ssid"]
+    if "password" in changes:
+        wifi["password"] = changes["password"]
+    wifi.setdefault("password", "")
+    cfg["wifi"] = wifi
+    mqtt = dict(cfg.get("mqtt") or {})
+    mqtt["host"] = changes["host"]
+    mqtt["port"] = changes["port"]
+    mqtt["tls"] = changes["tls"]
+    cfg["mqtt"] = mqtt
+    return cfg
+
+
+def _read_json(path):
+    import json
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+        return raw if isinstance(raw, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def config_status(path, extra=None):
+    """A status() over the lock's config.json: what the page shows as saved settings (never the password)."""
+    def status():
+        raw = _read_json(path)
+        wifi = raw.get("wifi") or {}
+        st = {"mac": raw.get("lock_id") or None, "ssid": wifi.get("ssid") or "",
+              "has_password": bool(wifi.get("password")), "cloud_addr": cloud_text(raw.get("mqtt")),
+              "tls": bool((raw.get("mqtt") or {}).get("tls", True))}
+        if extra:
+            st.update(extra())
+        return st
+    return status
+
+
+def config_saver(path):
+    """A save() that merges the changes into config.json: written whole to a temp file, then renamed over."""
+    import json
+
+    def save(changes):
+        cfg = apply(_read_json(path), changes)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(cfg, f)
+        try:
+            os.rename(tmp, path)  # atomic replace on LittleFS and POSIX
+        except OSError:
+            os.remove(path)  # file systems that refuse to rename over a file
+            os.rename(tmp, path)
+    return save
 
 
 _CSS = ("body{font-family:sans-serif;max-width:28em;margin:1em auto;padding:0 1em}"
@@ -153,7 +218,7 @@ class Portal:
         if form.get("token") != self.token:
             return self.page(errors=["the form has expired: reload the page and try again"], code=400)
         st = self.status()
-        changes, errors = validate(form, bool(st.get("has_password")))
+        changes, errors = validate(form, bool(st.get("has_password")), bool(st.get("tls", True)))
         if errors:
             return self.page(errors=errors, form=form, code=400)
         try:

@@ -121,28 +121,40 @@ def test_page_shows_identity_and_state(portal):
 
 
 def test_valid_post_saves_and_never_echoes_password(portal):
-    status, html, _ = portal.post(ssid="Rental Flat 3", password=SECRET, cloud="mqtts://broker.example.com:8883")
+    status, html, _ = portal.post(ssid="Rental Flat 3", password=SECRET, cloud="mqtts://broker.example.com:8884")
     assert status == 200, html
     assert "Settings saved" in html
     assert SECRET not in html
-    assert portal.saved() == {"wifi_ssid": "Rental Flat 3", "wifi_password": SECRET,
-                              "cloud": "mqtts://broker.example.com:8883"}
+    assert portal.saved() == {"wifi": {"ssid": "Rental Flat 3", "password": SECRET},
+                              "mqtt": {"host": "broker.example.com", "port": 8884, "tls": True}}
     status, html, _ = portal.request("/")
     assert SECRET not in html
-    assert 'value="Rental Flat 3"' in html and "broker.example.com:8883" in html
+    assert 'value="Rental Flat 3"' in html and "mqtts://broker.example.com:8884" in html
     assert "keep_password" in html  # a password is set: offer to keep it
     status, body, _ = portal.request("/status.json")
     assert SECRET not in body
 
 
-def test_keep_saved_password_or_switch_to_open_network(portal):
-    assert portal.post(ssid="Flat", password=SECRET, cloud="10.0.0.2:1883")[0] == 200
-    status, html, _ = portal.post(ssid="Flat", password="", keep_password="1", cloud="10.0.0.2:1884")
+def test_keeps_provisioned_settings_and_saved_password(portal):
+    provisioned = {"lock_id": "24a16054ab3c", "secret": "ab" * 32, "cloud_url": "https://keydrop.example",
+                   "mqtt": {"host": "old.example", "port": 8883, "tls": True, "username": "24a16054ab3c",
+                            "password": "mqtt-pass-not-shown"}}
+    portal.cfg.write_text(json.dumps(provisioned))
+    status, html, _ = portal.request("/")
+    assert "mqtts://old.example:8883" in html and "mqtt-pass-not-shown" not in html
+    assert portal.post(ssid="Flat", password=SECRET, cloud="10.0.0.2")[0] == 200  # no scheme: TLS kept
+    status, html, _ = portal.post(ssid="Flat", password="", keep_password="1", cloud="mqtt://10.0.0.2")
     assert status == 200
-    assert portal.saved() == {"wifi_ssid": "Flat", "wifi_password": SECRET, "cloud": "10.0.0.2:1884"}
+    cfg = portal.saved()
+    assert cfg["wifi"] == {"ssid": "Flat", "password": SECRET}
+    assert cfg["mqtt"] == {"host": "10.0.0.2", "port": 1883, "tls": False, "username": "24a16054ab3c",
+                           "password": "mqtt-pass-not-shown"}
+    assert cfg["secret"] == "ab" * 32 and cfg["lock_id"] == "24a16054ab3c"
+    assert cfg["cloud_url"] == "https://keydrop.example"
     status, html, _ = portal.post(ssid="Open cafe", password="", cloud="10.0.0.2:1884")
     assert status == 200
-    assert portal.saved()["wifi_password"] == ""
+    assert portal.saved()["wifi"] == {"ssid": "Open cafe", "password": ""}
+    assert "mqtt-pass-not-shown" not in html and SECRET not in html
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -152,10 +164,11 @@ def test_keep_saved_password_or_switch_to_open_network(portal):
     ({"ssid": "Flat", "password": "short", "cloud": "example.com"}, "password must be 8 to 63"),
     ({"ssid": "Flat", "password": "p" * 64, "cloud": "example.com"}, "password must be 8 to 63"),
     ({"ssid": "Flat", "password": SECRET, "cloud": ""}, "cloud address is required"),
-    ({"ssid": "Flat", "password": SECRET, "cloud": "ftp://example.com"}, "scheme must be one of"),
+    ({"ssid": "Flat", "password": SECRET, "cloud": "https://example.com"}, "scheme must be one of"),
     ({"ssid": "Flat", "password": SECRET, "cloud": "example.com:99999"}, "port must be a number"),
     ({"ssid": "Flat", "password": SECRET, "cloud": "exa mple.com"}, "host must be a host name"),
-    ({"ssid": "Flat", "password": SECRET, "cloud": "http://a_b.example/x"}, "host must be a host name"),
+    ({"ssid": "Flat", "password": SECRET, "cloud": "mqtt://example.com/path"}, "host must be a host name"),
+    ({"ssid": "Flat", "password": SECRET, "cloud": "mqtt://a_b.example"}, "host must be a host name"),
 ])
 def test_invalid_post_is_refused_and_nothing_saved(portal, fields, message):
     status, html, _ = portal.post(**fields)
@@ -193,6 +206,6 @@ def test_stepped_from_a_plain_loop(mpylib, tmp_path):
         for _ in range(3):
             assert s.request("/")[0] == 200
         assert s.post(ssid="Flat", password=SECRET, cloud="example.com")[0] == 200
-        assert s.saved()["cloud"] == "example.com"
+        assert s.saved()["mqtt"] == {"host": "example.com", "port": 8883, "tls": True}
     finally:
         s.stop()

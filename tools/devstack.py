@@ -416,6 +416,7 @@ class Stack:
             "keypad": f"http://127.0.0.1:{p['keypad']}/" if any(c.name == "lock" for c in self.children) else None,
             "login": {"email": DEMO_EMAIL, "password": self.state["demo_password"]},
             "lock": DEMO_MAC, "ports": p, "pid": os.getpid(),
+            "children": {c.name: c.proc.pid for c in self.children},  # each is also its process group id
         }, indent=2) + "\n")
 
     def watch(self) -> int:
