@@ -1,0 +1,252 @@
+# KeyDrop host-side MQTT 3.1.1 client with the umqtt.simple API.
+#
+# The ESP32 firmware image freezes micropython-lib's umqtt.simple; PyPI has no installable copy, so the
+# host (the MicroPython unix port running the firmware) uses this independent implementation of the same
+# public API. device/link.py uses only that API (plus `sock`, which umqtt.simple also exposes), so the
+# firmware runs unchanged on either.
+#
+# Differences from umqtt.simple that callers may rely on here but must not require:
+# - `max_packet`: incoming packets larger than this are read in chunks and discarded (counted in
+#   `dropped`) instead of being allocated. 0 = no limit.
+# - PUBACK/SUBACK arriving late (outside publish()/subscribe()) are consumed, never left in the stream.
+import socket
+import struct
+
+
+class MQTTException(Exception):
+    pass
+
+
+def _varlen(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return out
+
+
+class MQTTClient:
+    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
+                 ssl=None, ssl_params={}):
+        if port == 0:
+            port = 8883 if ssl else 1883
+        self.client_id = client_id
+        self.sock = None
+        self.server = server
+        self.port = port
+        self.ssl = ssl
+        self.ssl_params = ssl_params
+        self.pid = 0
+        self.cb = None
+        self.user = user
+        self.pswd = password
+        self.keepalive = keepalive
+        self.lw_topic = None
+        self.lw_msg = None
+        self.lw_qos = 0
+        self.lw_retain = False
+        self.max_packet = 0
+        self.dropped = 0
+        self._timeout = None
+        self._acked = []
+
+    # -- low level -----------------------------------------------------------------------------------
+    def _read(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.read(n - len(buf))
+            if not chunk:  # b"" = EOF; None = would block in the middle of a packet
+                raise OSError(-1, "mqtt: connection closed")
+            buf += chunk
+        return buf
+
+    def _write(self, data):
+        self.sock.write(data)
+
+    def _str(self, s):
+        if isinstance(s, str):
+            s = s.encode()
+        return struct.pack("!H", len(s)) + s
+
+    def _recv_len(self):
+        n = 0
+        sh = 0
+        while True:
+            b = self._read(1)[0]
+            n |= (b & 0x7F) << sh
+            if not b & 0x80:
+                return n
+            sh += 7
+            if sh > 21:
+                raise MQTTException("bad length")
+
+    def _next_pid(self):
+        self.pid = self.pid % 65535 + 1
+        return self.pid
+
+    def _skip(self, n):
+        while n > 0:
+            k = 256 if n > 256 else n
+            self._read(k)
+            n -= k
+
+    # -- API -----------------------------------------------------------------------------------------
+    def set_callback(self, f):
+        self.cb = f
+
+    def set_last_will(self, topic, msg, retain=False, qos=0):
+        assert 0 <= qos <= 2
+        assert topic
+        self.lw_topic = topic
+        self.lw_msg = msg
+        self.lw_qos = qos
+        self.lw_retain = retain
+
+    def connect(self, clean_session=True, timeout=None):
+        self._timeout = timeout
+        addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
+        self.sock = socket.socket()
+        self.sock.settimeout(timeout)
+        self.sock.connect(addr)
+        if self.ssl:
+            if self.ssl is True:
+                import ssl as _ssl
+                self.sock = _ssl.wrap_socket(self.sock, **self.ssl_params)
+            else:
+                self.sock = self.ssl.wrap_socket(self.sock, server_hostname=self.server)
+        flags = 0x02 if clean_session else 0
+        payload = self._str(self.client_id)
+        if self.lw_topic:
+            flags |= 0x04 | (self.lw_qos & 3) << 3 | (0x20 if self.lw_retain else 0)
+            payload += self._str(self.lw_topic) + self._str(self.lw_msg)
+        if self.user is not None:
+            flags |= 0x80
+            payload += self._str(self.user)
+            if self.pswd is not None:
+                flags |= 0x40
+                payload += self._str(self.pswd)
+        var = b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", self.keepalive)
+        body = var + payload
+        self._write(b"\x10" + _varlen(len(body)) + body)
+        resp = self._read(4)
+        if resp[0] != 0x20 or resp[1] != 2:
+            raise MQTTException("bad CONNACK")
+        if resp[3] != 0:
+            raise MQTTException(resp[3])
+        self._acked = []
+        return resp[2] & 1
+
+    def disconnect(self):
+        try:
+            self._write(b"\xe0\x00")
+        finally:
+            self.sock.close()
+
+    def ping(self):
+        self._write(b"\xc0\x00")
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        if isinstance(topic, str):
+            topic = topic.encode()
+        if isinstance(msg, str):
+            msg = msg.encode()
+        hdr = 0x30 | qos << 1 | (1 if retain else 0)
+        sz = 2 + len(topic) + len(msg) + (2 if qos > 0 else 0)
+        pkt = bytearray([hdr]) + _varlen(sz) + self._str(topic)
+        pid = 0
+        if qos > 0:
+            pid = self._next_pid()
+            pkt += struct.pack("!H", pid)
+        self._write(pkt)
+        self._write(msg)
+        if qos == 1:
+            while pid not in self._acked:
+                self.wait_msg()
+            self._acked.remove(pid)
+        elif qos == 2:
+            raise MQTTException("qos 2 not supported")
+
+    def subscribe(self, topic, qos=0):
+        assert self.cb is not None, "subscribe callback is not set"
+        pid = self._next_pid()
+        body = struct.pack("!H", pid) + self._str(topic) + bytes([qos])
+        self._write(b"\x82" + _varlen(len(body)) + body)
+        while pid not in self._acked:
+            self.wait_msg()
+        self._acked.remove(pid)
+
+    def wait_msg(self):
+        """Read one packet. Returns None for nothing/ping, the op for other non-PUBLISH packets;
+        dispatches PUBLISH to the callback (PUBACK sent for QoS 1)."""
+        res = self.sock.read(1)
+        if res is None:
+            return None
+        if res == b"":
+            raise OSError(-1, "mqtt: connection closed")
+        self.sock.settimeout(self._timeout)  # the rest of the packet is read blocking
+        op = res[0]
+        sz = self._recv_len()
+        if op == 0xD0:  # PINGRESP
+            self._skip(sz)
+            return None
+        if op & 0xF0 != 0x30:
+            if op == 0x40 or op == 0x90:  # PUBACK / SUBACK: record the packet id
+                data = self._read(sz)
+                pid = data[0] << 8 | data[1]
+                if op == 0x90 and len(data) > 2 and data[2] == 0x80:
+                    raise MQTTException("subscription refused")
+                self._acked.append(pid)
+                if len(self._acked) > 16:
+                    self._acked.pop(0)
+            else:
+                self._skip(sz)
+            return op
+        if self.max_packet and sz > self.max_packet:
+            # read the header fields we need to ack, discard the payload unallocated
+            tl = self._read(2)
+            tl = tl[0] << 8 | tl[1]
+            self._skip(tl)
+            sz -= tl + 2
+            pid = 0
+            if op & 6:
+                p = self._read(2)
+                pid = p[0] << 8 | p[1]
+                sz -= 2
+            self._skip(sz)
+            self.dropped += 1
+            if op & 6 == 2:
+                self._write(b"\x40\x02" + struct.pack("!H", pid))
+            return None
+        tl = self._read(2)
+        tl = tl[0] << 8 | tl[1]
+        topic = self._read(tl)
+        sz -= tl + 2
+        pid = 0
+        if op & 6:
+            p = self._read(2)
+            pid = p[0] << 8 | p[1]
+            sz -= 2
+        msg = self._read(sz) if sz else b""
+        if op & 6 == 2:
+            self._write(b"\x40\x02" + struct.pack("!H", pid))
+        elif op & 6 == 4:
+            raise MQTTException("qos 2 not supported")
+        if self.cb is None:
+            raise MQTTException("no callback set")
+        self.cb(topic, msg)
+        return op
+
+    def check_msg(self):
+        """Non-blocking: process one pending packet if there is one."""
+        self.sock.setblocking(False)
+        try:
+            return self.wait_msg()
+        finally:
+            try:
+                self.sock.settimeout(self._timeout)
+            except Exception:
+                pass
