@@ -304,3 +304,77 @@ def start_ap(board, essid, password=None):
 def ap_name(mac):
     """The access point's name: KeyDrop- and the last 6 hex digits of the MAC."""
     return "KeyDrop-" + (mac or "")[-6:].upper()
+
+
+def wanted(board, cfg):
+    """Policy: open the portal when the lock is not provisioned, the setup button is held at power-up, or
+    the board needs Wi-Fi (a real ESP32; not the simulator) and none is configured."""
+    if not cfg.get("provisioned") or board.setup_requested():
+        return True
+    needs = getattr(board, "needs_wifi", None)
+    return bool(needs and needs() and not (cfg.get("wifi") or {}).get("ssid"))
+
+
+def wifi_state(board):
+    try:
+        w = board.wlan()
+    except Exception:  # noqa: BLE001 (a board without a station)
+        return "not available"
+    if w is None:
+        return "not available"
+    try:
+        return "connected" if w.isconnected() else "not connected"
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+class PortalService:
+    """The portal as one of the lock's services: poll(now) runs the web server a step (never blocks), so
+    the keypad keeps working while the portal is open. bind(lock) lets the page show the link's state."""
+
+    def __init__(self, portal, host, port):
+        self.portal = portal
+        self.stepper = Stepper()
+        self.stepper.start(portal.serve(host, port))
+        self.lock = None
+
+    def bind(self, lock):
+        self.lock = lock
+
+    def cloud_state(self):
+        for s in getattr(self.lock, "_services", ()):
+            c = getattr(s, "connected", None)
+            if c is not None:
+                c = c() if callable(c) else c
+                return "connected" if c else "offline"
+        return "offline"
+
+    def poll(self, now=None):
+        self.stepper.poll()
+
+
+def run(board, cfg, path="config.json", host="0.0.0.0", port=80):
+    """Called by main.py when wanted(): open the access point and the setup page.
+
+    A provisioned lock gets a PortalService back (main adds it to the lock's services: codes keep working
+    while the portal is open). An unprovisioned lock has nothing else to do: serve the page here for good
+    (the installer provisions it over USB, then resets it)."""
+    import version
+    mac = None
+    try:
+        mac = board.mac()
+    except Exception:  # noqa: BLE001
+        mac = cfg.get("lock_id") or None
+    ip = start_ap(board, ap_name(mac or cfg.get("lock_id") or ""))
+    svc = None
+
+    def live():
+        return {"mac": mac or cfg.get("lock_id") or "?", "version": version.VERSION, "wifi": wifi_state(board),
+                "cloud": svc.cloud_state() if svc is not None else "offline (setup mode)"}
+
+    p = Portal(config_status(path, live), config_saver(path))
+    print("portal: setup page on http://%s:%d/" % (ip or host, port))
+    if cfg.get("provisioned"):
+        svc = PortalService(p, host, port)
+        return svc
+    asyncio.run(p.serve(host, port))
