@@ -1,0 +1,151 @@
+"""Helpers for the installer tests: a "board" that is the MicroPython unix port behind a pseudo-terminal
+(socat), and the real cloud app served over HTTP from a thread, with a temporary SQLite database.
+
+The board's flash is a temporary directory: the unix port's filesystem root is its working directory.
+The unix port has no `network` module, so the board's MAC is the file `keydrop_mac` there: that is the
+host-testing seam of tools/provision.py's probe (docs/installing.md, "Testing without a board").
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MICROPYTHON = shutil.which("micropython", path=str(BIN)) or shutil.which("micropython")
+PASSWORD = "installer-test-pw-1"
+
+
+class PtyBoard:
+    """socat PTY <-> `micropython` started in `flash`. Killed by its own process group at the end."""
+
+    def __init__(self, tmp: Path, mac: str | None = "24a16054ab3c", program: list[str] | None = None):
+        self.flash = tmp / "flash"
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.port = str(tmp / "tty")
+        self.mac = mac
+        if mac:
+            (self.flash / "keydrop_mac").write_text(mac + "\n")
+        if not shutil.which("socat"):
+            pytest.skip("socat is not installed (apt-get install socat)")
+        program = program or [MICROPYTHON]
+        self.proc = subprocess.Popen(
+            ["socat", f"PTY,link={self.port},raw,echo=0", f"EXEC:{' '.join(program)},pty,raw,echo=0"],
+            cwd=self.flash, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.port):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError("socat did not create the PTY")
+            time.sleep(0.05)
+        time.sleep(0.2)  # let the child print its banner
+
+    def mpremote(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "mpremote", "connect", self.port, "resume", *args],
+                              capture_output=True, text=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mpremote {args} failed: {proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # socat and its micropython child, started here
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cloud:
+    """The real Flask app (cloud.create_app) on a werkzeug server thread, with two agencies and tokens."""
+
+    def __init__(self, tmp: Path):
+        try:
+            from cloud import create_app
+        except ImportError as exc:  # pragma: no cover - the cloud is part of this repository
+            pytest.skip(f"cloud app not importable: {exc}")
+        from werkzeug.serving import make_server
+        self.app = create_app({
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'cloud.sqlite3'}",
+            "RATELIMIT_ENABLED": False,
+            "TESTING": True,
+            "MQTT_PUBLIC_HOST": "mqtt.test.invalid",
+            "MQTT_PUBLIC_PORT": 8883,
+            "MQTT_PUBLIC_TLS": True,
+        })
+        with self.app.app_context():
+            from flask_migrate import upgrade
+            upgrade()
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.token = self.new_agency("Seaside Rentals", "owner@seaside.test")
+        self.other_token = self.new_agency("Other Homes", "owner@other.test")
+
+    def new_agency(self, name: str, email: str) -> str:
+        from cloud.domain import create_agency
+        with self.app.app_context():
+            create_agency(name=name, email=email, password=PASSWORD)
+        req = urllib.request.Request(f"{self.url}/api/v1/tokens", method="POST", headers={
+            "Authorization": "Basic " + base64.b64encode(f"{email}:{PASSWORD}".encode()).decode()})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())["token"]
+
+    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/api/v1{path}", data=data, method=method, headers={
+            "Authorization": f"Bearer {token or self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def mark_active(self, lock_id: str) -> None:
+        """What the bridge does on the lock's first verified hello (cloud/domain.py lock_hello)."""
+        from cloud.domain import lock_hello
+        from cloud.extensions import db
+        from cloud.models import Lock
+        with self.app.app_context():
+            lock = db.session.get(Lock, lock_id)
+            lock_hello(lock, firmware="test", boot_count=1, lock_time=None, revision=0)
+
+    def close(self):
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+def run_tool(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """python -m tools.provision, as an installer runs it, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "tools.provision", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def tool_args(board: PtyBoard, cloud: Cloud, *extra: str, token: str | None = None) -> list[str]:
+    """The unix port needs --resume (a soft reset ends it) and --no-reset (it has no machine.reset)."""
+    return ["--port", board.port, "--cloud", cloud.url, "--token", token or cloud.token, "--resume",
+            "--no-reset", "--build-dir", str(board.flash.parent / "build"), *extra]
