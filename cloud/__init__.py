@@ -39,6 +39,8 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     app.register_blueprint(codes_bp)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)  # token auth, no cookies
+    from .devmail import init_app as init_devmail
+    init_devmail(app)  # dev-only mailbox page, only when DEV_MAILBOX_DIR is configured (tools/devstack)
 
     app.jinja_env.filters["local"] = fmt_local
 

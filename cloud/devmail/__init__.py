@@ -23,14 +23,15 @@ def init_app(app) -> bool:
         return False
     app.config["DEV_MAILBOX_DIR"] = folder
     app.register_blueprint(bp)
-    app.logger.warning("development mailbox enabled at /dev/mailbox/ (reading %s)", folder)
+    app.logger.info("development mailbox enabled at /dev/mailbox/ (reading %s)", folder)
     return True
 
 
 def _box() -> mailbox.Maildir:
     folder = current_app.config["DEV_MAILBOX_DIR"]
-    os.makedirs(folder, exist_ok=True)
-    return mailbox.Maildir(folder, factory=None, create=True)
+    for sub in ("tmp", "new", "cur"):  # the sink creates them with the first mail; the page may come first
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    return mailbox.Maildir(folder, factory=None, create=False)
 
 
 def _parse(raw_bytes: bytes):

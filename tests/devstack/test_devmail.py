@@ -79,3 +79,10 @@ def test_unknown_or_bad_key_is_404(sink):
     client = make_app(folder).test_client()
     assert client.get("/dev/mailbox/nope").status_code == 404
     assert client.get("/dev/mailbox/..%2fx").status_code == 404
+
+
+def test_empty_folder_before_the_first_mail(tmp_path):
+    folder = tmp_path / "maildir"
+    folder.mkdir()  # created by the dev stack, not yet a Maildir
+    r = make_app(folder).test_client().get("/dev/mailbox/")
+    assert r.status_code == 200 and b"No mail yet" in r.data
