@@ -1,0 +1,424 @@
+"""Simulated board for the MicroPython unix port: same interface as device/board.py, which it shadows on the
+module path (MICROPYPATH=.frozen:build/sim:build/device). The firmware does not know it is simulated.
+
+The world it simulates: fake pins (a 4x3 matrix whose column levels follow the rows the firmware drives and
+the key held down), a virtual clock (ticks and UTC epoch move together, only when the world says so), a
+periodic virtual timer, an optional DS3231 on a virtual I2C bus, and a relay whose pin level is reported.
+
+Input (stdin, one line at a time) and output (stdout, one JSON object per line) are documented in
+docs/simulator.md. The world advances only while it works through an input line; when the line is done it
+prints {"event": "settled"} and reads the next one, so drivers never need to sleep.
+
+Environment: SIMLOCK_DIR (the simulated lock's directory; DIR/flash is its filesystem and the working
+directory of the firmware, DIR/world.json the world outside the lock).
+"""
+import gc
+import json
+import os
+import sys
+
+import ds3231
+
+_PERIOD = 1 << 62  # unix-port ticks period
+_START = _PERIOD - 20000  # ticks wrap 20 s after boot: exercises the firmware's ticks arithmetic
+KEYS = "123456789*0#"
+POWER_CYCLE_RC = 75
+CRASH_RC = 70
+
+_dir = os.getenv("SIMLOCK_DIR")
+if _dir:
+    os.chdir(_dir + "/flash")
+    _dir = _dir
+
+
+def emit(d) -> None:
+    print(json.dumps(d))
+
+
+class World:
+    def __init__(self, path) -> None:
+        self.path = path
+        self.ms = 0  # virtual ms since this boot
+        w = {}
+        if path:
+            try:
+                with open(path) as f:
+                    w = json.load(f)
+            except (OSError, ValueError):
+                w = {}
+        self.w = w
+        self.epoch_ms = int(w.get("epoch_ms", 1767225600000))  # world UTC at this boot
+        self.pressed = -1
+        self.timers = []  # [period, due, fn]
+        self.hold_ms = 80
+        self.gap_ms = 80
+        self.settle_ms = 500
+
+    def epoch(self) -> int:
+        return (self.epoch_ms + self.ms) // 1000
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        self.w["epoch_ms"] = self.epoch_ms + self.ms
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.w, f)
+        os.rename(tmp, self.path)
+
+    def ticks(self) -> int:
+        return (_START + self.ms) & (_PERIOD - 1)
+
+    def step(self, ms: int) -> None:
+        """Let ms of virtual time pass, firing the timers (once, for a long jump with no key held)."""
+        target = self.ms + ms
+        if ms > 50 and self.pressed < 0:
+            self.ms = target
+            for t in self.timers:
+                t[1] = target + t[0]
+                t[2]()
+            return
+        while True:
+            due = target
+            for t in self.timers:
+                if t[1] < due:
+                    due = t[1]
+            self.ms = due
+            for t in self.timers:
+                if t[1] <= due:
+                    t[1] += t[0]
+                    t[2]()
+            if due >= target:
+                return
+
+
+class SimPin:
+    def __init__(self, level: int = 0, on_change=None) -> None:
+        self.level = level
+        self.on_change = on_change
+
+    def value(self, v=None):
+        if v is None:
+            return self.level
+        v = 1 if v else 0
+        if v != self.level:
+            self.level = v
+            if self.on_change is not None:
+                self.on_change(v)
+        return None
+
+    def on(self) -> None:
+        self.value(1)
+
+    def off(self) -> None:
+        self.value(0)
+
+
+class ColPin:
+    """A keypad column input with pull-up: reads 0 while its key is held and its row is driven low."""
+
+    def __init__(self, world, rows, col: int) -> None:
+        self.world = world
+        self.rows = rows
+        self.col = col
+
+    def value(self, v=None):
+        k = self.world.pressed
+        if k >= 0 and k % 3 == self.col and self.rows[k // 3].level == 0:
+            return 0
+        return 1
+
+
+class SimI2C:
+    """A DS3231 at 0x68 whose clock is the world's epoch plus an offset, with its oscillator-stop flag."""
+
+    def __init__(self, world) -> None:
+        self.world = world
+        w = world.w
+        self.present = bool(w.get("rtc", False))
+
+    def scan(self):
+        return [ds3231.ADDR] if self.present else []
+
+    def _regs(self):
+        w = self.world.w
+        t = self.world.epoch() + int(w.get("rtc_offset", 0))
+        days, rem = divmod(t, 86400)
+        y, mo, d = ds3231.civil_from_days(days)
+        b = ds3231._tobcd
+        r = bytearray(19)
+        r[0] = b(rem % 60)
+        r[1] = b((rem // 60) % 60)
+        r[2] = b(rem // 3600)
+        r[3] = (days + 3) % 7 + 1
+        r[4] = b(d)
+        r[5] = b(mo) | (0x80 if y >= 2100 else 0)
+        r[6] = b(y % 100)
+        r[0x0F] = 0x80 if w.get("rtc_osf", False) else 0
+        return r
+
+    def readfrom_mem(self, addr, reg, n):
+        if not self.present or addr != ds3231.ADDR:
+            raise OSError(19)
+        return bytes(self._regs()[reg : reg + n])
+
+    def writeto_mem(self, addr, reg, buf):
+        if not self.present or addr != ds3231.ADDR:
+            raise OSError(19)
+        w = self.world.w
+        if reg == 0:
+            fake = ds3231.DS3231(_Regs(buf))
+            t = fake.read()
+            if t is not None:
+                w["rtc_offset"] = t - self.world.epoch()
+        elif reg == 0x0F:
+            w["rtc_osf"] = bool(buf[0] & 0x80)
+        self.world.save()
+
+
+class _Regs:
+    """Lets ds3231.DS3231.read() decode a buffer the firmware wrote."""
+
+    def __init__(self, buf) -> None:
+        self.r = bytearray(19)
+        self.r[0:7] = buf
+
+    def readfrom_mem(self, addr, reg, n):
+        return bytes(self.r[reg : reg + n])
+
+
+class Board:
+    def __init__(self, cfg: dict) -> None:
+        self.world = World(_dir + "/world.json" if _dir else None)
+        self._on = 1 if cfg.get("relay_active_high", True) else 0
+        self.relay = SimPin(1 - self._on, self._relay_changed)
+        self.buzzer = SimPin(0)
+        self.led = SimPin(0)
+        self.rows = [SimPin(1) for _ in range(4)]
+        self.cols = [ColPin(self.world, self.rows, c) for c in range(3)]
+        self.ticks_ms = self.world.ticks
+        self._i2c = SimI2C(self.world)
+        self.lock = None
+        self.on_relay = None  # optional hook (benchmarks)
+        self._queue = []
+        self._wait = 0
+        self._ff = False
+        self.interactive = _dir is not None
+
+    # -- board interface -----------------------------------------------------------------------------------
+    def start_ticker(self, period_ms: int, fn) -> None:
+        self.world.timers.append([period_ms, self.world.ms + period_ms, fn])
+
+    def i2c(self):
+        return self._i2c
+
+    def relay_off(self) -> None:
+        self.relay.value(1 - self._on)
+
+    def setup_requested(self) -> bool:
+        return False
+
+    def started(self, lock) -> None:
+        self.lock = lock
+        lock.add_listener(self._event)
+        if self.interactive:
+            import version
+
+            emit({"event": "ready", "lock_id": lock.lock_id, "version": version.VERSION,
+                  "boot_count": lock.boot_count, "epoch": self.world.epoch()})
+
+    def crashed(self, exc) -> None:
+        emit({"event": "crash", "error": repr(exc)})
+        self.world.save()
+        sys.exit(CRASH_RC)
+
+    def mac(self) -> str:
+        return self.lock.lock_id if self.lock is not None else "000000000000"
+
+    def wlan(self):
+        return None
+
+    def _relay_changed(self, v: int) -> None:
+        if self.on_relay is not None:
+            self.on_relay(v)
+        if self.interactive:
+            emit({"event": "relay", "state": "open" if v == self._on else "closed"})
+
+    def _event(self, event, data) -> None:
+        if self.interactive:
+            d = {"event": event}
+            d.update(data)
+            emit(d)
+
+    # -- keys, for the simulator and the virtual keypad page ---------------------------------------------
+    def down(self, key: str) -> None:
+        self.world.pressed = KEYS.index(key)
+
+    def up(self, key=None) -> None:
+        self.world.pressed = -1
+
+    # -- the world's script: one small step per main-loop iteration --------------------------------------
+    def idle(self) -> None:
+        if self._wait > 0:
+            step = 5
+            if self._ff and not self.lock.busy():
+                step = 60000
+            step = min(step, self._wait)
+            self.world.step(step)
+            self._wait -= step
+            return
+        self._ff = False
+        if self._queue:
+            self._queue.pop(0)()
+            return
+        emit({"event": "settled", "epoch": self.world.epoch(), "ms": self.world.ms})
+        line = sys.stdin.readline()
+        if not line:
+            self._quit()
+        try:
+            self._parse(line.strip())
+        except (ValueError, IndexError, KeyError) as e:
+            emit({"event": "error", "error": "bad input: %s (%r)" % (line.strip(), e)})
+
+    def _wait_for(self, ms: int, ff: bool = False):
+        def f():
+            self._wait = ms
+            self._ff = ff
+        return f
+
+    def _press(self, key):
+        def f():
+            self.world.pressed = KEYS.index(key)
+            self._wait = self.world.w.get("hold_ms", self.world.hold_ms)
+        return f
+
+    def _release(self):
+        def f():
+            self.world.pressed = -1
+            self._wait = self.world.w.get("gap_ms", self.world.gap_ms)
+        return f
+
+    def _keys(self, keys: str) -> None:
+        for k in keys:
+            if k not in KEYS:
+                raise ValueError("not a key: " + k)
+        q = self._queue
+        for k in keys:
+            q.append(self._press(k))
+            q.append(self._release())
+        q.append(self._wait_for(self.world.settle_ms))
+
+    def _busy(self, ms: int, keys: str) -> None:
+        """Block the main loop for ms of virtual time while keys are typed (the timer keeps scanning)."""
+        w = self.world
+        end = w.ms + ms
+        hold = w.w.get("hold_ms", w.hold_ms)
+        gap = w.w.get("gap_ms", w.gap_ms)
+        for k in keys:
+            w.pressed = KEYS.index(k)
+            w.step(hold)
+            w.pressed = -1
+            w.step(gap)
+        if w.ms < end:
+            w.step(end - w.ms)
+        emit({"event": "busy_done", "ms": ms})
+        self._queue.append(self._wait_for(w.settle_ms))
+
+    def _quit(self) -> None:
+        self.world.save()
+        sys.exit(0)
+
+    def _parse(self, line: str) -> None:
+        if not line:
+            return
+        if not line.startswith("!"):
+            self._keys(line.replace(" ", ""))
+            return
+        parts = line[1:].split()
+        cmd, args = parts[0], parts[1:]
+        lock = self.lock
+        w = self.world
+        if cmd == "advance":
+            self._queue.append(self._wait_for(int(float(args[0]) * 1000), True))
+        elif cmd == "quit":
+            self._quit()
+        elif cmd == "power-cycle":
+            emit({"event": "power", "state": "off"})
+            w.save()
+            sys.exit(POWER_CYCLE_RC)
+        elif cmd == "hold":
+            w.w["hold_ms"] = int(args[0])
+            w.w["gap_ms"] = int(args[1]) if len(args) > 1 else int(args[0])
+        elif cmd == "busy":
+            self._busy(int(args[0]), args[1] if len(args) > 1 else "")
+        elif cmd == "time":
+            t = self._when(args[0]) if args else w.epoch()
+            src = args[1] if len(args) > 1 else "server"
+            ok = lock.set_trusted_time(t, src)
+            emit({"event": "time", "ok": ok, "trusted_now": lock.trusted_now()})
+        elif cmd == "codes":
+            self._codes(args)
+        elif cmd == "gen-codes":
+            self._gen_codes(int(args[0]), int(args[1]))
+        elif cmd == "status":
+            gc.collect()
+            d = {"event": "status", "world_epoch": w.epoch(), "heap_used": gc.mem_alloc(),
+                 "heap_free": gc.mem_free()}
+            d.update(lock.status())
+            emit(d)
+        elif cmd == "log":
+            seq = int(args[0]) if args else 0
+            limit = int(args[1]) if len(args) > 1 else 50
+            emit({"event": "log_since", "last_seq": lock.last_seq, "events": lock.log_since(seq, limit)})
+        elif cmd == "rtc":
+            # takes effect from the next boot (the bus is probed at boot), like plugging the module in
+            if args[0] == "on":
+                w.w["rtc"] = True
+            elif args[0] == "off":
+                w.w["rtc"] = False
+            elif args[0] == "battery-out":
+                w.w["rtc_osf"] = True
+            else:
+                raise ValueError(args[0])
+            w.save()
+            emit({"event": "rtc", "state": args[0]})
+        else:
+            raise ValueError("unknown command " + cmd)
+
+    def _when(self, s: str) -> int:
+        """An epoch: absolute, or relative to the world's now with a leading + or -."""
+        if s[0] in "+-":
+            return self.world.epoch() + int(s)
+        return int(s)
+
+    def _codes(self, args) -> None:
+        lock = self.lock
+        rev = int(args[0])
+        codes = []
+        backup = None
+        for a in args[1:]:
+            if a.startswith("backup="):
+                backup = lock._mac.digest(a[7:].encode())
+                continue
+            cid, code, vf, vu = a.split(":")
+            codes.append((int(cid), lock._mac.digest(code.encode()), self._when(vf), self._when(vu)))
+        ok = lock.install_codeset(rev, codes, backup)
+        emit({"event": "codeset", "ok": ok, "revision": lock.revision})
+
+    def _gen_codes(self, rev: int, n: int) -> None:
+        """Install n codes 0000.. upwards (skipping the backup key), valid for a year from now."""
+        lock = self.lock
+        now = self.world.epoch()
+        codes = []
+        i = 0
+        while len(codes) < n:
+            code = "%04d" % i
+            d = lock._mac.digest(code.encode())
+            i += 1
+            if lock.codes.is_backup(d):
+                continue
+            codes.append((len(codes) + 1, d, now - 60, now + 365 * 86400))
+        ok = lock.install_codeset(rev, codes, None)
+        codes = None
+        gc.collect()
+        emit({"event": "codeset", "ok": ok, "revision": lock.revision, "count": lock.codes.count})
