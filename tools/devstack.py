@@ -31,6 +31,8 @@ DEMO_AGENCY = "Demo Rentals"
 DEMO_EMAIL = "demo@agency.example"
 DEMO_MAC = "02cafe000001"  # locally administered: never a real board's MAC
 DEMO_LOCK_NAME = "Demo flat, front door"
+DEMO_ADDRESS = "12 rue de la Démo, 69001 Lyon"
+DEMO_TZ = "Europe/Paris"
 DEFAULT_PORTS = {"web": 5000, "keypad": 8081, "smtp": 8025, "mqtt": 1883}
 
 
@@ -349,7 +351,8 @@ class Stack:
         if not st.get("lock_registered"):
             say(f"registering the demo lock {DEMO_MAC}")
             try:
-                self.api("POST", "/locks", {"mac": DEMO_MAC, "name": DEMO_LOCK_NAME, "timezone": "Europe/Paris"},
+                self.api("POST", "/locks", {"mac": DEMO_MAC, "name": DEMO_LOCK_NAME, "address": DEMO_ADDRESS,
+                                           "timezone": DEMO_TZ},
                          token=token)
             except StackError as e:
                 if "409" not in str(e) and "already" not in str(e).lower():
