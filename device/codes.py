@@ -57,20 +57,30 @@ class CodeSet:
     def build(revision: int, codes, backup):
         """A new CodeSet from (code_id, digest, valid_from, valid_until) tuples; ValueError if malformed."""
         cs = CodeSet()
-        n = len(codes)
-        if n > MAX_CODES or revision < 0 or revision > _U32:
-            raise ValueError("codeset")
-        recs = bytearray(n * REC)
+        if revision < 0 or revision > _U32:
+            raise ValueError("revision")
+        try:
+            recs = bytearray(len(codes) * REC)  # a sized sequence: one allocation
+        except TypeError:
+            recs = bytearray(0)  # any other iterable (e.g. a generator decoding a message): grow
+        rec = bytearray(REC)
         o = 0
         for c in codes:
             cid, dg, vf, vu = c
             if len(dg) != DIGEST or not (0 < cid <= _U32) or not (0 <= vf < vu <= _U32):
                 raise ValueError("code")
+            if o + REC > len(recs):
+                if o // REC >= MAX_CODES:
+                    raise ValueError("too many codes")
+                recs.extend(rec)
             recs[o : o + DIGEST] = dg
             _put32(recs, o + 32, cid)
             _put32(recs, o + 36, vf)
             _put32(recs, o + 40, vu)
             o += REC
+        n = o // REC
+        if n > MAX_CODES:
+            raise ValueError("too many codes")
         if backup is not None and len(backup) != DIGEST:
             raise ValueError("backup")
         cs.revision = revision
@@ -154,5 +164,5 @@ class CodeSet:
         cs.revision = _u32(data, 0)
         if data[6]:
             cs.backup = bytes(data[7:39])
-        cs._adopt(bytearray(data[_HEAD:]), n)
+        cs._adopt(data[_HEAD:], n)  # no copy: the records stay in the loaded file's buffer (read only)
         return cs
