@@ -18,9 +18,10 @@ import os
 import sys
 
 import ds3231
+import simnet  # the link's network seam (device_tests/sim/simnet.py, issue #4)
 
-_PERIOD = 1 << 62  # unix-port ticks period
-_START = _PERIOD - 20000  # ticks wrap 20 s after boot: exercises the firmware's ticks arithmetic
+_MASK = (1 << 62) - 1  # unix-port ticks period - 1 (a small int)
+_START = 20000  # ticks start 20 s before they wrap: exercises the firmware's ticks arithmetic
 KEYS = "123456789*0#"
 POWER_CYCLE_RC = 75
 CRASH_RC = 70
@@ -67,7 +68,7 @@ class World:
         os.rename(tmp, self.path)
 
     def ticks(self) -> int:
-        return (_START + self.ms) & (_PERIOD - 1)
+        return (self.ms - _START) & _MASK  # stays a small int: no allocation
 
     def step(self, ms: int) -> None:
         """Let ms of virtual time pass, firing the timers (once, for a long jump with no key held)."""
@@ -204,6 +205,8 @@ class Board:
         self._wait = 0
         self._ff = False
         self.interactive = _dir is not None
+        self._settled = False
+        simnet.realtime = self.interactive and bool((cfg.get("mqtt") or {}).get("host"))
 
     # -- board interface -----------------------------------------------------------------------------------
     def start_ticker(self, period_ms: int, fn) -> None:
@@ -236,7 +239,7 @@ class Board:
         return self.lock.lock_id if self.lock is not None else "000000000000"
 
     def wlan(self):
-        return None
+        return simnet.wlan
 
     def _relay_changed(self, v: int) -> None:
         if self.on_relay is not None:
@@ -271,8 +274,17 @@ class Board:
         if self._queue:
             self._queue.pop(0)()
             return
-        emit({"event": "settled", "epoch": self.world.epoch(), "ms": self.world.ms})
-        line = sys.stdin.readline()
+        if simnet.realtime:  # a networked lock: the world keeps living while it waits for input
+            if not self._settled:
+                self._settled = True
+                emit({"event": "settled", "epoch": self.world.epoch(), "ms": self.world.ms})
+            line = simnet.wait_line(self.world)
+            if line is None:
+                return
+            self._settled = False
+        else:
+            emit({"event": "settled", "epoch": self.world.epoch(), "ms": self.world.ms})
+            line = sys.stdin.readline()
         if not line:
             self._quit()
         try:
@@ -340,6 +352,8 @@ class Board:
         w = self.world
         if cmd == "advance":
             self._queue.append(self._wait_for(int(float(args[0]) * 1000), True))
+        elif cmd == "net":
+            simnet.command(args, emit)
         elif cmd == "quit":
             self._quit()
         elif cmd == "power-cycle":
