@@ -192,7 +192,8 @@ class Stack:
 
     # steps
     def prepare(self) -> None:
-        for d in (self.var, self.log_dir, self.var / "maildir", self.var / "mqtt"):
+        maildir = self.var / "maildir"  # a complete Maildir: aiosmtpd only creates one in a missing folder
+        for d in (self.var, self.log_dir, maildir / "tmp", maildir / "new", maildir / "cur", self.var / "mqtt"):
             d.mkdir(parents=True, exist_ok=True)
         state = self.load_state()
         if not state.get("secret_key"):
@@ -342,8 +343,7 @@ class Stack:
         self.start("bridge", [str(BIN / "flask"), "--app", "cloud", "bridge"])
 
     def start_lock(self, token: str) -> None:
-        simlock = ROOT / "tools" / "simlock"
-        if not (simlock.exists() or (ROOT / "tools" / "simlock.py").exists()):
+        if not (ROOT / "tools" / "simlock").exists():
             self.notes.append("the lock simulator is not built yet (tools/simlock): no simulated lock")
             return
         lock_dir = self.var / "lock"
@@ -352,32 +352,53 @@ class Stack:
             say(f"registering the demo lock {DEMO_MAC}")
             try:
                 self.api("POST", "/locks", {"mac": DEMO_MAC, "name": DEMO_LOCK_NAME, "address": DEMO_ADDRESS,
-                                           "timezone": DEMO_TZ},
-                         token=token)
+                                           "timezone": DEMO_TZ}, token=token)
             except StackError as e:
                 if "409" not in str(e) and "already" not in str(e).lower():
                     raise
             st["lock_registered"] = True
             self.save_state(st)
-        if st.get("lock_mqtt_port") != self.ports["mqtt"] or not lock_dir.exists():
+        if st.get("lock_mqtt_port") != self.ports["mqtt"] or not (lock_dir / "flash" / "config.json").exists():
             say("provisioning the simulated lock")
-            r = subprocess.run(self.simlock_cmd("init", str(lock_dir), "--cloud", self.web_url, "--token", token,
-                                                "--mac", DEMO_MAC),
-                               env=self.cloud_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
-            if r.returncode != 0:
-                raise StackError(f"provisioning the simulated lock failed:\n{r.stdout}{r.stderr}")
+            self.provision_lock(lock_dir, token)
             st["lock_mqtt_port"] = self.ports["mqtt"]
             self.save_state(st)
-        c = self.start("lock", self.simlock_cmd("run", str(lock_dir), "--keypad-port", str(self.ports["keypad"])))
-        wait_http(f"http://127.0.0.1:{self.ports['keypad']}/state.json", 60, c)
+        c = self.start("lock", [sys.executable, "-m", "device_tests.realtime_host", str(lock_dir),
+                                "--keypad-port", str(self.ports["keypad"])])
+        wait_http(f"http://127.0.0.1:{self.ports['keypad']}/state.json", 120, c)
 
-    def simlock_cmd(self, *args: str) -> list[str]:
-        simlock = ROOT / "tools" / "simlock"
-        if simlock.is_dir():
-            return [sys.executable, "-m", "tools.simlock", *args]
-        if simlock.exists():
-            return [sys.executable, str(simlock), *args]
-        return [sys.executable, "-m", "tools.simlock", *args]
+    def provision_lock(self, lock_dir: Path, token: str) -> None:
+        """Give the simulated lock its identity from the cloud, as the installer does for a real one."""
+        simlock = [sys.executable, str(ROOT / "tools" / "simlock")]
+        helptext = subprocess.run(simlock + ["init", "--help"], capture_output=True, text=True, cwd=ROOT).stdout
+        if "--cloud" in helptext and not (lock_dir / "flash" / "config.json").exists():
+            r = subprocess.run(simlock + ["init", str(lock_dir), "--cloud", self.web_url, "--token", token,
+                                          "--mac", DEMO_MAC], env=self.cloud_env(), cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise StackError(f"provisioning the simulated lock failed:\n{r.stdout}{r.stderr}")
+            return
+        if not (lock_dir / "flash" / "config.json").exists():
+            r = subprocess.run(simlock + ["init", str(lock_dir), "--lock-id", DEMO_MAC], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise StackError(f"creating the simulated lock failed:\n{r.stdout}{r.stderr}")
+        creds = self.api("POST", f"/locks/{DEMO_MAC}/provision", {}, token=token)
+        path = lock_dir / "flash" / "config.json"
+        cfg = json.loads(path.read_text())
+        cfg.update({"lock_id": creds["lock_id"], "secret": creds["secret"], "backup_digest": creds["backup_digest"],
+                    "mqtt": creds["mqtt"], "cloud_url": self.web_url})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cfg, indent=1))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        world = lock_dir / "world.json"
+        try:  # the simulator's own backup key is not the cloud's: forget it
+            w = json.loads(world.read_text())
+            w.pop("backup_key", None)
+            world.write_text(json.dumps(w))
+        except (OSError, ValueError):
+            pass
 
     # orchestration
     def run(self) -> int:

@@ -1,0 +1,94 @@
+"""Host side (CPython) of the simulated lock's real-time mode: `tools/simlock run DIR --keypad-port N`.
+
+Compiles what the real-time mode adds to the simulator build (device_tests/realtime.py, keypad_page.py and
+microdot, into build/demo/), then runs the firmware (`-m realtime`) on the unix port in real time, its JSON
+events on our stdout. Powers it up again after a simulated power cycle or crash, like `simlock run`. SIGTERM
+or SIGINT stop it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from device_tests import mpbuild
+
+ROOT = mpbuild.ROOT
+DEMO_BUILD = mpbuild.BUILD / "demo"
+HEAP = "256k"  # the firmware plus the link, microdot and the page: more than the lock alone
+_OWN = ("realtime", "keypad_page")
+POWER_CYCLE_RC = 75  # device_tests/sim/board.py
+CRASH_RC = 70
+
+
+def _compile(src: Path, out: Path) -> None:
+    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".mpy.{os.getpid()}")
+    r = subprocess.run([mpbuild.tool("mpy-cross"), "-s", src.name, "-o", str(tmp), str(src)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"mpy-cross {src}: {r.stderr}")
+    os.replace(tmp, out)
+
+
+def build() -> str:
+    """Compile the simulator, the demo modules and microdot; return the MICROPYPATH."""
+    mpbuild.build()
+    for name in _OWN:
+        _compile(ROOT / "device_tests" / f"{name}.py", DEMO_BUILD / f"{name}.mpy")
+    spec = importlib.util.find_spec("microdot")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("microdot is not installed in this Python (pip install -r requirements.txt)")
+    mdir = Path(list(spec.submodule_search_locations)[0])
+    for mod in ("__init__", "microdot", "helpers"):
+        if (mdir / f"{mod}.py").exists():
+            _compile(mdir / f"{mod}.py", DEMO_BUILD / "microdot" / f"{mod}.mpy")
+    extra = [str(DEMO_BUILD)]
+    hostlib = ROOT / "hostlib"  # the link's MQTT client on the host (umqtt.simple-compatible)
+    if hostlib.is_dir():
+        extra.append(str(hostlib))
+    return ":".join([".frozen", *extra, *mpbuild.micropypath().split(":")[1:]])
+
+
+def run(sim_dir: str | os.PathLike, keypad_port: int, heap: str = HEAP, host: str = "127.0.0.1") -> int:
+    d = Path(sim_dir).resolve()
+    env = dict(os.environ, MICROPYPATH=build(), SIMLOCK_DIR=str(d), KEYPAD_PORT=str(keypad_port),
+               KEYPAD_HOST=host)
+    cmd = mpbuild.command(heap) + ["-m", "realtime"]
+    state = {"child": None, "stop": False}
+
+    def on_signal(signum, frame):
+        state["stop"] = True
+        c = state["child"]
+        if c is not None and c.poll() is None:
+            c.terminate()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while True:
+        child = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL)
+        state["child"] = child
+        rc = child.wait()
+        if state["stop"]:
+            return 0
+        if rc in (POWER_CYCLE_RC, CRASH_RC):
+            continue  # the board powers up again
+        print(f'{{"event": "exit", "code": {rc}}}', flush=True)
+        return rc
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir")
+    ap.add_argument("--keypad-port", type=int, required=True)
+    ap.add_argument("--heap", default=HEAP)
+    a = ap.parse_args()
+    sys.exit(run(a.dir, a.keypad_port, a.heap))
