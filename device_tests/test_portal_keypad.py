@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -9,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from test_portal import HEAP, MICROPYTHON, ROOT, free_port, mpylib  # noqa: F401 (fixture)
+from device_tests.test_portal import HEAP, MICROPYTHON, ROOT, free_port, mpylib  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -75,3 +76,50 @@ def test_bad_keys_are_refused(page, key):
     assert post(page, key)[0] == 400
     ev = json.loads(urllib.request.urlopen(page + "/state.json").read())["events"]
     assert ev == ""
+
+
+def test_realtime_lock_opens_from_its_own_keypad_page(tmp_path):
+    """The firmware on the simulated board in real time serves the page; presses go through the fake matrix
+    pins and the firmware's scan; the backup key opens the door, which the page's state shows, then closes."""
+    port = free_port()
+    d = tmp_path / "lock"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "simlock"), "init", str(d), "--backup-key", "5820",
+                    "--lock-id", "02cafe0000aa"], check=True, capture_output=True)
+    cfg = json.loads((d / "flash" / "config.json").read_text())
+    cfg["relay_ms"] = 1500
+    (d / "flash" / "config.json").write_text(json.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "device_tests.realtime_host", str(d), "--keypad-port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = "http://127.0.0.1:%d" % port
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                st = json.loads(urllib.request.urlopen(base + "/state.json", timeout=1).read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+                time.sleep(0.2)
+        assert st["door"] == "closed" and st["mac"] == "02cafe0000aa"
+        assert "data-key='5'" in urllib.request.urlopen(base + "/").read().decode()
+        for k in "582":
+            assert post(base, k)[1]["digits"] >= 1
+        status, st = post(base, "0")
+        assert status == 200
+        deadline = time.monotonic() + 5
+        while st["door"] != "open":
+            assert time.monotonic() < deadline, st
+            st = json.loads(urllib.request.urlopen(base + "/state.json").read())
+        deadline = time.monotonic() + 10
+        while st["door"] != "closed":
+            assert time.monotonic() < deadline, st
+            time.sleep(0.1)
+            st = json.loads(urllib.request.urlopen(base + "/state.json").read())
+    finally:
+        proc.terminate()
+        try:
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
