@@ -24,8 +24,8 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=app.config.get("MIGRATIONS_DIR") or _migrations_dir(),
                      render_as_batch=True)
     mail.init_app(app)
-    csrf.init_app(app)
     limiter.init_app(app)
+    csrf.init_app(app)
 
     from . import models  # noqa: F401  (register the tables)
     from .api import bp as api_bp
@@ -53,11 +53,16 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     def healthz():
         return jsonify(ok=True)
 
-    @app.errorhandler(404)
-    def not_found(e):
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
         if request.path.startswith("/api/"):
-            return jsonify(message="Not found."), 404
-        return render_template("error.html", code=404, message="This page does not exist."), 404
+            messages = {404: "Not found.", 405: "Method not allowed."}
+            return jsonify(message=messages.get(e.code, e.description)), e.code
+        if e.code == 404:
+            return render_template("error.html", code=404, message="This page does not exist."), 404
+        return e
 
     @app.errorhandler(429)
     def too_many(e):
@@ -99,7 +104,8 @@ def _register_cli(app: Flask) -> None:
         except KeyboardInterrupt:
             pass
 
-    agency = click.Group("agency", help="Manage agencies (operators, tests).")
+    from flask.cli import AppGroup
+    agency = AppGroup("agency", help="Manage agencies (operators, tests).")
     app.cli.add_command(agency)
 
     @agency.command("create")

@@ -146,6 +146,7 @@ TEST_CONFIG = {
     "TESTING": True,
     "SECRET_KEY": "test-secret-key",
     "WTF_CSRF_ENABLED": False,
+    "MAIL_SUPPRESS_SEND": False,  # Flask-Mail would swallow mail under TESTING; we test the real path
     "RATELIMIT_ENABLED": False,
     "MAIL_DEFAULT_SENDER": "KeyDrop <no-reply@keydrop.example.com>",
     "MAILER_BACKOFF_BASE_S": 5,
