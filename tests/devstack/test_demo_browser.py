@@ -40,18 +40,40 @@ def wait_for(fn, timeout, what, interval=0.5):
         time.sleep(interval)
 
 
-def test_demo_end_to_end(devstack, browser):
+@pytest.fixture
+def shots(tmp_path, request):
+    """Pages to photograph (screenshot + HTML in the test's tmp dir) if the test fails."""
+    pages = []
+    yield pages
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else True:
+        for i, p in enumerate(pages):
+            try:
+                p.screenshot(path=str(tmp_path / f"page{i}.png"), full_page=True)
+                (tmp_path / f"page{i}.html").write_text(p.content())
+            except Exception:  # noqa: BLE001 (best effort)
+                pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def test_demo_end_to_end(devstack, browser, shots):
     urls = devstack.urls
     if not urls.get("keypad"):
         pytest.fail("the dev stack started without a simulated lock:\n" + devstack.output())
     page = browser.new_page()
     page.set_default_timeout(15000)
+    shots.append(page)
 
     # sign in with the demo login the stack printed
     page.goto(urls["web"])
     page.fill("input[name=email]", urls["login"]["email"])
     page.fill("input[name=password]", urls["login"]["password"])
-    page.click("button[type=submit]")
+    page.click("form:has(input[name=password]) button[type=submit]")
     page.wait_for_selector("table.locks")
 
     # the simulated lock comes online by itself (MQTT hello through the bridge)
@@ -70,7 +92,7 @@ def test_demo_end_to_end(devstack, browser):
     page.click("text=New code")
     page.fill("input[name=check_in]", (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
     page.fill("input[name=check_out]", (now + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M"))
-    page.click("button[type=submit]")
+    page.click("form:has(input[name=check_in]) button[type=submit]")
     code = page.locator("#new-code .code").inner_text().strip()
     assert re.fullmatch(r"\d{4}", code)
 
@@ -95,6 +117,7 @@ def test_demo_end_to_end(devstack, browser):
     # type the code from the mail on the lock's own keypad page and see the door open
     pad = browser.new_page()
     pad.set_default_timeout(15000)
+    shots.append(pad)
     pad.goto(urls["keypad"])
     assert pad.locator("#door").get_attribute("data-state") == "closed"
     for k in mailed + "#":
