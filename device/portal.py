@@ -20,7 +20,8 @@ except ImportError:  # pragma: no cover
     import uasyncio as asyncio  # type: ignore
 
 import os
-from microdot import Microdot, Response
+
+# microdot is imported by the first Portal only: a lock that needs no portal never spends heap on it.
 
 SSID_MAX = 32
 PASS_MIN = 8
@@ -187,6 +188,7 @@ class Portal:
         self.title = title
         # A per-boot form token: a page from elsewhere cannot post to the lock on the user's behalf.
         self.token = "".join("%02x" % b for b in os.urandom(12))
+        from microdot import Microdot
         self.app = app = Microdot()
 
         @app.route("/", methods=["GET", "POST"])
@@ -201,6 +203,7 @@ class Portal:
             return {k: st.get(k) for k in ("mac", "version", "wifi", "cloud", "ssid", "cloud_addr")}
 
     def _html(self, body, code=200):
+        from microdot import Response
         return Response(body, code, {"Content-Type": "text/html; charset=UTF-8",
                                      "Cache-Control": "no-store",
                                      "X-Frame-Options": "DENY",
@@ -308,11 +311,11 @@ def ap_name(mac):
 
 def wanted(board, cfg):
     """Policy: open the portal when the lock is not provisioned, the setup button is held at power-up, or
-    the board needs Wi-Fi (a real ESP32; not the simulator) and none is configured."""
+    no Wi-Fi network is configured on a board with a radio (one that can open an access point: the ESP32;
+    the simulator's network needs no settings)."""
     if not cfg.get("provisioned") or board.setup_requested():
         return True
-    needs = getattr(board, "needs_wifi", None)
-    return bool(needs and needs() and not (cfg.get("wifi") or {}).get("ssid"))
+    return hasattr(board, "start_ap") and not (cfg.get("wifi") or {}).get("ssid")
 
 
 def wifi_state(board):

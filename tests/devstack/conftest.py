@@ -101,3 +101,11 @@ def devstack(tmp_path_factory):
             except AssertionError:
                 pass
         stack.out.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (rep_setup, rep_call, …) for fixtures that act on failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

@@ -45,20 +45,14 @@ def shots(tmp_path, request):
     """Pages to photograph (screenshot + HTML in the test's tmp dir) if the test fails."""
     pages = []
     yield pages
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else True:
+    rep = getattr(request.node, "rep_call", None)  # set by the hook in conftest.py
+    if rep is None or rep.failed:
         for i, p in enumerate(pages):
             try:
                 p.screenshot(path=str(tmp_path / f"page{i}.png"), full_page=True)
                 (tmp_path / f"page{i}.html").write_text(p.content())
             except Exception:  # noqa: BLE001 (best effort)
                 pass
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
 
 
 def test_demo_end_to_end(devstack, browser, shots):
