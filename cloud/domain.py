@@ -234,15 +234,19 @@ def lock_hello(lock: Lock, *, firmware: str, boot_count: int, lock_time: int | N
     desired one, i.e. the bridge should send desired_state(lock).
     """
     now = now or utcnow()
-    activated = lock.status != "active"
+    activated = False
+    if lock.status != "active":
+        # conditional UPDATE: with several bridge workers, exactly one of them activates (and mails)
+        res = db.session.execute(sa.update(Lock).where(Lock.id == lock.id, Lock.status == "registered")
+                                 .values(status="active", activated_at=now))
+        activated = res.rowcount == 1
+        db.session.refresh(lock, ["status", "activated_at"])
     lock.firmware_version = (firmware or "")[:40] or None
     lock.boot_count = boot_count
     lock.last_seen_at = now
     lock.reported_revision = revision
     lock.clock_skew_s = None if lock_time is None else int(lock_time) - to_epoch(now)
     if activated:
-        lock.status = "active"
-        lock.activated_at = now
         enqueue(lock.agency.owner.email, "lock_online", f"{lock.name} is online",
                 lock=lock, backup_key=lock.backup_key, when=fmt_local(now, lock.timezone))
         log.info("lock %s is active", lock.id)
@@ -287,9 +291,12 @@ def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None)
     it are marked installed and the owner is emailed (old key first used, replaced at, new key)."""
     now = now or utcnow()
     revision = min(int(revision), lock.desired_revision)
-    if revision <= lock.acked_revision:
+    res = db.session.execute(sa.update(Lock).where(Lock.id == lock.id, Lock.acked_revision < revision)
+                             .values(acked_revision=revision))
+    if res.rowcount != 1:  # nothing new (or another bridge worker recorded it first)
+        db.session.rollback()
         return
-    lock.acked_revision = revision
+    db.session.refresh(lock, ["acked_revision"])
     db.session.execute(sa.update(Code).where(
         Code.lock_id == lock.id, Code.revision <= revision, Code.on_lock_at.is_(None),
         Code.revoked_at.is_(None), Code.valid_until > now).values(on_lock_at=now))
@@ -297,7 +304,10 @@ def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None)
         BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None),
         BackupKeyRotation.revision <= revision)).all()
     for rot in rotations:
-        rot.installed_at = now
+        claimed = db.session.execute(sa.update(BackupKeyRotation).where(
+            BackupKeyRotation.id == rot.id, BackupKeyRotation.installed_at.is_(None)).values(installed_at=now))
+        if claimed.rowcount != 1:
+            continue
         enqueue(lock.agency.owner.email, "backup_rotated", f"New backup key for {lock.name}",
                 lock=lock, new_key=rot.new_key,
                 first_used=fmt_local(rot.first_used_at, lock.timezone) if rot.first_used_at else "unknown",
@@ -341,11 +351,13 @@ def rotate_backup(lock: Lock, *, first_used_at: int | None, now: datetime | None
     BackupKeyRotation (old key, first use). Idempotent: with a rotation still pending (not acknowledged by
     the lock), returns that rotation's key without changing anything. Returns the new key."""
     now = now or utcnow()
+    revision = lock.bump_revision()  # first: serialises concurrent requests for this lock
     pending = db.session.scalar(sa.select(BackupKeyRotation).where(
         BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None)))
     if pending is not None:
-        return pending.new_key
-    revision = lock.bump_revision()
+        key = pending.new_key
+        db.session.rollback()  # undo the bump: nothing changes
+        return key
     old = lock.backup_key
     far = now + MAX_PERIOD * 10
     taken = _live_codes_overlapping(lock.id, now, far) | {old}

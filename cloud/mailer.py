@@ -29,6 +29,7 @@ log = logging.getLogger("keydrop.mailer")
 
 def enqueue(recipient: str, template: str, subject: str, **context) -> OutboxMail:
     """Render email/<template>.txt and .html and queue them for `recipient` in the current transaction."""
+    subject = " ".join(subject.split())[:200]  # user text (a multi-line address) must not break the header
     text = render_template(f"email/{template}.txt", **context)
     html = render_template(f"email/{template}.html", subject=subject, **context)
     row = OutboxMail(recipient=recipient, subject=subject, text_body=text, html_body=html, kind=template,

@@ -254,3 +254,74 @@ def test_staff_generated_code_also_mails_the_staff_member(app, make_agency, make
         staff = domain.invite_staff(owner, email="staff@example.com")
         domain.generate_code(_lock(lock_id), valid_from=now, valid_until=now + timedelta(days=1), by=staff)
         assert {m.recipient for m in _mails("code_agency")} == {ag.email, "staff@example.com"}
+
+
+def test_concurrent_generation_never_duplicates(app, make_agency, make_lock, monkeypatch):
+    """Two requests for the same period at the same time, with a random source that proposes the same code
+    to both: generation is serialised per lock, so the second sees the first's code and picks another."""
+    import threading
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    with app.app_context():
+        backup = _lock(lock_id).backup_key
+    picks = iter(i for i in range(1000, 2000) for _ in range(2) if codegen.ALLOWED[i] != backup)
+    guard = threading.Lock()
+
+    def randbelow(n):
+        with guard:
+            return next(picks)
+    monkeypatch.setattr(codegen.secrets, "randbelow", randbelow)
+    now = datetime.now(UTC).replace(microsecond=0)
+    barrier = threading.Barrier(4)
+    results, errors = [], []
+
+    def worker():
+        try:
+            with app.app_context():
+                lock = _lock(lock_id)
+                barrier.wait()
+                results.append(_gen(lock, now, now + timedelta(days=2)).code)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(results) == 4 and len(set(results)) == 4
+    with app.app_context():
+        assert _lock(lock_id).desired_revision == 1 + 4  # registration revision + one bump per code
+
+
+def test_concurrent_hello_activates_once(app, make_agency, make_lock):
+    import threading
+    ag = make_agency()
+    lock_id = make_lock(ag, active=False)
+    barrier = threading.Barrier(3)
+    activated = []
+
+    def worker():
+        with app.app_context():
+            lock = _lock(lock_id)
+            barrier.wait()
+            activated.append(domain.lock_hello(lock, firmware="1", boot_count=1, lock_time=None,
+                                               revision=0)["activated"])
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(activated) == [False, False, True]
+    with app.app_context():
+        assert len(_mails("lock_online")) == 1
+
+
+def test_multiline_address_gives_a_valid_subject(app, make_agency, make_lock, smtp_server, deliver_mail):
+    ag = make_agency()
+    lock_id = make_lock(ag, address="4 Quay Street\nBristol BS1 4DB")
+    now = datetime.now(UTC)
+    with app.app_context():
+        _gen(_lock(lock_id), now, now + timedelta(days=1), customer_email="t@example.com")
+    assert deliver_mail()["sent"] == 3
+    [mail] = smtp_server.to("t@example.com")
+    assert mail["Subject"] == "Your door code for 4 Quay Street Bristol BS1 4DB"
