@@ -26,12 +26,14 @@ body{font-family:sans-serif;max-width:22em;margin:1em auto;padding:0 1em;text-al
 #pad button:active{background:#ddd}
 #door{font-size:1.4em;padding:.5em;border-radius:.3em;background:#eee}
 #door.open{background:#8d8}#door.closed{background:#ddd}
+#entry{font-size:1.6em;letter-spacing:.3em;min-height:1.2em;margin:.4em 0}
 .dot{display:inline-block;width:1em;height:1em;border-radius:50%%;background:#555;vertical-align:middle}
 .dot.on{background:#3c3}.dot.buzz{background:#e80}
 small{color:#666}
 </style></head><body>
 <h1>Lock <code id=mac>%(mac)s</code></h1>
 <div id=door class=closed data-state=closed>Door closed</div>
+<p id=entry aria-label='digits typed'>&nbsp;</p>
 <p>LED <span id=led class=dot></span> &nbsp; Buzzer <span id=buzzer class=dot></span></p>
 <div id=pad>%(buttons)s</div>
 <p><small id=info></small></p>
@@ -46,7 +48,10 @@ function show(s){var d=document.getElementById('door');var open=s.door==='open';
  d.textContent=open?'Door open':'Door closed';
  document.getElementById('led').className='dot'+(s.led?' on':'');
  document.getElementById('buzzer').className='dot'+(s.buzzer?' buzz':'');
- var i=[];for(var k in s){if(['door','led','buzzer','mac'].indexOf(k)<0)i.push(k+': '+s[k]);}
+ var n=s.digits||0;document.getElementById('entry').textContent=n?'\u2022'.repeat(n):'\u00a0';
+ var i=[];if('codes' in s)i.push(s.codes+' code(s) on the lock');
+ if('trusted_time' in s)i.push(s.trusted_time?'trusted time':'no trusted time yet');
+ if(s.locked_out_s)i.push('locked out '+s.locked_out_s+' s');
  document.getElementById('info').textContent=i.join(' \\u00b7 ');}
 function poll(){fetch('/state.json').then(function(r){return r.json();}).then(show)
  .catch(function(){}).then(function(){setTimeout(poll,200);});}
