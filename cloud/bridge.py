@@ -453,6 +453,8 @@ class Bridge:
                     pass
                 for kind, topic, payload in batch:
                     if kind == "connected":
+                        self.counts["connects"] += 1
+                        self._metrics_dirty = True
                         self._republish_all()
                     else:
                         self.handle(topic, payload)
@@ -544,6 +546,9 @@ def main() -> int:
         app = create_app()
         ctx = app.app_context()
         ctx.push()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("keydrop").setLevel(logging.INFO)
     bridge = from_config(app)
     signal.signal(signal.SIGTERM, lambda *a: bridge.stop())
     try:

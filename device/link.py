@@ -39,6 +39,19 @@ _INQ = 8
 _OUTQ = 16
 
 
+def _der(data):
+    """A PEM certificate -> DER (mbedTLS wants PEM NUL-terminated; DER avoids the question)."""
+    if not data.startswith(b"-----BEGIN"):
+        return data
+    from binascii import a2b_base64
+    lines = data.split(b"\n")
+    body = b"".join(ln.strip() for ln in lines if ln.strip() and not ln.startswith(b"-----"))
+    i = data.find(b"-----END")
+    if i > 0:  # first certificate only
+        body = b"".join(ln.strip() for ln in data[:i].split(b"\n") if ln.strip() and not ln.startswith(b"-----"))
+    return a2b_base64(body)
+
+
 class Link:
     def __init__(self, lock, cfg, board, client_factory=None):
         self.lock = lock
@@ -73,7 +86,7 @@ class Link:
         self._sent_at = 0
         self._rot_backoff = _ROT_FIRST_MS
         self._rot_next = 0
-        self._listeners = []
+        self._shown_error = None
 
     # ---------------------------------------------------------------- shared helpers
     def _count(self, what):
@@ -186,7 +199,7 @@ class Link:
         ctx.verify_mode = ssl.CERT_REQUIRED
         if self.ca:
             with open(self.ca, "rb") as f:
-                ctx.load_verify_locations(cadata=f.read())
+                ctx.load_verify_locations(cadata=_der(f.read()))
         return ctx
 
     def _sleep(self, ms):
@@ -234,11 +247,7 @@ class Link:
         except Exception:
             pass
         self._client = c
-        try:
-            c.connect(True, _CONNECT_TIMEOUT)
-        except TypeError:  # an older umqtt.simple without the timeout argument
-            c.sock = None
-            c.connect(True)
+        c.connect(True, _CONNECT_TIMEOUT)
         c.subscribe(self.env.down, 1)
         self.connected = True
         self.last_error = None
@@ -323,6 +332,11 @@ class Link:
                 except Exception as e:
                     self._count("apply_error")
                     self._emit({"error": repr(e)})
+        err = self.last_error
+        if err != self._shown_error:
+            self._shown_error = err
+            if err is not None:
+                self._emit({"error": err})
         if self.connected:
             self._upload(now)
             self._rotation(now)

@@ -71,11 +71,8 @@ class Envelope:
             raise ProtocolError("malformed")
         mv = memoryview(payload)
         body = mv[SIG_LEN:]
-        try:
-            sig = bytes(mv[:SIG_LEN]).decode()
-            want = hexlify(self.mac(topic, body)).decode()
-        except Exception:
-            raise ProtocolError("malformed")
+        sig = bytes(mv[:SIG_LEN])
+        want = hexlify(self.mac(topic, body))
         if not equal(sig, want):
             raise ProtocolError("bad_signature")
         try:

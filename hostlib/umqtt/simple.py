@@ -52,6 +52,7 @@ class MQTTClient:
         self.max_packet = 0
         self.dropped = 0
         self._timeout = None
+        self._raw = None
         self._acked = []
 
     # -- low level -----------------------------------------------------------------------------------
@@ -84,6 +85,15 @@ class MQTTClient:
             if sh > 21:
                 raise MQTTException("bad length")
 
+    def _settimeout(self, t):
+        s = self.sock
+        if hasattr(s, "settimeout"):
+            s.settimeout(t)
+            return
+        s.setblocking(True)  # a TLS socket: the timeout lives on the TCP socket under it
+        if self._raw is not None:
+            self._raw.settimeout(t)
+
     def _next_pid(self):
         self.pid = self.pid % 65535 + 1
         return self.pid
@@ -110,6 +120,7 @@ class MQTTClient:
         self._timeout = timeout
         addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
         self.sock = socket.socket()
+        self._raw = self.sock
         self.sock.settimeout(timeout)
         self.sock.connect(addr)
         if self.ssl:
@@ -187,7 +198,7 @@ class MQTTClient:
             return None
         if res == b"":
             raise OSError(-1, "mqtt: connection closed")
-        self.sock.settimeout(self._timeout)  # the rest of the packet is read blocking
+        self._settimeout(self._timeout)  # the rest of the packet is read blocking
         op = res[0]
         sz = self._recv_len()
         if op == 0xD0:  # PINGRESP
@@ -247,6 +258,6 @@ class MQTTClient:
             return self.wait_msg()
         finally:
             try:
-                self.sock.settimeout(self._timeout)
+                self._settimeout(self._timeout)
             except Exception:
                 pass
