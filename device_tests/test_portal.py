@@ -209,3 +209,41 @@ def test_stepped_from_a_plain_loop(mpylib, tmp_path):
         assert s.saved()["mqtt"] == {"host": "example.com", "port": 8883, "tls": True}
     finally:
         s.stop()
+
+
+def test_run_as_main_calls_it(mpylib, tmp_path):
+    """portal.run(board, cfg): opens the AP through the board, returns a service whose poll() serves the page
+    (a provisioned lock keeps its main loop); wanted() decides when the portal opens."""
+    port = free_port()
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"lock_id": "24a16054ab3c", "secret": "ab" * 32,
+                               "wifi": {"ssid": "Flat", "password": SECRET}}))
+    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (ROOT / "device", mpylib))
+    proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=" + HEAP, str(ROOT / "device_tests" / "portal_run_serve.py"),
+                             str(port), str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        lines = []
+        while not any('"service"' in ln for ln in lines):
+            ln = proc.stdout.readline().decode()
+            assert ln, "".join(lines)
+            lines.append(ln)
+        events = {e["event"]: e for e in (json.loads(ln) for ln in lines if ln.startswith("{"))}
+        assert events["wanted"]["cases"] == {"provisioned": False, "held": True, "unprovisioned": True,
+                                             "no_wifi": True, "no_wifi_sim": False}
+        assert events["ap"]["essid"] == "KeyDrop-54AB3C"
+        assert events["service"]["ok"]
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=5) as r:
+                    html = r.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        version = (ROOT / "device" / "version.py").read_text().split('VERSION = "')[1].split('"')[0]
+        assert "24a16054ab3c" in html and version in html
+        assert 'value="Flat"' in html and SECRET not in html
+    finally:
+        proc.kill()
+        proc.wait()
