@@ -20,6 +20,10 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     if not app.logger.handlers or app.debug:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if app.config.get("SECRET_KEY_IS_RANDOM") and not app.testing:
+        logging.getLogger("keydrop").warning(
+            "SECRET_KEY is not set: using a random key (sessions and reset links die with this process)")
+
     db.init_app(app)
     migrate.init_app(app, db, directory=app.config.get("MIGRATIONS_DIR") or _migrations_dir(),
                      render_as_batch=True)
