@@ -1,0 +1,33 @@
+"""tools/devstack port choice: a taken port moves up (said out loud) or, with --strict-ports, fails clearly."""
+import socket
+
+import pytest
+
+from tools import devstack
+
+
+@pytest.fixture
+def busy_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    yield s.getsockname()[1]
+    s.close()
+
+
+def test_taken_port_moves_up(busy_port, capsys):
+    got = devstack.pick_port("web", busy_port, strict=False, taken=set())
+    assert got > busy_port
+    assert f"port {busy_port} for web is taken, using {got}" in capsys.readouterr().out
+
+
+def test_taken_port_fails_clearly_when_strict(busy_port):
+    with pytest.raises(devstack.StackError, match=f"port {busy_port} for web is taken.*--web-port"):
+        devstack.pick_port("web", busy_port, strict=True, taken=set())
+
+
+def test_two_services_never_get_the_same_port():
+    taken = set()
+    a = devstack.pick_port("web", 47000, strict=False, taken=taken)
+    b = devstack.pick_port("keypad", a, strict=False, taken=taken)
+    assert a != b
