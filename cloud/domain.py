@@ -290,6 +290,7 @@ def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None)
     desired revision); live codes included at or before it get on_lock_at; backup-key rotations covered by
     it are marked installed and the owner is emailed (old key first used, replaced at, new key)."""
     now = now or utcnow()
+    db.session.refresh(lock, ["desired_revision"])  # the caller's object may predate a bump
     revision = min(int(revision), lock.desired_revision)
     res = db.session.execute(sa.update(Lock).where(Lock.id == lock.id, Lock.acked_revision < revision)
                              .values(acked_revision=revision))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
@@ -14,7 +14,7 @@ from ..extensions import db
 from ..locks.forms import EmptyForm
 from ..models import Code, Lock, User
 from ..scoping import agency_code_or_404, agency_codes, agency_lock_or_404, agency_locks
-from ..timeutil import fmt_local, local_to_utc, utcnow
+from ..timeutil import fmt_local, local_to_utc, utcnow, zone
 from .forms import CodeForm
 
 bp = Blueprint("codes", __name__)
@@ -25,6 +25,10 @@ bp = Blueprint("codes", __name__)
 def new(lock_id: str):
     lock = agency_lock_or_404(g.user.agency_id, lock_id)
     form = CodeForm()
+    if request.method == "GET":  # suggest tomorrow 15:00 → the day after 11:00, at the property
+        today = utcnow().astimezone(zone(lock.timezone)).replace(tzinfo=None, second=0, microsecond=0)
+        form.check_in.data = (today + timedelta(days=1)).replace(hour=15, minute=0)
+        form.check_out.data = (today + timedelta(days=2)).replace(hour=11, minute=0)
     if not lock.is_active:
         flash("This lock has not come online yet: codes can be generated once it is active.", "error")
         return render_template("codes/new.html", form=form, lock=lock, code=None), (409 if request.method == "POST" else 200)

@@ -85,6 +85,7 @@ def test_codes_lifecycle(app, client, api_token, make_agency, make_lock):
     assert code["valid_from"] == start.isoformat().replace("+00:00", "Z")
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(OutboxMail.id)).where(OutboxMail.kind.like("code_%"))) == 2
+    assert client.get(f"/api/v1/codes/{code['id']}", headers=H(t)).get_json() == code
     listed = client.get("/api/v1/codes", headers=H(t)).get_json()["codes"]
     assert [c["id"] for c in listed] == [code["id"]]
     assert client.get(f"/api/v1/codes?lock_id={idle}", headers=H(t)).get_json()["codes"] == []

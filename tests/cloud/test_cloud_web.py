@@ -130,6 +130,8 @@ def test_generate_code_in_local_time(app, client, make_agency, make_lock, login)
     ag = make_agency()
     lock_id = make_lock(ag, timezone="Asia/Tokyo")
     login(client, ag)
+    form = client.get(f"/locks/{lock_id}/codes/new").data.decode()
+    assert re.search(r'id="check_in"[^>]*value="\d{4}-\d\d-\d\dT15:00"', form)
     resp = client.post(f"/locks/{lock_id}/codes/new", data={
         "check_in": "2031-03-10T15:00", "check_out": "2031-03-12T10:00", "customer_name": "Ken"})
     assert resp.status_code == 200 and b'id="new-code"' in resp.data
