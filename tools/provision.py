@@ -385,7 +385,8 @@ def install(args: argparse.Namespace) -> int:
 
     # 2. bundle (before the cloud is touched: a broken checkout changes nothing anywhere)
     try:
-        bundle = bundle_mod.build(target, args.build_dir / target if args.build_dir else None)
+        bundle = bundle_mod.build(target, args.build_dir / target if args.build_dir else None,
+                                  device_dir=args.device_dir)
     except bundle_mod.BundleError as exc:
         raise InstallError(f"Building the firmware failed: {exc}", EXIT_UNEXPECTED) from None
     say(2, "bundle", f"{len(bundle.files)} files, {bundle.total / 1024:.1f} KiB for {target} in {bundle.out}")
@@ -467,6 +468,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--target", choices=["auto", *sorted(bundle_mod.TARGETS)], default="auto",
                     help="bundle target (default: from the board, esp32 or host)")
     ap.add_argument("--build-dir", type=Path, help="where bundles are built (default build/)")
+    ap.add_argument("--device-dir", type=Path, default=bundle_mod.DEVICE_DIR,
+                    help="firmware sources to install (default: device/ of this checkout)")
     ap.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     ap.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
     args = ap.parse_args(argv)

@@ -3,6 +3,7 @@ it for real, and the real cloud app answers over HTTP."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -25,13 +26,16 @@ def board_config(board) -> dict:
     return json.loads(board.mpremote("fs", "cat", ":config.json").stdout)
 
 
-def test_install_then_rerun(board, cloud):
+def test_install_then_rerun(board, cloud, tmp_path):
     """Fresh board → registered, firmware and config on flash, the firmware's own config module accepts it,
     the tool waits until the cloud reports the lock active. Then a re-run changes nothing but what it must."""
+    # A snapshot of device/: the working tree is shared, the firmware may change between the two runs.
+    firmware = tmp_path / "device"
+    shutil.copytree(ROOT / "device", firmware, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.provision",
          *tool_args(board, cloud, *NEW_LOCK, "--wifi-ssid", "Harbour", "--wifi-password", "s3cret",
-                    "--wait", "60", "--poll", "0.3")],
+                    "--wait", "60", "--poll", "0.3", "--device-dir", str(firmware))],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stdout:  # progress is printed per step, as it happens
@@ -80,7 +84,7 @@ def test_install_then_rerun(board, cloud):
     (board.flash / "codes.py").write_text("raise ImportError('stale source')\n")
 
     # Re-run, without naming the lock again: takes the registration, copies nothing unchanged, keeps Wi-Fi.
-    again = run_tool(*tool_args(board, cloud, "--wait", "5", "--poll", "0.3"))
+    again = run_tool(*tool_args(board, cloud, "--wait", "5", "--poll", "0.3", "--device-dir", str(firmware)))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already registered in your agency" in again.stdout
     assert "0 files copied" in again.stdout and "stale removed" in again.stdout
