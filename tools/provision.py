@@ -49,6 +49,8 @@ STEPS = 7
 CONFIG_FILE = "config.json"
 # What this tool installed last time, so a re-run can remove files a newer firmware no longer has.
 MANIFEST_FILE = "keydrop_files.json"
+# The broker's CA certificate on the board (config.json's mqtt.ca names it), when --ca is given.
+CA_FILE = "ca.crt"
 # Keys of config.json this tool owns; every other key already on the board is kept as it is.
 MANAGED_KEYS = ("lock_id", "secret", "backup_digest", "mqtt", "cloud_url")
 
@@ -296,7 +298,7 @@ def stale_files(info: dict[str, Any], bundle: bundle_mod.Bundle) -> list[str]:
     new = {f.dest for f in bundle.files}
     on_board = set(info.get("files") or [])
     old = {p for p in (info.get("manifest") or []) if isinstance(p, str)}
-    stale = {p for p in old - new if p in on_board and p not in (CONFIG_FILE, MANIFEST_FILE)}
+    stale = {p for p in old - new if p in on_board and p not in (CONFIG_FILE, MANIFEST_FILE, CA_FILE)}
     for dest in new:
         if dest.endswith(".mpy") and dest[:-4] + ".py" in on_board:
             stale.add(dest[:-4] + ".py")
@@ -338,13 +340,21 @@ def write_board_file(board: Board, name: str, data: bytes) -> None:
 
 
 def build_config(existing: dict | None, lock_id: str, creds: dict, cloud_url: str,
-                 wifi_ssid: str | None, wifi_password: str | None) -> dict:
+                 wifi_ssid: str | None, wifi_password: str | None, ca: str | None = None) -> dict:
+    """The lock's config.json: the cloud's credentials over what the board already had.
+
+    `ca` is the board path of the broker's CA certificate; without one, a CA the board's config already
+    names is kept."""
     config = dict(existing) if isinstance(existing, dict) else {}
+    old_mqtt = config.get("mqtt") if isinstance(config.get("mqtt"), dict) else {}
+    mqtt = dict(creds["mqtt"])
+    if ca or old_mqtt.get("ca"):
+        mqtt["ca"] = ca or old_mqtt["ca"]
     config.update({
         "lock_id": lock_id,
         "secret": creds["secret"],
         "backup_digest": creds["backup_digest"],
-        "mqtt": creds["mqtt"],
+        "mqtt": mqtt,
         "cloud_url": cloud_url,
     })
     if wifi_ssid is not None:
@@ -414,14 +424,20 @@ def install(args: argparse.Namespace) -> int:
 
     # 5. config: credentials are fetched last, right before they are written
     creds = cloud.provision(lock_id)
+    if args.ca:
+        write_board_file(board, CA_FILE, args.ca.read_bytes())
     config = build_config(info.get("config"), lock_id, creds, args.cloud.rstrip("/"),
-                          args.wifi_ssid, args.wifi_password)
+                          args.wifi_ssid, args.wifi_password, CA_FILE if args.ca else None)
     write_board_file(board, CONFIG_FILE, (json.dumps(config, indent=1, sort_keys=True) + "\n").encode())
     write_board_file(board, MANIFEST_FILE, json.dumps(sorted(f.dest for f in bundle.files)).encode())
     wifi = (config.get("wifi") or {}).get("ssid")
-    say(5, "config", f"{CONFIG_FILE} written (lock id, secret, backup digest, MQTT "
-        f"{creds['mqtt'].get('host')}:{creds['mqtt'].get('port')}; Wi-Fi "
+    mq = config["mqtt"]
+    say(5, "config", f"{CONFIG_FILE} written (lock id, secret, backup digest, MQTT {mq.get('host')}:{mq.get('port')}"
+        + (" TLS" if mq.get("tls") else "") + (f" with CA {mq['ca']}" if mq.get("ca") else "") + "; Wi-Fi "
         + (f"{wifi!r})" if wifi else "not set: use --wifi-ssid or the setup portal)"))
+    if mq.get("tls") and not mq.get("ca"):
+        print("          warning: the broker uses TLS but the lock has no CA certificate to verify it: "
+              "pass the broker's CA with --ca FILE", flush=True)
 
     # 6. reset
     if args.no_reset:
@@ -460,6 +476,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--timezone", default="UTC", help="IANA time zone of the lock (default UTC)")
     ap.add_argument("--wifi-ssid", help="Wi-Fi network the lock joins")
     ap.add_argument("--wifi-password", help="Wi-Fi password (with --wifi-ssid)")
+    ap.add_argument("--ca", type=Path,
+                    help="the MQTT broker's CA certificate (PEM or DER), copied to the board as ca.crt (TLS)")
     ap.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the lock to come online")
     ap.add_argument("--no-wait", action="store_true", help="do not wait for the lock to come online")
     ap.add_argument("--no-reset", action="store_true", help="do not reset the board at the end")
@@ -479,6 +497,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--wifi-password needs --wifi-ssid")
     if not re.match(r"^https?://", args.cloud):
         ap.error("--cloud must be an http:// or https:// URL")
+    if args.ca is not None and not args.ca.is_file():
+        ap.error(f"--ca {args.ca}: no such file")
     return args
 
 

@@ -32,10 +32,12 @@ def test_install_then_rerun(board, cloud, tmp_path):
     # A snapshot of device/: the working tree is shared, the firmware may change between the two runs.
     firmware = tmp_path / "device"
     shutil.copytree(ROOT / "device", firmware, ignore=shutil.ignore_patterns("__pycache__"))
+    ca = tmp_path / "broker-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nTUlJQnRlc3Q=\n-----END CERTIFICATE-----\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.provision",
          *tool_args(board, cloud, *NEW_LOCK, "--wifi-ssid", "Harbour", "--wifi-password", "s3cret",
-                    "--wait", "60", "--poll", "0.3", "--device-dir", str(firmware))],
+                    "--wait", "60", "--poll", "0.3", "--device-dir", str(firmware), "--ca", str(ca))],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stdout:  # progress is printed per step, as it happens
@@ -68,7 +70,8 @@ def test_install_then_rerun(board, cloud, tmp_path):
     assert cfg["secret"] == creds["secret"] and len(cfg["secret"]) == 64
     assert cfg["backup_digest"] == creds["backup_digest"]
     assert cfg["mqtt"] == {"host": "mqtt.test.invalid", "port": 8883, "tls": True, "username": "24a16054ab3c",
-                           "password": creds["mqtt"]["password"]}
+                           "password": creds["mqtt"]["password"], "ca": "ca.crt"}
+    assert (board.flash / "ca.crt").read_bytes() == ca.read_bytes()
     assert cfg["wifi"] == {"ssid": "Harbour", "password": "s3cret"}
     assert cfg["cloud_url"] == cloud.url
 
@@ -90,7 +93,8 @@ def test_install_then_rerun(board, cloud, tmp_path):
     assert "0 files copied" in again.stdout and "stale removed" in again.stdout
     assert "is online" in again.stdout
     cfg2 = board_config(board)
-    assert cfg2["relay_ms"] == 3000 and cfg2["wifi"]["ssid"] == "Harbour"
+    assert cfg2["relay_ms"] == 3000 and cfg2["wifi"]["ssid"] == "Harbour" and cfg2["mqtt"]["ca"] == "ca.crt"
+    assert "no CA certificate" not in again.stdout
     assert cfg2["secret"] == creds["secret"]
     assert not (board.flash / "codes.py").exists()
     status, locks = cloud.api("GET", "/locks")
@@ -102,6 +106,7 @@ def test_wait_times_out_clearly(make_board, cloud):
     proc = run_tool(*tool_args(board, cloud, *NEW_LOCK, "--wait", "1.5", "--poll", "0.3"))
     assert_clean_error(proc, 9, "did not come online within 2 s")
     assert "[5/7] config" in proc.stdout  # installed all the same
+    assert "no CA certificate to verify it" in proc.stdout  # the test cloud announces TLS; no --ca given
     assert board_config(board)["lock_id"] == "24a16054ab40"
 
 
