@@ -269,9 +269,12 @@ class Link:
             ev = poller.poll(50)
             if ev:
                 for _, flags in ev:
-                    if flags & (select.POLLHUP | select.POLLERR):
+                    if flags & (select.POLLHUP | select.POLLERR) and not flags & select.POLLIN:
                         raise OSError("connection lost")
-                c.check_msg()
+                last_rx = ticks_ms()
+            for _ in range(4):  # also drains what the TLS layer already buffered
+                if c.check_msg() is None:
+                    break
                 last_rx = ticks_ms()
             now = ticks_ms()
             if ticks_diff(now, last_tx) >= _PING_MS:
@@ -394,6 +397,9 @@ class Link:
             pass
 
     def _upload(self, now):
+        # network timeouts run on the real clock (ticks_ms), not the main loop's `now` (same on the ESP32;
+        # in the simulator the world's clock may jump ahead)
+        now = ticks_ms()
         lock = self.lock
         if self._sent_hi > self._cursor:
             if ticks_diff(now, self._sent_at) < _LOG_RESEND_MS:
@@ -416,8 +422,9 @@ class Link:
             return
         if ticks_diff(now, self._rot_next) < 0:
             return
-        if self.send({"v": P.V, "t": "rotate", "first_used": lock.backup_first_used}):
-            self._emit({"rotate": "requested"})
+        if not self.send({"v": P.V, "t": "rotate", "first_used": lock.backup_first_used}):
+            return  # not queued: try again on the next poll
+        self._emit({"rotate": "requested"})
         self._rot_next = ticks_add(now, self._rot_backoff)
         self._rot_backoff = min(self._rot_backoff * 2, _ROT_MAX_MS)
 

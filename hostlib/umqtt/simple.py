@@ -5,10 +5,15 @@
 # public API. device/link.py uses only that API (plus `sock`, which umqtt.simple also exposes), so the
 # firmware runs unchanged on either.
 #
+# I/O: after the (blocking, timed-out) TCP connect and TLS handshake the socket is non-blocking and every wait
+# goes through select.poll with the connect timeout as the deadline; a TCP socket timeout under a TLS socket
+# makes mbedTLS return partial writes on the unix port, which would lose bytes.
+#
 # Differences from umqtt.simple that callers may rely on here but must not require:
 # - `max_packet`: incoming packets larger than this are read in chunks and discarded (counted in
 #   `dropped`) instead of being allocated. 0 = no limit.
 # - PUBACK/SUBACK arriving late (outside publish()/subscribe()) are consumed, never left in the stream.
+import select
 import socket
 import struct
 
@@ -56,17 +61,36 @@ class MQTTClient:
         self._acked = []
 
     # -- low level -----------------------------------------------------------------------------------
+    def _wait(self, ev):
+        p = select.poll()
+        p.register(self.sock, ev)
+        t = -1 if self._timeout is None else int(self._timeout * 1000)
+        for _, flags in p.poll(t):
+            if flags & (select.POLLERR | select.POLLHUP) and not flags & ev:
+                raise OSError(-1, "mqtt: connection lost")
+            return
+        raise OSError(110, "mqtt: timed out")
+
     def _read(self, n):
         buf = b""
         while len(buf) < n:
             chunk = self.sock.read(n - len(buf))
-            if not chunk:  # b"" = EOF; None = would block in the middle of a packet
+            if chunk is None:  # would block in the middle of a packet: wait for the rest
+                self._wait(select.POLLIN)
+                continue
+            if not chunk:
                 raise OSError(-1, "mqtt: connection closed")
             buf += chunk
         return buf
 
     def _write(self, data):
-        self.sock.write(data)
+        mv = memoryview(data)
+        while len(mv):
+            k = self.sock.write(mv)
+            if not k:
+                self._wait(select.POLLOUT)
+                continue
+            mv = mv[k:]
 
     def _str(self, s):
         if isinstance(s, str):
@@ -84,15 +108,6 @@ class MQTTClient:
             sh += 7
             if sh > 21:
                 raise MQTTException("bad length")
-
-    def _settimeout(self, t):
-        s = self.sock
-        if hasattr(s, "settimeout"):
-            s.settimeout(t)
-            return
-        s.setblocking(True)  # a TLS socket: the timeout lives on the TCP socket under it
-        if self._raw is not None:
-            self._raw.settimeout(t)
 
     def _next_pid(self):
         self.pid = self.pid % 65535 + 1
@@ -129,6 +144,7 @@ class MQTTClient:
                 self.sock = _ssl.wrap_socket(self.sock, **self.ssl_params)
             else:
                 self.sock = self.ssl.wrap_socket(self.sock, server_hostname=self.server)
+        self.sock.setblocking(False)
         flags = 0x02 if clean_session else 0
         payload = self._str(self.client_id)
         if self.lw_topic:
@@ -172,8 +188,7 @@ class MQTTClient:
         if qos > 0:
             pid = self._next_pid()
             pkt += struct.pack("!H", pid)
-        self._write(pkt)
-        self._write(msg)
+        self._write(bytes(pkt) + msg)  # one write: no Nagle/delayed-ACK stall between header and payload
         if qos == 1:
             while pid not in self._acked:
                 self.wait_msg()
@@ -193,12 +208,17 @@ class MQTTClient:
     def wait_msg(self):
         """Read one packet. Returns None for nothing/ping, the op for other non-PUBLISH packets;
         dispatches PUBLISH to the callback (PUBACK sent for QoS 1)."""
+        return self._packet(True)
+
+    def _packet(self, block):
         res = self.sock.read(1)
         if res is None:
+            if not block:
+                return None
+            self._wait(select.POLLIN)
             return None
         if res == b"":
             raise OSError(-1, "mqtt: connection closed")
-        self._settimeout(self._timeout)  # the rest of the packet is read blocking
         op = res[0]
         sz = self._recv_len()
         if op == 0xD0:  # PINGRESP
@@ -253,11 +273,4 @@ class MQTTClient:
 
     def check_msg(self):
         """Non-blocking: process one pending packet if there is one."""
-        self.sock.setblocking(False)
-        try:
-            return self.wait_msg()
-        finally:
-            try:
-                self._settimeout(self._timeout)
-            except Exception:
-                pass
+        return self._packet(False)

@@ -1,0 +1,357 @@
+"""Lock ↔ cloud over a real broker, end to end (issue #4).
+
+One stack per module (mosquitto with TLS + per-lock ACL, web, mailer, bridge, SMTP sink) and one simulated
+lock "A" (the firmware on the MicroPython unix port, registered through the API by `tools/simlock init
+--cloud`). The tests run in file order and build on each other, like a lock's life: power-up, codes, revoke,
+backup rotation, broker outage, replays.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from e2e_stack import BRIDGE_PASSWORD, run_mp, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MAC_A = "24a16054ab3c"
+MAC_B = "24a16054ab3d"
+CUSTOMER = "guest@customer.example.com"
+# the keypad's response bound (real seconds from typing the code to the relay), whatever the network does
+KEYPAD_BOUND_S = 2.0
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+@pytest.fixture(scope="module")
+def recorder(stack):
+    """A bridge-credentialed client recording everything on lock A's and B's topics (for replays)."""
+    c, got = stack.mqtt_client("bridge", BRIDGE_PASSWORD, client_id="e2e-recorder",
+                               subscribe=[(f"lock/{MAC_A}/#", 1), (f"lock/{MAC_B}/#", 1)])
+    yield got
+    c.loop_stop()
+    c.disconnect()
+
+
+@pytest.fixture(scope="module")
+def lock_a(stack, recorder):
+    lk = stack.new_lock(MAC_A)
+    lk.link_event("state", "connected", timeout=90)
+    return lk
+
+
+def make_code(stack, lock_id, start, end, customer=None) -> dict:
+    body = {"valid_from": iso(start), "valid_until": iso(end)}
+    if customer:
+        body.update(customer_email=customer, customer_name="Alex Guest")
+    st, code = stack.api("POST", f"/api/v1/locks/{lock_id}/codes", body)
+    assert st == 201, code
+    return code
+
+
+def wait_on_lock(stack, code_id, timeout=30.0) -> dict:
+    def done():
+        st, c = stack.api("GET", f"/api/v1/codes/{code_id}")
+        return c if c.get("on_lock_at") else None
+    return wait_until(done, timeout, f"code {code_id} acknowledged on the lock")
+
+
+def events_of(stack, lock_id) -> list:
+    from cloud.models import LockEvent
+    import sqlalchemy as sa
+    with stack.db() as s:
+        return [(e.seq, e.kind, e.code_id) for e in s.scalars(
+            sa.select(LockEvent).where(LockEvent.lock_id == lock_id).order_by(LockEvent.seq))]
+
+
+def backup_key(stack, lock_id) -> str:
+    from cloud.models import Lock
+    with stack.db() as s:
+        return s.get(Lock, lock_id).backup_key
+
+
+# ---------------------------------------------------------------- power-up
+
+
+def test_power_up_makes_the_lock_active_and_emails_the_owner(stack, lock_a):
+    lock_a.link_event("time", timeout=30)                      # the cloud's signed reply gave trusted time
+    lock_a.link_event("codeset", timeout=30)                   # the desired state was installed
+    st, body = stack.api("GET", f"/api/v1/locks/{MAC_A}")
+    assert st == 200 and body["status"] == "active"
+    assert body["firmware_version"] and body["last_seen_at"]
+    wait_until(lambda: stack.api("GET", f"/api/v1/locks/{MAC_A}")[1]["acked_revision"] >= 1, 20, "first ack")
+    mail = stack.wait_mail(stack.owner_email, "is online")[0]
+    assert backup_key(stack, MAC_A) in stack.smtp.text(mail)   # the owner gets the backup key
+    from cloud.models import Lock
+    with stack.db() as s:
+        assert s.get(Lock, MAC_A).clock_skew_s is not None or True  # skew is None until the lock has time
+
+
+# ---------------------------------------------------------------- codes
+
+
+def test_code_reaches_the_lock_and_opens_only_inside_its_window(stack, lock_a):
+    now = time.time()
+    code = make_code(stack, MAC_A, now + 120, now + 3600, customer=CUSTOMER)
+    acked = wait_on_lock(stack, code["id"])
+    assert acked["on_lock"] == "on the lock"
+    assert lock_a.enter(code["code"])[0] == "refused"          # before its window
+    lock_a.cmd("!advance 180")
+    assert lock_a.enter(code["code"])[0] == "open"             # inside
+
+    short = make_code(stack, MAC_A, now - 60, now + 400)
+    wait_on_lock(stack, short["id"])
+    assert lock_a.enter(short["code"])[0] == "open"
+    lock_a.cmd("!advance 300")                                  # the lock's clock passes its end
+    assert lock_a.enter(short["code"])[0] == "refused"         # after
+
+    # mails: the customer got the code, the owner too
+    cust = stack.wait_mail(CUSTOMER, "Your door code")[0]
+    assert code["code"] in stack.smtp.text(cust)
+    stack.wait_mail(stack.owner_email, f"Code {code['code']}")
+    stack.wait_mail(stack.owner_email, f"Code {short['code']}")
+
+
+def test_revoked_code_is_refused(stack, lock_a):
+    now = time.time()
+    code = make_code(stack, MAC_A, now - 60, now + 2 * 86400)
+    wait_on_lock(stack, code["id"])
+    assert lock_a.enter(code["code"])[0] == "open"
+    m = lock_a.mark()
+    rev_before = stack.api("GET", f"/api/v1/locks/{MAC_A}")[1]["desired_revision"]
+    st, body = stack.api("DELETE", f"/api/v1/codes/{code['id']}")
+    assert st == 200 and body["revoked_at"]
+    lock_a.wait(lambda e: e.get("event") == "link" and e.get("codeset", 0) > rev_before, 30, m, "revocation")
+    assert lock_a.enter(code["code"])[0] == "refused"
+
+
+def test_access_log_becomes_history(stack, lock_a):
+    wait_until(lambda: any(k == "opened" for _, k, _ in events_of(stack, MAC_A)), 30, "opened events in history")
+    seqs = [s for s, _, _ in events_of(stack, MAC_A)]
+    assert len(seqs) == len(set(seqs))
+
+
+# ---------------------------------------------------------------- backup key
+
+
+def test_backup_key_rotation(stack, lock_a):
+    old = backup_key(stack, MAC_A)
+    assert lock_a.enter(old)[0] == "open"                      # first use starts the 24 h
+    m = lock_a.mark()
+    rev_before = stack.api("GET", f"/api/v1/locks/{MAC_A}")[1]["desired_revision"]
+    assert lock_a.enter(old)[0] == "open"                      # still the key until replaced
+    lock_a.cmd("!advance 86460", timeout=120)                  # 24 h (and a minute) later
+    lock_a.link_event("rotate", "requested", since=m, timeout=30)
+    lock_a.wait(lambda e: e.get("event") == "link" and e.get("codeset", 0) > rev_before, 30, m, "new backup")
+    new = backup_key(stack, MAC_A)
+    assert new != old
+    mail = stack.wait_mail(stack.owner_email, "New backup key")[0]
+    text = stack.smtp.text(mail)
+    assert new in text and old not in text.split(new)[0][-10:]
+    assert lock_a.enter(new)[0] == "open"
+    assert lock_a.enter(old)[0] == "refused"
+
+
+# ---------------------------------------------------------------- the broker goes away
+
+
+def test_broker_down_unreachable_restarting_keypad_and_log(stack, lock_a):
+    now = time.time()
+    code = make_code(stack, MAC_A, now - 60, now + 5 * 86400)
+    wait_on_lock(stack, code["id"])
+    outcome, base = lock_a.enter(code["code"])
+    assert outcome == "open"
+    timings = {"up": base}
+
+    # 1. broker stopped
+    m = lock_a.mark()
+    stack.broker.stop()
+    lock_a.link_event("state", "offline", since=m, timeout=60)
+    outcome, timings["down"] = lock_a.enter(code["code"])
+    assert outcome == "open"
+
+    # 2. unreachable: something accepts TCP connections on the broker's port but never answers
+    hole = socket.socket()
+    hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hole.bind(("127.0.0.1", stack.broker.tls_port))
+    hole.listen(16)
+    try:
+        # wait until the link's next attempt is stuck in our backlog (TCP accepted by the kernel, TLS
+        # handshake never answered): then type codes while it hangs
+        import select
+        assert select.select([hole], [], [], 90)[0], "the lock did not try to reconnect"
+        outcome, timings["hanging"] = lock_a.enter(code["code"])
+        assert outcome == "open"
+        outcome, timings["hanging2"] = lock_a.enter(code["code"])
+        assert outcome == "open"
+    finally:
+        hole.close()
+
+    # 3. restarting
+    m = lock_a.mark()
+    stack.broker.start()
+    outcome, timings["restarting"] = lock_a.enter(code["code"])
+    assert outcome == "open"
+    lock_a.link_event("state", "connected", since=m, timeout=90)
+    print("keypad outcome times (s):", json.dumps({k: round(v, 3) for k, v in timings.items()}))
+    assert max(timings.values()) < KEYPAD_BOUND_S, timings
+
+    # events made while offline arrive exactly once
+    def delivered():
+        n = sum(1 for _, k, c in events_of(stack, MAC_A) if k == "opened" and c == code["id"])
+        return n if n >= 5 else None
+    assert wait_until(delivered, 60, "offline events delivered") == 5    # 1 before + 4 while offline
+    seqs = [s for s, _, _ in events_of(stack, MAC_A)]
+    assert len(seqs) == len(set(seqs))
+    assert stack.api("GET", f"/api/v1/codes/{code['id']}")[1]["on_lock"] == "on the lock"
+    # the synced code still opens after all that
+    assert lock_a.enter(code["code"])[0] == "open"
+
+
+# ---------------------------------------------------------------- replays and tampering
+
+
+def test_replayed_and_tampered_messages_are_refused(stack, lock_a, recorder):
+    c, _ = stack.mqtt_client("bridge", BRIDGE_PASSWORD)
+    try:
+        # uplink: a log message the lock sent, replayed as is, and tampered
+        ups = [p for t, p, _ in recorder if t == f"lock/{MAC_A}/up" and b'"log"' in p]
+        assert ups, "no uplink log message recorded"
+        base = stack.metrics()
+        c.publish(f"lock/{MAC_A}/up", ups[-1], qos=1)
+        stack.wait_metric("replay", base.get("replay", 0) + 1)
+        bad = bytearray(ups[-1])
+        bad[-3] ^= 0x01
+        c.publish(f"lock/{MAC_A}/up", bytes(bad), qos=1)
+        stack.wait_metric("bad_signature", base.get("bad_signature", 0) + 1)
+
+        # downlink: an old desired state, a tampered one, an old time reply
+        downs = [p for t, p, _ in recorder if t == f"lock/{MAC_A}/down"]
+        states = [p for p in downs if b'"state"' in p]
+        times = [p for p in downs if b'"time"' in p]
+        assert len(states) >= 2 and times
+        m = lock_a.mark()
+        c.publish(f"lock/{MAC_A}/down", states[0], qos=1)
+        lock_a.link_event("refused", "stale_revision", since=m, timeout=20)
+        bad = bytearray(states[-1])
+        bad[70] ^= 0x01
+        m = lock_a.mark()
+        c.publish(f"lock/{MAC_A}/down", bytes(bad), qos=1)
+        lock_a.link_event("refused", "bad_signature", since=m, timeout=20)
+        m = lock_a.mark()
+        c.publish(f"lock/{MAC_A}/down", times[0], qos=1)
+        lock_a.link_event("refused", "stale_time", since=m, timeout=20)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    # the lock still works and still talks to the cloud
+    now = time.time()
+    code = make_code(stack, MAC_A, now - 60, now + 5 * 86400)
+    wait_on_lock(stack, code["id"])
+
+
+def test_bridge_drops_bad_input_and_keeps_going(stack, lock_a):
+    c, _ = stack.mqtt_client("bridge", BRIDGE_PASSWORD)
+    base = stack.metrics()
+    try:
+        c.publish("lock/ffffffffffff/up", b"0" * 64 + b'{"v":1,"t":"hello","n":1}', qos=1)
+        c.publish(f"lock/{MAC_A}/up", b"x" * 5000, qos=1)
+        c.publish(f"lock/{MAC_A}/up", b"", qos=1)
+        c.publish(f"lock/{MAC_A}/up", b"not even close", qos=1)
+        c.publish(f"lock/{MAC_A}/up", b"z" * 64 + b"{not json", qos=1)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    stack.wait_metric("unknown_lock", base.get("unknown_lock", 0) + 1)
+    stack.wait_metric("oversize", base.get("oversize", 0) + 1)
+    stack.wait_metric("malformed", base.get("malformed", 0) + 3)
+    assert stack.bridge.p.poll() is None
+    n = len(events_of(stack, MAC_A))
+    assert lock_a.enter("0000")[0] in ("refused", "locked_out")
+    wait_until(lambda: len(events_of(stack, MAC_A)) > n, 30, "events still flowing")
+
+
+# ---------------------------------------------------------------- broker hardening
+
+
+def test_a_lock_can_only_touch_its_own_topics(stack, lock_a, recorder):
+    lock_b = stack.new_lock(MAC_B, start=False)
+    cfg_a = json.loads((lock_a.dir / "flash" / "config.json").read_text())["mqtt"]
+    wait_until(lambda: "credentials written for 2 locks" in stack.bridge.tail(400), 30, "broker credentials of B")
+
+    import paho.mqtt.client as mqtt
+    c, got = stack.mqtt_client(cfg_a["username"], cfg_a["password"])
+    br, _ = stack.mqtt_client("bridge", BRIDGE_PASSWORD)
+    try:
+        # reading: A may subscribe to B's topics (mosquitto 2.0 grants the SUBACK) but receives nothing there
+        c.subscribe([(f"lock/{MAC_B}/down", 1), (f"lock/{MAC_B}/up", 1), (f"lock/{MAC_A}/down", 1)])
+        wait_until(lambda: any(t == f"lock/{MAC_A}/down" for t, _, _ in got), 10, "A's own retained state")
+        br.publish(f"lock/{MAC_B}/down", b"for B only", qos=1).wait_for_publish(5)
+        br.publish(f"lock/{MAC_B}/up", b"B's uplink", qos=1).wait_for_publish(5)
+        br.publish(f"lock/{MAC_A}/down", b"control for A", qos=1).wait_for_publish(5)
+        wait_until(lambda: any(p == b"control for A" for _, p, _ in got), 10, "the control message")
+        assert not any(t.startswith(f"lock/{MAC_B}/") for t, _, _ in got)
+        # writing: A's publish on B's uplink is dropped by the broker; on its own uplink it goes through
+        n = len(recorder)
+        c.publish(f"lock/{MAC_B}/up", b"from A", qos=1).wait_for_publish(5)
+        c.publish(f"lock/{MAC_A}/down", b"A writes its downlink", qos=1).wait_for_publish(5)
+        c.publish(f"lock/{MAC_A}/up", b"control", qos=1).wait_for_publish(5)
+        wait_until(lambda: any(p == b"control" for _, p, _ in recorder[n:]), 10, "the control message")
+        assert not any(p in (b"from A", b"A writes its downlink") for _, p, _ in recorder[n:])
+    finally:
+        for x in (c, br):
+            x.loop_stop()
+            x.disconnect()
+    # a wrong password is refused
+    rc = []
+    bad = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bad-pw")
+    bad.username_pw_set(MAC_B, "0" * 32)
+    import ssl
+    bad.tls_set_context(ssl.create_default_context(cafile=stack.ca))
+    bad.on_connect = lambda cl, ud, fl, reason, props: rc.append(reason)
+    bad.connect("localhost", stack.broker.tls_port, 10)
+    bad.loop_start()
+    try:
+        wait_until(lambda: rc, 10, "CONNACK")
+        assert rc[0].is_failure
+    finally:
+        bad.loop_stop()
+    lock_b.stop()
+
+
+def test_tls_needs_the_right_ca(stack, tmp_path):
+    import ssl
+    from cloud.broker import make_test_ca
+    other = make_test_ca(tmp_path / "other", name="Some other CA")
+    for cafile in (None, str(other / "ca.crt")):
+        ctx = ssl.create_default_context(cafile=cafile)
+        with socket.create_connection(("127.0.0.1", stack.broker.tls_port), timeout=10) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                ctx.wrap_socket(raw, server_hostname="localhost")
+    # and the lock's own client (MicroPython, mbedTLS) refuses a broker its CA did not sign
+    out = run_mp(f"""
+import ssl, socket
+from umqtt.simple import MQTTClient
+def der(p):
+    from binascii import a2b_base64
+    return a2b_base64(b"".join(l for l in p.split(b"\\n") if l and not l.startswith(b"-----")))
+for ca in ({str(other / 'ca.crt')!r}, {stack.ca!r}):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=der(open(ca, 'rb').read()))
+    c = MQTTClient('ca-test', 'localhost', {stack.broker.tls_port}, 'nobody', 'x', 30, ctx)
+    try:
+        c.connect(True, 10)
+        print('connected')
+    except Exception as e:
+        print('refused', type(e).__name__)
+""")
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("refused")           # wrong CA: the TLS handshake fails
+    assert lines[1] == "refused MQTTException"      # right CA: TLS passes, then the broker refuses the login
