@@ -423,16 +423,18 @@ class Board:
         """Install n codes 0000.. upwards (skipping the backup key), valid for a year from now."""
         lock = self.lock
         now = self.world.epoch()
-        codes = []
-        i = 0
-        while len(codes) < n:
-            code = "%04d" % i
-            d = lock._mac.digest(code.encode())
-            i += 1
-            if lock.codes.is_backup(d):
-                continue
-            codes.append((len(codes) + 1, d, now - 60, now + 365 * 86400))
-        ok = lock.install_codeset(rev, codes, None)
-        codes = None
+
+        def gen():  # a generator: the code set is built record by record, no list of tuples on the heap
+            i = 0
+            made = 0
+            while made < n:
+                d = lock._mac.digest(("%04d" % i).encode())
+                i += 1
+                if lock.codes.is_backup(d):
+                    continue
+                made += 1
+                yield made, d, now - 60, now + 365 * 86400
+
+        ok = lock.install_codeset(rev, gen(), None)
         gc.collect()
         emit({"event": "codeset", "ok": ok, "revision": lock.revision, "count": lock.codes.count})
