@@ -54,15 +54,19 @@ class CodeSet:
 
     # -- building -----------------------------------------------------------------------------------------
     @staticmethod
-    def build(revision: int, codes, backup):
+    def build(revision: int, codes, backup, count=None):
         """A new CodeSet from (code_id, digest, valid_from, valid_until) tuples; ValueError if malformed."""
         cs = CodeSet()
         if revision < 0 or revision > _U32:
             raise ValueError("revision")
-        try:
-            recs = bytearray(len(codes) * REC)  # a sized sequence: one allocation
-        except TypeError:
-            recs = bytearray(0)  # any other iterable (e.g. a generator decoding a message): grow
+        if count is None:
+            try:
+                count = len(codes)
+            except TypeError:
+                count = 0  # an iterable of unknown length (e.g. a generator decoding a message): grow
+        if count > MAX_CODES:
+            raise ValueError("too many codes")
+        recs = bytearray(count * REC)  # one allocation when the count is known
         rec = bytearray(REC)
         o = 0
         for c in codes:
@@ -79,6 +83,8 @@ class CodeSet:
             _put32(recs, o + 40, vu)
             o += REC
         n = o // REC
+        if o != len(recs):
+            recs = recs[:o]  # fewer codes than announced
         if n > MAX_CODES:
             raise ValueError("too many codes")
         if backup is not None and len(backup) != DIGEST:

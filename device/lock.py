@@ -15,7 +15,6 @@ import accesslog as al
 import store
 from clock import TrustedClock
 from codes import NO_TIME, OPEN, OUTSIDE, CodeSet
-from ds3231 import ADDR as RTC_ADDR, DS3231
 from hmac256 import Hmac256, equal
 from keypad import SCAN_MS, Keypad
 from lockout import Lockout
@@ -27,6 +26,7 @@ LOG_FILE = "log.bin"
 
 ROTATION_S = const(86400)
 _CHECK_MS = const(1000)
+RTC_ADDR = const(0x68)  # DS3231; its driver is imported only when one answers
 _ELAPSED_SAVE_S = const(600)
 _STAR = const(42)
 _HASH = const(35)
@@ -88,6 +88,8 @@ class Lock:
         try:
             i2c = board.i2c()
             if i2c is not None and RTC_ADDR in i2c.scan():
+                from ds3231 import DS3231
+
                 self.rtc = DS3231(i2c)
         except OSError:
             self.rtc = None
@@ -280,7 +282,7 @@ class Lock:
             self._save_state()
         return True
 
-    def install_codeset(self, revision: int, codes, backup_digest=None) -> bool:
+    def install_codeset(self, revision: int, codes, backup_digest=None, count=None) -> bool:
         now = self.ticks_ms()
         if revision <= self.codes.revision:
             self._log(al.CODESET_REFUSED, revision, now)
@@ -288,7 +290,8 @@ class Lock:
         old = self.codes.backup
         new_backup = backup_digest if backup_digest is not None else old
         try:
-            cs = CodeSet.build(revision, codes, new_backup)
+            gc.collect()
+            cs = CodeSet.build(revision, codes, new_backup, count)
         except (ValueError, TypeError):
             self._log(al.CODESET_REFUSED, revision, now)
             return False

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from device_tests.mphelp import MP_DIR, run_mp
+from device_tests.mphelp import MP_DIR, run_mp, run_mp_script
 
 MODULES = sorted(p.stem for p in MP_DIR.glob("mp_*.py"))
 
@@ -33,3 +33,17 @@ def test_on_micropython(module, tmp_path):
     r = run_mp(module, tmp_path, extra)
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 failed" in r.stdout
+
+
+def test_heap_and_decision_figures(tmp_path):
+    """The bench's measurements, as a test: firmware heap <= 48 KB with 200 codes, decision well under 1 ms."""
+    import json
+
+    r = run_mp_script("bench_fw.py", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    heap = [x["heap"] for x in rows if "heap" in x][0]
+    assert heap["codes"] == 200 and heap["opened"] == 67
+    assert heap["firmware_after_boot"] <= 48 * 1024 and heap["firmware_after_100"] <= 48 * 1024
+    for d in (x["decision"] for x in rows if "decision" in x):
+        assert d["median_us"] < 1000, d
