@@ -23,7 +23,7 @@ LOCKOUT = const(5)          # detail: seconds
 ROTATION_DUE = const(6)
 CODESET = const(7)          # detail: revision installed
 CODESET_REFUSED = const(8)  # detail: revision refused
-TIME_SET = const(9)         # detail: 1 = server, 2 = ntp, 3 = rtc, 0 = other
+TIME_SET = const(9)         # detail: index in SOURCES
 TIME_REFUSED = const(10)    # detail: as TIME_SET
 BACKUP_FIRST_USE = const(11)
 BACKUP_INSTALLED = const(12)
@@ -33,7 +33,7 @@ KINDS = ("", "boot", "opened", "opened_backup", "refused", "lockout", "rotation_
          "codeset_refused", "time_set", "time_refused", "backup_first_use", "backup_installed", "crash")
 # refused reasons
 REASONS = ("", "unknown", "outside_window", "no_time", "length")
-SOURCES = ("other", "server", "ntp", "rtc")
+SOURCES = ("other", "server", "ntp", "rtc", "cloud")
 
 
 def _u32(b, o: int) -> int:
