@@ -50,7 +50,7 @@ def main() -> None:
             b.idle()
     except Exception as e:
         b.relay_off()
-        sys.print_exception(e, sys.stderr)
+        sys.print_exception(e, sys.stderr)  # type: ignore
         if lock is not None:
             try:
                 import accesslog
