@@ -105,6 +105,11 @@ class Envelope:
         return obj
 
 
+_T = BridgeLockState.__table__
+_COUNTER_UPDATE = _T.update().where(_T.c.lock_id == sa.bindparam("lid"), _T.c.last_counter < sa.bindparam("n")) \
+    .values(last_counter=sa.bindparam("n"))
+
+
 def encode_state(state: dict) -> dict:
     """domain.desired_state() → the `state` body (digests packed in one base64 string)."""
     codes = state["codes"]
@@ -146,6 +151,7 @@ class Bridge:
         self.inbox: queue.Queue = queue.Queue(maxsize=100_000)
         self._env: dict[str, Envelope] = {}
         self._unknown: dict[str, float] = {}
+        self._acked: dict[str, int] = {}
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._auth_sig = None
@@ -292,9 +298,8 @@ class Bridge:
             log.info("lock %s is offline (last will)", lock_id)
             return True
 
-        # the counter must grow: one conditional UPDATE, atomic across bridge workers
-        r = db.session.execute(sa.update(S).where(S.lock_id == lock_id, S.last_counter < n)
-                               .values(last_counter=n))
+        # the counter must grow: one conditional UPDATE (Core, no ORM bookkeeping), atomic across workers
+        r = db.session.execute(_COUNTER_UPDATE, {"lid": lock_id, "n": n})
         if r.rowcount != 1:
             exists = db.session.scalar(sa.select(S.lock_id).where(S.lock_id == lock_id))
             if exists is None:
@@ -305,6 +310,21 @@ class Bridge:
                 self.count("replay", lock_id)
                 return False
 
+        if t == "ack":
+            rev = msg.get("rev")
+            if not _is_int(rev):
+                db.session.rollback()
+                self.count("malformed", lock_id)
+                return False
+            # a re-ack of what the cloud already recorded (e.g. the retained state after a reconnect) needs
+            # no domain write; acked revisions only grow, so a stale cache only costs a domain call
+            if rev > self._acked.get(lock_id, -1):
+                lock = self._lock(lock_id)
+                domain.codeset_acknowledged(lock, rev)
+                self._acked[lock_id] = lock.acked_revision
+            self.counts["ok_ack"] += 1
+            self._metrics_dirty = True
+            return True
         lock = self._lock(lock_id)
         if t == "hello":
             fw, boot, ltime, rev, nonce, will = (msg.get("fw"), msg.get("boot"), msg.get("time"),
@@ -324,14 +344,6 @@ class Bridge:
                                                             "nonce": nonce}))
             if res.get("push"):
                 self.push_state(lock)  # also re-creates a retained message lost by a broker restart
-        elif t == "ack":
-            rev = msg.get("rev")
-            if not _is_int(rev):
-                db.session.rollback()
-                self.count("malformed", lock_id)
-                return False
-            domain.codeset_acknowledged(lock, rev)
-            self._metrics_dirty = True
         elif t == "log":
             events = msg.get("ev")
             if not isinstance(events, list) or not events or len(events) > 64 or not all(
@@ -367,7 +379,7 @@ class Bridge:
         return True
 
     # ------------------------------------------------------------ downlink
-    def push_state(self, lock) -> None:
+    def push_state(self, lock, *, commit: bool = True) -> None:
         from . import domain
         state = domain.desired_state(lock)
         body = encode_state(state)
@@ -379,7 +391,8 @@ class Bridge:
             published_revision=body["rev"]))
         if r.rowcount == 0:
             db.session.add(S(lock_id=lock.id, last_counter=0, published_revision=body["rev"], online=False))
-        db.session.commit()
+        if commit:
+            db.session.commit()
         self.counts["states_published"] += 1
         self._metrics_dirty = True
 
@@ -391,11 +404,13 @@ class Bridge:
                 Lock.desired_revision > sa.func.coalesce(S.published_revision, 0))).scalars().all()
         for lid in rows:
             try:
-                self.push_state(self._lock(lid))
+                self.push_state(self._lock(lid), commit=False)
             except Exception:
                 log.exception("publishing the desired state of %s", lid)
                 db.session.rollback()
                 self.counts["publish_error"] += 1
+        if rows:
+            db.session.commit()  # one commit for the published revisions of the whole poll
         return len(rows)
 
     # ------------------------------------------------------------ broker auth files
@@ -433,6 +448,9 @@ class Bridge:
 
     def run(self, *, max_batch: int = 2000) -> None:
         self.setup()
+        import gc
+        gc.collect()
+        gc.freeze()  # the start-up objects (app, models, metadata) need no more collecting: shorter GC pauses
         self.client = self._make_client()
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
@@ -458,20 +476,17 @@ class Bridge:
                         self._republish_all()
                     else:
                         self.handle(topic, payload)
+                    if time.monotonic() - last_poll >= self.poll:
+                        # a long batch must not delay the desired states: publish in between
+                        self._commit()
+                        last_poll = time.monotonic()
+                        self._publish_due_safe()
                 if batch:
-                    try:
-                        db.session.commit()
-                    except Exception:
-                        log.exception("committing a batch")
-                        db.session.rollback()
+                    self._commit()
                 now = time.monotonic()
                 if now - last_poll >= self.poll:
                     last_poll = now
-                    try:
-                        self.publish_due()
-                    except Exception:
-                        log.exception("polling desired states")
-                        db.session.rollback()
+                    self._publish_due_safe()
                 if now - last_expire >= self.expire_every:
                     last_expire = now
                     try:
@@ -504,6 +519,20 @@ class Bridge:
             except Exception:
                 pass
             db.session.remove()
+
+    def _commit(self) -> None:
+        try:
+            db.session.commit()
+        except Exception:
+            log.exception("committing a batch")
+            db.session.rollback()
+
+    def _publish_due_safe(self) -> None:
+        try:
+            self.publish_due()
+        except Exception:
+            log.exception("polling desired states")
+            db.session.rollback()
 
     def _republish_all(self) -> None:
         """After (re)connecting: the broker may have restarted without persistence and lost the retained

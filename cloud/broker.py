@@ -87,7 +87,10 @@ def write_config(directory: Path, *, port: int, tls_port: int | None = None, tls
         "log_type error",
         "log_type warning",
         "max_packet_size 65536",
-        "max_queued_messages 1000",
+        # the bridge may briefly fall behind a burst: queue for it rather than drop (QoS 1)
+        "max_queued_messages 100000",
+        "max_inflight_messages 1000",
+        "set_tcp_nodelay true",
         # run as whoever started us (tests run as root in CI; their files are private to that user)
         f"user {_username()}",
         f"listener {port} 127.0.0.1",
