@@ -50,6 +50,7 @@ class Lock:
         self._services = []  # type: list
         self._listeners = []  # type: list
         self.service_errors = 0
+        self._booting = True  # the state is saved once, at the end of __init__
         now = self.ticks_ms()
 
         # drivers (the board created the relay pin released; Relay releases it again)
@@ -111,6 +112,7 @@ class Lock:
                 self.lockout.duration_s = lock_s
         self._was_locked = self.lockout.active
         self._next_check = now
+        self._booting = False
         self._save_state()
         gc.collect()
         board.start_ticker(SCAN_MS, self._tick)
@@ -279,7 +281,8 @@ class Lock:
             self.rtc.write(int(epoch))
         if was is None or abs(int(epoch) - was) > 60:
             self._log(al.TIME_SET, src, now)
-            self._save_state()
+            if not self._booting:
+                self._save_state()
         return True
 
     def install_codeset(self, revision: int, codes, backup_digest=None, count=None) -> bool:
