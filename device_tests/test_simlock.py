@@ -176,3 +176,14 @@ def test_power_cut_at_random_instants(lockdir):
         assert st["revision"] >= best_rev and st["last_seq"] > best_seq
         fb = s.kinds(s.send(BACKUP), "feedback")
         assert fb == ["accepted"] or (fb and set(fb) == {"locked_out"}), fb
+
+
+def test_crash_releases_relay_and_reboots(lockdir):
+    with SimLock(lockdir) as s:
+        assert s.kinds(s.send(BACKUP), "relay", "state") == ["open"]
+        ev = s.send("!crash")
+        names = [e["event"] for e in ev]
+        assert names.index("relay") < names.index("crash") < names.index("ready")
+        assert s.kinds(ev, "relay", "state") == ["closed"] and "crash" in s.kinds(ev, "log")
+        st = s.status()
+        assert st["boot_count"] == 2 and st["backup_used"]

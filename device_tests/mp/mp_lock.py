@@ -247,3 +247,19 @@ def test_services_polled_and_isolated():
     s.lock.add_service(Svc())
     s.advance(100)
     assert Svc.n > 10 and s.lock.service_errors == 1
+
+
+def test_lockout_rest_after_power_cycle_with_rtc():
+    s = Sim(rtc=True)
+    assert s.lock.trusted_now() is not None
+    for _ in range(5):
+        s.type("0000")
+    assert s.lock.lockout.remaining_ms(s.board.world.ticks()) > 25000
+    s.advance(20000)
+    w = s.board.world
+    s2 = Sim(rtc=True, world=w.w, epoch_ms=w.epoch_ms + w.ms)  # power cycle 20 s into the 30 s lockout
+    rest = s2.lock.lockout.remaining_ms(s2.board.world.ticks())
+    assert 5000 <= rest <= 12000, rest
+    s2.advance(12000)
+    s2.type("5821")
+    assert s2.relay_open()

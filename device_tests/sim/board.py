@@ -291,6 +291,8 @@ class Board:
             self._parse(line.strip())
         except (ValueError, IndexError, KeyError) as e:
             emit({"event": "error", "error": "bad input: %s (%r)" % (line.strip(), e)})
+        except RuntimeError:
+            raise
 
     def _wait_for(self, ms: int, ff: bool = False):
         def f():
@@ -360,6 +362,8 @@ class Board:
             emit({"event": "power", "state": "off"})
             w.save()
             sys.exit(POWER_CYCLE_RC)
+        elif cmd == "crash":
+            raise RuntimeError("simulated firmware fault")  # out of the main loop: the master handler runs
         elif cmd == "hold":
             w.w["hold_ms"] = int(args[0])
             w.w["gap_ms"] = int(args[1]) if len(args) > 1 else int(args[0])
