@@ -59,6 +59,23 @@ class CodeSet:
         cs = CodeSet()
         if revision < 0 or revision > _U32:
             raise ValueError("revision")
+        recs = getattr(codes, "records", None)
+        if recs is not None:
+            # already in the record layout (the link decodes a state into a buffer it reserved at boot):
+            # validate and adopt without copying -- no large allocation on a fragmented heap
+            if len(recs) % REC or len(recs) // REC > MAX_CODES:
+                raise ValueError("records")
+            n = len(recs) // REC
+            for o in range(0, n * REC, REC):
+                cid = _u32(recs, o + 32)
+                if not (0 < cid <= _U32) or _u32(recs, o + 40) <= _u32(recs, o + 36):
+                    raise ValueError("code")
+            if backup is not None and len(backup) != DIGEST:
+                raise ValueError("backup")
+            cs.revision = revision
+            cs.backup = bytes(backup) if backup is not None else None
+            cs._adopt(recs, n)
+            return cs
         if count is None:
             try:
                 count = len(codes)
