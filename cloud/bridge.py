@@ -25,6 +25,7 @@ import queue
 import secrets
 import signal
 import ssl
+import struct
 import threading
 import time
 from collections import Counter
@@ -44,7 +45,7 @@ V = 1
 PREFIX = b"KD1\x00"
 SIG_LEN = 64
 MAX_UP = 4096
-MAX_DOWN = 16384
+MAX_DOWN = 12288  # a full state (200 codes) is 11.9 KB
 MAX_CODES = 200
 UP_TYPES = ("hello", "ack", "log", "rotate", "will")
 
@@ -115,10 +116,11 @@ def encode_state(state: dict) -> dict:
     codes = state["codes"]
     if len(codes) > MAX_CODES:
         raise ValueError(f"{len(codes)} codes exceed the protocol's {MAX_CODES}")
+    recs = b"".join(struct.pack(">32sIII", c["digest"], int(c["id"]), int(c["from"]), int(c["until"]))
+                    for c in codes)
     return {
         "v": V, "t": "state", "rev": int(state["revision"]),
-        "codes": [[int(c["id"]), int(c["from"]), int(c["until"])] for c in codes],
-        "d": base64.b64encode(b"".join(c["digest"] for c in codes)).decode(),
+        "n": len(codes), "c": base64.b64encode(recs).decode(),
         "backup": base64.b64encode(state["backup_digest"]).decode() if state.get("backup_digest") else None,
     }
 

@@ -76,6 +76,13 @@ class Link:
         # worker-only state
         self._n, self._hi = self._load_counter()
         self._client = None
+        # the receive buffer for downlink payloads, allocated once at boot while the heap is unfragmented
+        self._rx = bytearray(P.MAX_DOWN)
+        # two buffers for decoded code records: the installed code set keeps using (adopts) the one it was
+        # decoded into, the next state is decoded into the other
+        self._recbufs = (bytearray(P.MAX_CODES * P.REC), bytearray(P.MAX_CODES * P.REC))
+        self._held = -1       # index of the buffer the lock's code set holds (-1: none, e.g. after boot)
+        self._staged = -1     # index of the buffer with records the main loop has not installed yet
         # shared flags (single words, written by one side)
         self.connected = False
         self.last_error = None
@@ -244,6 +251,7 @@ class Link:
         c.set_last_will(self.env.up, self.env.seal_up({"v": P.V, "t": "will", "n": w}), False, 1)
         try:
             c.max_packet = P.MAX_DOWN + 256  # host client: drop oversize packets unallocated
+            c.rx_buf = self._rx             # host client: receive into the boot-time buffer
         except Exception:
             pass
         self._client = c
@@ -289,15 +297,38 @@ class Link:
         return True
 
     def _on_msg(self, topic, payload):
-        """Worker thread: verify + parse, hand over to the main loop. Never raises."""
+        """Worker thread: verify + parse, hand over to the main loop. Never raises (but MemoryError).
+
+        Memory: the payload is (or is copied into) the boot-time receive buffer; a state's code records are
+        decoded from it into the boot-time staging buffer and blanked in place before json.loads, so a full
+        200-code state allocates nothing large (the unix port's 64-bit heap at 128k is fragmented to ~7 KB
+        blocks after boot)."""
         if bytes(topic) != self.env.down:
             self._count("wrong_topic")
             return
+        rx = self._rx
         try:
-            obj = self.env.open(self.env.down, payload)
+            n = len(payload)
+            if n > len(rx):
+                raise P.ProtocolError("oversize")
+            if not (isinstance(payload, memoryview) and getattr(self._client, "rx_buf", None) is rx):
+                rx[:n] = payload  # the frozen umqtt.simple hands over its own bytes
+            payload = None
+            body = self.env.verify(self.env.down, memoryview(rx)[:n])
+            blob = None
+            if rx.find(b'"t":"state"', P.SIG_LEN, n) >= 0:
+                while self._staged >= 0 and not self._stop:  # the last one is not installed yet
+                    time.sleep_ms(5)
+                free = 1 if self._held == 0 else 0
+                k = P.take_b64(rx, P.SIG_LEN, n, b'"c":"', self._recbufs[free])
+                if k >= 0:
+                    blob = memoryview(self._recbufs[free])[:k]
+            obj = P.loads(body)
+            body = None
             t = obj.get("t")
             if t == "state":
-                item = ("state",) + P.parse_state(obj)
+                item = ("state",) + P.parse_state(obj, blob) + (free if blob is not None else -1,)
+                self._staged = item[-1]
             elif t == "time":
                 item = ("time",) + P.parse_time(obj)
             elif t == "logack":
@@ -308,11 +339,18 @@ class Link:
             self._count(e.args[0])
             self._put(self._inq, ("refused", e.args[0]), _INQ + 2)
             return
+        except MemoryError:
+            obj = None
+            gc.collect()
+            self._count("no_memory")
+            raise  # the session ends; the retained state comes again after the reconnect (with backoff)
         except Exception:
             self._count("malformed")
             return
         obj = None
         if not self._put(self._inq, item, _INQ):
+            if item[0] == "state":
+                self._staged = -1
             self._count("inq_full")
 
     # ---------------------------------------------------------------- main loop side
@@ -344,6 +382,23 @@ class Link:
             self._upload(now)
             self._rotation(now)
 
+    def _apply_state(self, rev, codes, backup):
+        lock = self.lock
+        if rev > lock.revision:
+            if lock.install_codeset(rev, codes, backup):
+                self.send({"v": P.V, "t": "ack", "rev": rev})
+                self._emit({"codeset": rev, "codes": len(codes)})
+                return True
+            else:
+                self._count("install_refused")
+                self._emit({"refused": "install", "revision": rev})
+        elif rev == lock.revision:
+            self.send({"v": P.V, "t": "ack", "rev": rev})
+        else:
+            lock.install_codeset(rev, codes, backup)  # refuses and logs the stale revision
+            self._count("stale_revision")
+            self._emit({"refused": "stale_revision", "revision": rev})
+
     def _apply(self, it, now):
         kind = it[0]
         lock = self.lock
@@ -367,20 +422,12 @@ class Link:
                 self._count("stale_time")
                 self._emit({"refused": "stale_time"})
         elif kind == "state":
-            _, rev, codes, backup = it
-            if rev > lock.revision:
-                if lock.install_codeset(rev, codes, backup):
-                    self.send({"v": P.V, "t": "ack", "rev": rev})
-                    self._emit({"codeset": rev, "codes": len(codes)})
-                else:
-                    self._count("install_refused")
-                    self._emit({"refused": "install", "revision": rev})
-            elif rev == lock.revision:
-                self.send({"v": P.V, "t": "ack", "rev": rev})
-            else:
-                lock.install_codeset(rev, codes, backup)  # refuses and logs the stale revision
-                self._count("stale_revision")
-                self._emit({"refused": "stale_revision", "revision": rev})
+            _, rev, codes, backup, buf = it
+            try:
+                if self._apply_state(rev, codes, backup) and buf >= 0:
+                    self._held = buf  # the new code set adopted these records
+            finally:
+                self._staged = -1
         elif kind == "logack":
             if it[1] > self._cursor:
                 self._cursor = it[1]

@@ -12,7 +12,7 @@ from hmac256 import equal
 V = 1
 PREFIX = b"KD1\x00"
 SIG_LEN = 64
-MAX_DOWN = 16384
+MAX_DOWN = 12288  # a full state (200 codes) is 11.9 KB
 MAX_UP = 4096
 MAX_CODES = 200
 LOG_BATCH = 16
@@ -62,8 +62,8 @@ class Envelope:
             raise ProtocolError("oversize")
         return p
 
-    def open(self, topic, payload, limit=MAX_DOWN):
-        """Verify and parse a payload received on topic. Returns the body dict or raises ProtocolError."""
+    def verify(self, topic, payload, limit=MAX_DOWN):
+        """Check size and signature of a payload received on topic; returns the body (a memoryview)."""
         n = len(payload)
         if n > limit:
             raise ProtocolError("oversize")
@@ -75,15 +75,53 @@ class Envelope:
         want = hexlify(self.mac(topic, body))
         if not equal(sig, want):
             raise ProtocolError("bad_signature")
-        try:
-            obj = json.loads(body)
-        except Exception:
-            raise ProtocolError("malformed")
-        if not isinstance(obj, dict):
-            raise ProtocolError("malformed")
-        if obj.get("v") != V:
-            raise ProtocolError("bad_version")
-        return obj
+        return body
+
+    def open(self, topic, payload, limit=MAX_DOWN):
+        """Verify and parse a payload received on topic. Returns the body dict or raises ProtocolError."""
+        return loads(self.verify(topic, payload, limit))
+
+
+def loads(body):
+    """A verified body -> dict (version checked)."""
+    try:
+        obj = json.loads(body)
+    except MemoryError:
+        raise
+    except Exception:
+        raise ProtocolError("malformed")
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed")
+    if obj.get("v") != V:
+        raise ProtocolError("bad_version")
+    return obj
+
+
+def take_b64(buf, start, end, key, out):
+    """In a *verified* body held in the mutable buf[start:end]: decode the base64 string value of `key`
+    (e.g. b'"c":"') into `out` chunk by chunk and blank it in place (the value becomes "" followed by
+    spaces, still valid JSON), so json.loads never allocates the long string. Returns the decoded length,
+    or -1 when the key is absent or the value does not fit (the caller then parses normally)."""
+    i = buf.find(key, start, end)
+    if i < 0:
+        return -1
+    a = i + len(key)
+    j = buf.find(b'"', a, end)
+    if j < 0 or (j - a) % 4 or (j - a) // 4 * 3 > len(out) + 2:
+        return -1
+    mv = memoryview(buf)
+    o = 0
+    step = 256  # base64 characters per chunk (a multiple of 4)
+    for k in range(a, j, step):
+        d = a2b_base64(mv[k: min(k + step, j)])
+        if o + len(d) > len(out):
+            return -1
+        out[o: o + len(d)] = d
+        o += len(d)
+    buf[a] = 0x22  # closing quote right away ...
+    for k in range(a + 1, j + 1):
+        buf[k] = 0x20  # ... and spaces up to the old closing quote
+    return o
 
 
 def _int(x):
@@ -93,36 +131,56 @@ def _int(x):
     return x
 
 
-def parse_state(obj):
-    """A verified "state" body -> (revision, [(code_id, digest32, from, until)], backup_digest|None)."""
+REC = 44  # one code on the wire: digest (32) | code id | valid_from | valid_until (u32 big endian each)
+
+
+def _u32(b, o):
+    return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]
+
+
+class CodeList:
+    """The codes of a verified state: the decoded record blob, validated, not converted. Iterating yields
+    (code_id, digest, valid_from, valid_until) with the digest a memoryview into the blob, so installing
+    200 codes costs the blob (8.8 KB) and nothing per code (CodeSet.build takes any sized iterable)."""
+
+    def __init__(self, blob):
+        self.blob = blob
+        # the records as they are: CodeSet.build adopts them without copying (device/codes.py, same layout)
+        self.records = blob
+
+    def __len__(self):
+        return len(self.blob) // REC
+
+    def __iter__(self):
+        b = self.blob
+        mv = memoryview(b)
+        for o in range(0, len(b), REC):
+            yield (_u32(b, o + 32), mv[o: o + 32], _u32(b, o + 36), _u32(b, o + 40))
+
+
+def parse_state(obj, blob=None):
+    """A verified "state" body -> (revision, CodeList, backup_digest|None). Validates everything first.
+    blob: the records already decoded by take_b64 (then obj["c"] is "")."""
     try:
         rev = _int(obj["rev"])
-        rows = obj["codes"]
-        if not isinstance(rows, list) or len(rows) > MAX_CODES:
+        n = _int(obj["n"])
+        if blob is None:
+            c = obj.get("c") or ""
+            obj["c"] = None  # the base64 text can go as soon as it is decoded
+            blob = a2b_base64(c) if n else b""
+            c = None
+
+        if rev < 0 or n < 0 or n > MAX_CODES or len(blob) != n * REC:
             raise ProtocolError("malformed")
-        blob = obj.get("d") or ""
-        digests = a2b_base64(blob) if rows else b""
-        if len(digests) != 32 * len(rows):
-            raise ProtocolError("malformed")
-        codes = []
-        for i in range(len(rows)):
-            r = rows[i]
-            if not isinstance(r, list) or len(r) != 3:
+        for o in range(0, len(blob), REC):
+            if _u32(blob, o + 32) == 0 or _u32(blob, o + 40) <= _u32(blob, o + 36):
                 raise ProtocolError("malformed")
-            cid = _int(r[0])
-            vf = _int(r[1])
-            vu = _int(r[2])
-            if cid <= 0 or vu <= vf:
-                raise ProtocolError("malformed")
-            codes.append((cid, digests[32 * i: 32 * i + 32], vf, vu))
         backup = obj.get("backup")
         if backup is not None:
             backup = a2b_base64(backup)
             if len(backup) != 32:
                 raise ProtocolError("malformed")
-        if rev < 0:
-            raise ProtocolError("malformed")
-        return rev, codes, backup
+        return rev, CodeList(blob), backup
     except ProtocolError:
         raise
     except Exception:

@@ -12,6 +12,9 @@
 # Differences from umqtt.simple that callers may rely on here but must not require:
 # - `max_packet`: incoming packets larger than this are read in chunks and discarded (counted in
 #   `dropped`) instead of being allocated. 0 = no limit.
+# - `rx_buf`: a bytearray for incoming payloads up to its size: read into it without allocating (the
+#   callback then gets a memoryview valid only during the call). None = allocate per message.
+# - the message handed to the callback is a bytearray (bytes-like, has .decode()): no second copy of it.
 # - PUBACK/SUBACK arriving late (outside publish()/subscribe()) are consumed, never left in the stream.
 import select
 import socket
@@ -55,6 +58,7 @@ class MQTTClient:
         self.lw_qos = 0
         self.lw_retain = False
         self.max_packet = 0
+        self.rx_buf = None
         self.dropped = 0
         self._timeout = None
         self._raw = None
@@ -72,15 +76,18 @@ class MQTTClient:
         raise OSError(110, "mqtt: timed out")
 
     def _read(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.read(n - len(buf))
-            if chunk is None:  # would block in the middle of a packet: wait for the rest
+        """Exactly n bytes, in one preallocated buffer (no re-concatenation: a 15 KB message costs 15 KB)."""
+        buf = bytearray(n)
+        mv = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.readinto(mv[got:])
+            if k is None:  # would block in the middle of a packet: wait for the rest
                 self._wait(select.POLLIN)
                 continue
-            if not chunk:
+            if not k:
                 raise OSError(-1, "mqtt: connection closed")
-            buf += chunk
+            got += k
         return buf
 
     def _write(self, data):
@@ -254,14 +261,29 @@ class MQTTClient:
             return None
         tl = self._read(2)
         tl = tl[0] << 8 | tl[1]
-        topic = self._read(tl)
+        topic = bytes(self._read(tl))
         sz -= tl + 2
         pid = 0
         if op & 6:
             p = self._read(2)
             pid = p[0] << 8 | p[1]
             sz -= 2
-        msg = self._read(sz) if sz else b""
+        rx = self.rx_buf
+        if rx is not None and 0 < sz <= len(rx):
+            # caller-provided buffer: no allocation; the memoryview is valid during the callback only
+            mv = memoryview(rx)
+            got = 0
+            while got < sz:
+                k = self.sock.readinto(mv[got:sz])
+                if k is None:
+                    self._wait(select.POLLIN)
+                    continue
+                if not k:
+                    raise OSError(-1, "mqtt: connection closed")
+                got += k
+            msg = mv[:sz]
+        else:
+            msg = self._read(sz) if sz else b""
         if op & 6 == 2:
             self._write(b"\x40\x02" + struct.pack("!H", pid))
         elif op & 6 == 4:

@@ -355,3 +355,33 @@ for ca in ({str(other / 'ca.crt')!r}, {stack.ca!r}):
     lines = out.strip().splitlines()
     assert lines[0].startswith("refused")           # wrong CA: the TLS handshake fails
     assert lines[1] == "refused MQTTException"      # right CA: TLS passes, then the broker refuses the login
+
+
+def test_a_full_lock_of_200_codes_over_the_air(stack):
+    """Lock B (firmware at the default 128k heap cap, TLS) receives a 200-code desired state (~15 KB)."""
+    from cloud import domain
+    from cloud.extensions import db
+    from cloud.models import Lock, User
+    import sqlalchemy as sa
+    lock_b = next(lk for lk in stack.locks if lk.lock_id == MAC_B)
+    lock_b.start()
+    lock_b.link_event("codeset", timeout=60)
+    wait_until(lambda: stack.api("GET", f"/api/v1/locks/{MAC_B}")[1]["status"] == "active", 30, "B active")
+    now = time.time()
+    with stack.db() as s:
+        lock = s.get(Lock, MAC_B)
+        owner = s.scalar(sa.select(User).where(User.email == stack.owner_email))
+        codes = []
+        start = datetime.fromtimestamp(now - 60, timezone.utc)
+        for i in range(200):
+            c = domain.generate_code(lock, valid_from=start,
+                                     valid_until=datetime.fromtimestamp(now + 86400 + i, timezone.utc), by=owner)
+            codes.append(c.code)
+        db.session.commit()
+    ev = lock_b.wait(lambda e: e.get("event") == "link" and e.get("codes") == 200, 60, 0, "200 codes installed")
+    assert ev["codeset"] >= 201
+    assert lock_b.enter(codes[-1])[0] == "open"
+    assert lock_b.enter(codes[0])[0] == "open"
+    lock_b.cmd("!status")
+    st = lock_b.wait(lambda e: e.get("event") == "status", 10, 0, "status")
+    print("lock B with 200 codes: heap used", st["heap_used"], "free", st["heap_free"])

@@ -179,9 +179,12 @@ class FleetLock:
                 self.bench.refused += 1
                 return
             if rev > self.rev:
-                digests = base64.b64decode(msg["d"]) if msg["codes"] else b""
-                assert len(digests) == 32 * len(msg["codes"])
-                self.codes = {c[0]: (digests[32 * i:32 * i + 32], c[1], c[2]) for i, c in enumerate(msg["codes"])}
+                blob = base64.b64decode(msg["c"]) if msg["n"] else b""
+                assert len(blob) == 44 * msg["n"]
+                self.codes = {}
+                for o in range(0, len(blob), 44):
+                    dg, cid, vf, vu = struct.unpack_from(">32sIII", blob, o)
+                    self.codes[cid] = (dg, vf, vu)
                 self.rev = rev
             self.mqtt.publish(self.up, self.seal({"v": 1, "t": "ack", "rev": rev}))
             self.bench.installed(self, rev)
