@@ -20,15 +20,15 @@ def _start_link(lock, cfg, b) -> None:
         lock.add_service(svc)
 
 
-def _portal(b, cfg) -> None:
-    """Hand over to the setup portal when device/portal.py provides run(board, cfg)."""
+def _portal(b, cfg):
+    """Hand over to the setup portal when device/portal.py provides run(board, cfg). A provisioned lock gets
+    the portal back as a service (codes keep working while it is open), else None."""
     try:
         import portal  # type: ignore
     except ImportError:
-        return
+        return None
     run = getattr(portal, "run", None)
-    if run is not None:
-        run(b, cfg)
+    return run(b, cfg) if run is not None else None
 
 
 def main() -> None:
@@ -36,13 +36,20 @@ def main() -> None:
     b = board.Board(cfg)  # relay released here, before anything can go wrong
     lock = None
     try:
-        if not cfg["provisioned"] or b.setup_requested():
+        # no Wi-Fi configured on a board with a radio (the simulator has none to configure) opens it too
+        no_wifi = hasattr(b, "start_ap") and not (cfg.get("wifi") or {}).get("ssid")
+        setup = not cfg["provisioned"] or b.setup_requested() or no_wifi
+        if not cfg["provisioned"]:
             _portal(b, cfg)
-            if not cfg["provisioned"]:
-                raise RuntimeError("not provisioned")
+            raise RuntimeError("not provisioned")
         from lock import Lock
 
         lock = Lock(b, cfg)
+        if setup:  # after the lock's own buffers: the portal takes what is left, codes keep working
+            svc = _portal(b, cfg)
+            if svc is not None:
+                lock.add_service(svc)
+                svc.bind(lock)
         _start_link(lock, cfg, b)
         b.started(lock)
         while True:

@@ -19,6 +19,7 @@ try:
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio  # type: ignore
 
+import gc
 import os
 
 # microdot is imported by the first Portal only: a lock that needs no portal never spends heap on it.
@@ -233,6 +234,7 @@ class Portal:
         return self.page(saved=True)
 
     def page(self, errors=None, form=None, saved=False, code=200):
+        gc.collect()  # the page is a few kB: make room first, the lock's heap is tight
         st = self.status()
         g = st.get
         ssid = form.get("ssid", "") if form else (g("ssid") or "")
@@ -260,7 +262,8 @@ class Portal:
                        "keep the saved password when the field is empty</label>")
         out.append("<label>Cloud address <input type=text name=cloud required maxlength=200 value=\"%s\">"
                    "</label><p><button type=submit>Save</button></p></form></body></html>" % escape(cloud))
-        return self._html("".join(out), code)
+        # sent piece by piece: no single block of the page's size is needed on a fragmented heap
+        return self._html(iter(out), code)
 
     # -- running it -------------------------------------------------------------------------------------
     async def serve(self, host="0.0.0.0", port=80):
@@ -363,10 +366,13 @@ def run(board, cfg, path="config.json", host="0.0.0.0", port=80):
     while the portal is open). An unprovisioned lock has nothing else to do: serve the page here for good
     (the installer provisions it over USB, then resets it)."""
     import version
-    mac = None
+    # a board may say where its portal listens (the simulator: loopback, a free port)
+    host, port = getattr(board, "portal_addr", None) or (host, port)
     try:
         mac = board.mac()
     except Exception:  # noqa: BLE001
+        mac = None
+    if not mac or mac == "000000000000":  # no radio to ask (simulator before the lock starts)
         mac = cfg.get("lock_id") or None
     ip = start_ap(board, ap_name(mac or cfg.get("lock_id") or ""))
     svc = None

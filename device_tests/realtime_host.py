@@ -56,10 +56,12 @@ def build() -> str:
     return ":".join([".frozen", *extra, *mpbuild.micropypath().split(":")[1:]])
 
 
-def run(sim_dir: str | os.PathLike, keypad_port: int, heap: str = HEAP, host: str = "127.0.0.1") -> int:
+def run(sim_dir: str | os.PathLike, keypad_port: int, heap: str = HEAP, host: str = "127.0.0.1",
+        setup_port: int = 0) -> int:
+    """setup_port: power up with the setup button held; the setup portal then listens on that port."""
     d = Path(sim_dir).resolve()
     env = dict(os.environ, MICROPYPATH=build(), SIMLOCK_DIR=str(d), KEYPAD_PORT=str(keypad_port),
-               KEYPAD_HOST=host)
+               KEYPAD_HOST=host, SETUP_PORT=str(setup_port or ""))
     cmd = mpbuild.command(heap) + ["-m", "realtime"]
     state = {"child": None, "stop": False}
 
@@ -90,5 +92,6 @@ if __name__ == "__main__":
     ap.add_argument("dir")
     ap.add_argument("--keypad-port", type=int, required=True)
     ap.add_argument("--heap", default=HEAP)
+    ap.add_argument("--setup-port", type=int, default=0, help="hold the setup button: the portal on this port")
     a = ap.parse_args()
-    sys.exit(run(a.dir, a.keypad_port, a.heap))
+    sys.exit(run(a.dir, a.keypad_port, a.heap, setup_port=a.setup_port))

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -123,3 +124,78 @@ def test_realtime_lock_opens_from_its_own_keypad_page(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def _realtime_lock(tmp_path, keypad_port, setup_port, heap, lock_id="02cafe0000cc"):
+    d = tmp_path / "lock"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "simlock"), "init", str(d), "--backup-key", "5820",
+                    "--lock-id", lock_id], check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "device_tests.realtime_host", str(d), "--keypad-port",
+                             str(keypad_port), "--setup-port", str(setup_port), "--heap", heap],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return d, proc
+
+
+def _wait_page(url, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+            time.sleep(0.2)
+
+
+def _stop(proc):
+    proc.terminate()
+    try:
+        out = proc.communicate(timeout=10)[0].decode()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0].decode()
+    return out
+
+
+def test_setup_button_portal_on_the_firmware_at_its_heap_cap(tmp_path):
+    """The unchanged firmware (main.py) with the setup button held, on the simulated board under the
+    firmware's own heap cap (128k): the portal runs as a lock service and saves into the lock's config.json."""
+    port = free_port()
+    d, proc = _realtime_lock(tmp_path, 0, port, "128k")
+    base = "http://127.0.0.1:%d/" % port
+    try:
+        html = _wait_page(base, proc)
+        assert "02cafe0000cc" in html
+        token = html.split("name=token value='")[1].split("'")[0]
+        body = urllib.parse.urlencode({"token": token, "ssid": "Flat 3", "password": "s3cret-Passw0rd!",
+                                       "cloud": "mqtts://broker.example:8883"}).encode()
+        with urllib.request.urlopen(urllib.request.Request(base, data=body), timeout=10) as r:
+            page = r.read().decode()
+        assert "Settings saved" in page and "s3cret-Passw0rd!" not in page
+        for _ in range(5):
+            assert "02cafe0000cc" in _wait_page(base, proc)
+    finally:
+        out = _stop(proc)
+    assert "MemoryError" not in out, out
+    cfg = json.loads((d / "flash" / "config.json").read_text())
+    assert cfg["wifi"] == {"ssid": "Flat 3", "password": "s3cret-Passw0rd!"}
+    assert cfg["mqtt"]["host"] == "broker.example" and cfg["mqtt"]["tls"] is True
+    assert cfg["lock_id"] == "02cafe0000cc" and len(cfg["secret"]) == 64  # provisioning kept
+
+
+def test_codes_keep_working_while_the_portal_is_open(tmp_path):
+    kp, sp = free_port(), free_port()
+    d, proc = _realtime_lock(tmp_path, kp, sp, "256k")
+    try:
+        assert "Cloud address" in _wait_page("http://127.0.0.1:%d/" % sp, proc)
+        _wait_page("http://127.0.0.1:%d/state.json" % kp, proc)
+        base = "http://127.0.0.1:%d" % kp
+        for k in "5820":
+            post(base, k)
+        deadline = time.monotonic() + 5
+        while json.loads(urllib.request.urlopen(base + "/state.json").read())["door"] != "open":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        out = _stop(proc)
+    assert '"event": "ap"' in out
