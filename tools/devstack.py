@@ -3,8 +3,8 @@
 Starts, each in its own process group with its log under VAR/log/:
   mosquitto (MQTT broker, generated config under VAR/mqtt/), an SMTP sink (aiosmtpd, Maildir VAR/maildir/),
   the web app (`flask --app cloud run`), the mailer (`flask --app cloud mailer`), the MQTT bridge
-  (`flask --app cloud bridge`) and one simulated lock (`tools/simlock run`, the firmware on the MicroPython
-  unix port) serving its virtual keypad page through microdot.
+  (`flask --app cloud bridge`) and one simulated lock (`tools/simlock run --keypad-port`, the firmware on the
+  MicroPython unix port in real time) serving its virtual keypad page through microdot.
 On first run it creates the demo agency, an API token, registers and provisions the simulated lock; later runs
 reuse VAR/ (default ./var, or KEYDROP_VAR, or --var). Ctrl-C or SIGTERM stops every child and exits 0.
 """
@@ -363,7 +363,7 @@ class Stack:
             self.provision_lock(lock_dir, token)
             st["lock_mqtt_port"] = self.ports["mqtt"]
             self.save_state(st)
-        c = self.start("lock", [sys.executable, "-m", "device_tests.realtime_host", str(lock_dir),
+        c = self.start("lock", [sys.executable, str(ROOT / "tools" / "simlock"), "run", str(lock_dir),
                                 "--keypad-port", str(self.ports["keypad"])])
         wait_http(f"http://127.0.0.1:{self.ports['keypad']}/state.json", 120, c)
 
