@@ -219,6 +219,9 @@ class Link:
                     ok = self._session()
                 else:
                     self.last_error = "wifi"
+            except MemoryError as e:
+                self.last_error = repr(e)
+                ok = True  # a transient shortage, not the network: retry soon, don't back off to a minute
             except Exception as e:
                 self.last_error = repr(e)
             c = self._client
@@ -314,6 +317,7 @@ class Link:
             if rx.find(b'"t":"state"', P.SIG_LEN, n) >= 0:
                 while self._staged >= 0 and not self._stop:  # the last one is not installed yet
                     time.sleep_ms(5)
+                gc.collect()  # the old code set's buffers are garbage now: give the parse a clean heap
                 free = 1 if self._held == 0 else 0
                 k = P.take_b64(rx, P.SIG_LEN, n, b'"c":"', self._recbufs[free])
                 if k >= 0:
