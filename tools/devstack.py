@@ -191,7 +191,25 @@ class Stack:
         os.replace(tmp, self.state_file)
 
     # steps
+    def claim_var(self) -> None:
+        """One stack per state folder: two would share the database and the simulated lock's flash."""
+        import fcntl
+        self.var.mkdir(parents=True, exist_ok=True)
+        self._lockfile = open(self.var / ".devstack.lock", "a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lockfile.seek(0)
+            other = self._lockfile.read().strip() or "?"
+            raise StackError(f"another dev stack (pid {other}) is using {self.var}: stop it first, "
+                             f"or give this one its own folder with --var DIR") from None
+        self._lockfile.seek(0)
+        self._lockfile.truncate()
+        self._lockfile.write(str(os.getpid()))
+        self._lockfile.flush()
+
     def prepare(self) -> None:
+        self.claim_var()
         maildir = self.var / "maildir"  # a complete Maildir: aiosmtpd only creates one in a missing folder
         for d in (self.var, self.log_dir, maildir / "tmp", maildir / "new", maildir / "cur", self.var / "mqtt"):
             d.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""tools/devstack port choice: a taken port moves up (said out loud) or, with --strict-ports, fails clearly."""
+"""tools/devstack units: port choice (a taken port moves up, or fails clearly with --strict-ports), one stack per state folder."""
 import socket
 
 import pytest
@@ -31,3 +31,14 @@ def test_two_services_never_get_the_same_port():
     a = devstack.pick_port("web", 47000, strict=False, taken=taken)
     b = devstack.pick_port("keypad", a, strict=False, taken=taken)
     assert a != b
+
+
+def test_one_stack_per_state_folder(tmp_path):
+    import argparse
+    args = argparse.Namespace(var=str(tmp_path / "var"))
+    first = devstack.Stack(args)
+    first.claim_var()
+    with pytest.raises(devstack.StackError, match="another dev stack .* is using"):
+        devstack.Stack(args).claim_var()
+    first._lockfile.close()
+    devstack.Stack(args).claim_var()  # free again once the first one is gone
