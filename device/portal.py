@@ -180,7 +180,7 @@ _CSS = ("body{font-family:sans-serif;max-width:28em;margin:1em auto;padding:0 1e
 
 
 class Portal:
-    """The setup page as a microdot app. Build it, then serve it with serve() or step it with poll()."""
+    """The setup page as a microdot app: await serve(), or step it from a plain loop (Stepper, PortalService)."""
 
     def __init__(self, status, save, on_saved=None, title="KeyDrop lock setup"):
         self.status = status
@@ -248,7 +248,7 @@ class Portal:
             out.append("<tr><td>%s</td><td id=%s>%s</td></tr>" % (label, key, escape("?" if v is None else v)))
         out.append("</table>")
         if saved:
-            out.append("<p class=ok id=saved>Settings saved. The lock restarts to apply them.</p>")
+            out.append("<p class=ok id=saved>Settings saved. They apply when the lock restarts.</p>")
         for e in errors or ():
             out.append("<p class=err>%s</p>" % escape(e))
         out.append("<form method=post action='/'><input type=hidden name=token value='%s'>" % self.token)
