@@ -154,6 +154,7 @@ class Bridge:
         self._env: dict[str, Envelope] = {}
         self._unknown: dict[str, float] = {}
         self._acked: dict[str, int] = {}
+        self._t_query = self._t_pushed = 0.0
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._auth_sig = None
@@ -404,6 +405,7 @@ class Bridge:
         rows = db.session.execute(
             sa.select(Lock.id).join(S, S.lock_id == Lock.id, isouter=True).where(
                 Lock.desired_revision > sa.func.coalesce(S.published_revision, 0))).scalars().all()
+        self._t_query = time.monotonic()
         for lid in rows:
             try:
                 self.push_state(self._lock(lid), commit=False)
@@ -411,6 +413,7 @@ class Bridge:
                 log.exception("publishing the desired state of %s", lid)
                 db.session.rollback()
                 self.counts["publish_error"] += 1
+        self._t_pushed = time.monotonic()
         if rows:
             db.session.commit()  # one commit for the published revisions of the whole poll
         return len(rows)
@@ -471,6 +474,7 @@ class Bridge:
                         batch.append(self.inbox.get_nowait())
                 except queue.Empty:
                     pass
+                t_commit = time.monotonic()
                 for kind, topic, payload in batch:
                     if kind == "connected":
                         self.counts["connects"] += 1
@@ -478,6 +482,10 @@ class Bridge:
                         self._republish_all()
                     else:
                         self.handle(topic, payload)
+                    if time.monotonic() - t_commit >= 0.02:
+                        # hold the database's write lock briefly: the web's transactions wait for it
+                        self._commit()
+                        t_commit = time.monotonic()
                     if time.monotonic() - last_poll >= self.poll:
                         # a long batch must not delay the desired states: publish in between
                         self._commit()
@@ -485,6 +493,9 @@ class Bridge:
                         self._publish_due_safe()
                 if batch:
                     self._commit()
+                    dt = time.monotonic() - t_commit
+                    if dt > 0.25:
+                        log.warning("a batch of %d uplinks took %.0f ms after its last commit", len(batch), dt * 1000)
                 now = time.monotonic()
                 if now - last_poll >= self.poll:
                     last_poll = now
@@ -530,8 +541,14 @@ class Bridge:
             db.session.rollback()
 
     def _publish_due_safe(self) -> None:
+        t0 = time.monotonic()
         try:
-            self.publish_due()
+            n = self.publish_due()
+            dt = time.monotonic() - t0
+            if dt > 0.25:
+                log.warning("publishing %d desired states took %.0f ms (query %.0f, push %.0f, commit %.0f)", n,
+                            dt * 1000, (self._t_query - t0) * 1000, (self._t_pushed - self._t_query) * 1000,
+                            (time.monotonic() - self._t_pushed) * 1000)
         except Exception:
             log.exception("polling desired states")
             db.session.rollback()
