@@ -88,9 +88,35 @@ def test_power_up_makes_the_lock_active_and_emails_the_owner(stack, lock_a):
     wait_until(lambda: stack.api("GET", f"/api/v1/locks/{MAC_A}")[1]["acked_revision"] >= 1, 20, "first ack")
     mail = stack.wait_mail(stack.owner_email, "is online")[0]
     assert backup_key(stack, MAC_A) in stack.smtp.text(mail)   # the owner gets the backup key
+    assert online(stack, MAC_A) is True
+
+
+def online(stack, lock_id):
+    from cloud.bridge import BridgeLockState
+    with stack.db() as s:
+        row = s.get(BridgeLockState, lock_id)
+        return None if row is None else row.online
+
+
+def test_wifi_lost_and_back(stack, lock_a):
+    """`!net down`: the lock drops its connection, the broker publishes its signed will, the cloud marks it
+    offline; the keypad doesn't care; `!net up`: back online with a new hello (which now carries its time)."""
+    now = time.time()
+    code = make_code(stack, MAC_A, now - 60, now + 10 * 86400)
+    wait_on_lock(stack, code["id"])
+    m = lock_a.mark()
+    lock_a.cmd("!net down")
+    lock_a.link_event("state", "offline", since=m, timeout=30)
+    wait_until(lambda: online(stack, MAC_A) is False, 20, "the cloud to mark the lock offline (last will)")
+    assert lock_a.enter(code["code"])[0] == "open"
+    m = lock_a.mark()
+    lock_a.cmd("!net up")
+    lock_a.link_event("state", "connected", since=m, timeout=60)
+    wait_until(lambda: online(stack, MAC_A) is True, 20, "online again")
     from cloud.models import Lock
     with stack.db() as s:
-        assert s.get(Lock, MAC_A).clock_skew_s is not None or True  # skew is None until the lock has time
+        lk = s.get(Lock, MAC_A)
+        assert lk.clock_skew_s is not None and abs(lk.clock_skew_s) < 600  # the hello carried the lock's time
 
 
 # ---------------------------------------------------------------- codes
@@ -275,6 +301,13 @@ def test_bridge_drops_bad_input_and_keeps_going(stack, lock_a):
     n = len(events_of(stack, MAC_A))
     assert lock_a.enter("0000")[0] in ("refused", "locked_out")
     wait_until(lambda: len(events_of(stack, MAC_A)) > n, 30, "events still flowing")
+
+
+def test_lockout_is_reported_to_the_owner(stack, lock_a):
+    outcomes = [lock_a.enter("0000")[0] for _ in range(6)]
+    assert "locked_out" in outcomes
+    stack.wait_mail(stack.owner_email, "keypad locked out", timeout=30)
+    wait_until(lambda: any(k == "lockout" for _, k, _ in events_of(stack, MAC_A)), 30, "lockout in history")
 
 
 # ---------------------------------------------------------------- broker hardening
