@@ -1,0 +1,196 @@
+"""The bridge's message handling without a broker (Bridge.handle / publish_due with a recording client), on
+SQLite and, when TEST_POSTGRES_URL is set, PostgreSQL: every drop reason, counters, the will, dispatch to the
+domain, desired-state publication and expiry."""
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from datetime import timedelta
+
+import pytest
+
+import cloud.bridge as B  # noqa: F401  (registers bridge_lock_state before the app fixture creates tables)
+from cloud.bridge import Bridge, BridgeLockState, Envelope
+
+
+class Recorder:
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.sent.append((topic, payload, retain))
+
+
+@pytest.fixture
+def bridge(app):
+    with app.app_context():
+        b = Bridge(app, host="unused", port=0, username=None, password=None)
+        b.setup()
+        b.client = Recorder()
+        yield b
+
+
+@pytest.fixture
+def lock(app, make_agency, make_lock, bridge):
+    from cloud.extensions import db
+    from cloud.models import Lock
+    agency = make_agency()
+    lid = make_lock(agency, active=False)
+    secret = bytes(db.session.get(Lock, lid).secret)
+    return lid, Envelope(secret), agency
+
+
+def up(env, lid, obj):
+    return f"lock/{lid}/up", env.seal(f"lock/{lid}/up", obj)
+
+
+def downs(bridge, lid, t=None):
+    env = None
+    out = []
+    from cloud.extensions import db
+    from cloud.models import Lock
+    env = Envelope(bytes(db.session.get(Lock, lid).secret))
+    for topic, payload, retain in bridge.client.sent:
+        if topic == f"lock/{lid}/down":
+            msg = env.open(topic, payload)
+            if t is None or msg["t"] == t:
+                out.append((msg, retain))
+    return out
+
+
+def hello(n, will=None, rev=0, t=None, nonce="00112233aabbccdd"):
+    return {"v": 1, "t": "hello", "n": n, "will": will, "fw": "0.1.0", "boot": 3, "time": t, "rev": rev,
+            "nonce": nonce}
+
+
+def test_hello_activates_answers_time_and_publishes_the_state(app, bridge, lock, smtp_server, deliver_mail):
+    from cloud.extensions import db
+    from cloud.models import Lock
+    lid, env, agency = lock
+    assert bridge.handle(*up(env, lid, hello(10, will=9)))
+    lk = db.session.get(Lock, lid)
+    assert lk.status == "active" and lk.firmware_version == "0.1.0" and lk.boot_count == 3
+    (t, _), = downs(bridge, lid, "time")
+    assert t["nonce"] == "00112233aabbccdd"
+    (state, retained), = downs(bridge, lid, "state")     # the lock is behind: pushed right away
+    assert retained and state["rev"] == lk.desired_revision and state["n"] == 0
+    assert base64.b64decode(state["backup"]) == lk.digest(lk.backup_key)
+    st = db.session.get(BridgeLockState, lid)
+    assert st.online and st.last_counter == 10 and st.will_counter == 9
+    deliver_mail()
+    assert smtp_server.to(agency.email)
+
+
+def test_every_drop_is_counted_and_nothing_raises(app, bridge, lock):
+    lid, env, _ = lock
+    assert bridge.handle(*up(env, lid, hello(5)))
+    topic, good = up(env, lid, {"v": 1, "t": "ack", "n": 6, "rev": 1})
+    cases = {
+        "replay": [(topic, good), (topic, good), up(env, lid, {"v": 1, "t": "ack", "n": 4, "rev": 1})],
+        "unknown_lock": [("lock/ffffffffffff/up", Envelope(b"k" * 32).seal("lock/ffffffffffff/up",
+                                                                            {"v": 1, "t": "ack", "n": 1}))],
+        "bad_signature": [(topic, good[:-2] + b"2}"), up(Envelope(b"x" * 32), lid, {"v": 1, "t": "ack", "n": 99})],
+        "oversize": [(topic, b"0" * 5000)],
+        "malformed": [(topic, b""), (topic, b"z" * 80), ("lock//up", good), ("lock/a/b/up", good),
+                      up(env, lid, {"v": 1, "t": "ack", "n": "7"}), up(env, lid, {"v": 1, "t": "ack", "n": 8, "rev": "x"}),
+                      up(env, lid, {"v": 1, "t": "log", "n": 9, "ev": "nope"}),
+                      up(env, lid, {"v": 1, "t": "hello", "n": 10, "fw": 3}),
+                      (topic, env.mac(topic.encode(), b"[1,2]").hex().encode() + b"[1,2]")],  # signed, not an object
+        "bad_version": [up(env, lid, {"v": 2, "t": "ack", "n": 50, "rev": 1})],
+        "unknown_type": [up(env, lid, {"v": 1, "t": "reboot", "n": 51})],
+    }
+    for reason, msgs in cases.items():
+        before = bridge.counts[reason]
+        for t, p in msgs:
+            bridge.handle(t, p)
+        expected = len(msgs) - (1 if reason == "replay" else 0)   # the first copy of `good` is accepted
+        assert bridge.counts[reason] - before == expected, (reason, dict(bridge.counts))
+    assert bridge.counts["ok_ack"] == 1
+
+
+def test_will_only_for_the_current_session_and_once(app, bridge, lock):
+    from cloud.extensions import db
+    lid, env, _ = lock
+    bridge.handle(*up(env, lid, hello(21, will=20)))
+    old_will = up(env, lid, {"v": 1, "t": "will", "n": 11})
+    assert not bridge.handle(*old_will) and bridge.counts["stale_will"] == 1
+    will = up(env, lid, {"v": 1, "t": "will", "n": 20})
+    assert bridge.handle(*will)
+    db.session.expire_all()
+    assert db.session.get(BridgeLockState, lid).online is False
+    assert not bridge.handle(*will)                              # replayed: already consumed
+    bridge.handle(*up(env, lid, hello(30, will=29)))
+    db.session.expire_all()
+    assert db.session.get(BridgeLockState, lid).online is True
+
+
+def test_codes_ack_log_and_expiry(app, bridge, lock):
+    from cloud import domain
+    from cloud.extensions import db
+    from cloud.models import Code, Lock, LockEvent, User
+    from cloud.timeutil import utcnow
+    lid, env, agency = lock
+    bridge.handle(*up(env, lid, hello(1, will=None)))
+    lk = db.session.get(Lock, lid)
+    now = utcnow()
+    code = domain.generate_code(lk, valid_from=now - timedelta(minutes=5), valid_until=now + timedelta(hours=1),
+                                by=db.session.get(User, agency.owner_id))
+    bridge.client.sent.clear()
+    assert bridge.publish_due() == 1
+    (state, _), = downs(bridge, lid, "state")
+    dg, cid, vf, vu = struct.unpack(">32sIII", base64.b64decode(state["c"]))
+    assert (cid, dg) == (code.id, lk.digest(code.code)) and vu - vf == 3900
+    assert bridge.publish_due() == 0                               # nothing new
+    assert bridge.handle(*up(env, lid, {"v": 1, "t": "ack", "n": 2, "rev": state["rev"]}))
+    db.session.expire_all()
+    assert db.session.get(Code, code.id).on_lock_at is not None
+
+    evs = [{"seq": 1, "t": 1790000000, "kind": "opened", "code_id": code.id}, {"seq": 2, "t": None, "kind": "boot",
+                                                                               "boot": 4}]
+    assert bridge.handle(*up(env, lid, {"v": 1, "t": "log", "n": 3, "ev": evs}))
+    assert bridge.handle(*up(env, lid, {"v": 1, "t": "log", "n": 4, "ev": evs}))   # resent: deduplicated
+    db.session.commit()
+    assert db.session.query(LockEvent).filter_by(lock_id=lid).count() == 2
+    assert [m["seq"] for m, _ in downs(bridge, lid, "logack")] == [2, 2]
+
+    # a code's end passes: expire_due (the bridge calls it periodically) bumps the revision, the next poll
+    # publishes a state without it
+    import time
+    short = domain.generate_code(lk, valid_from=now - timedelta(minutes=5), valid_until=utcnow() + timedelta(seconds=2),
+                                 by=db.session.get(User, agency.owner_id))
+    assert bridge.publish_due() == 1
+    while utcnow() < short.valid_until:
+        time.sleep(0.1)
+    assert lid in domain.expire_due()
+    bridge.client.sent.clear()
+    assert bridge.publish_due() == 1
+    (state2, _), = downs(bridge, lid, "state")
+    assert state2["rev"] > state["rev"] + 1 and state2["n"] == 1     # only the hour-long code is left
+
+
+def test_rotation_request_pushes_the_new_backup(app, bridge, lock):
+    from cloud.extensions import db
+    from cloud.models import Lock
+    lid, env, _ = lock
+    bridge.handle(*up(env, lid, hello(1)))
+    old = db.session.get(Lock, lid).backup_key
+    bridge.client.sent.clear()
+    assert bridge.handle(*up(env, lid, {"v": 1, "t": "rotate", "n": 2, "first_used": 1790000000}))
+    lk = db.session.get(Lock, lid)
+    assert lk.backup_key != old
+    (state, _), = downs(bridge, lid, "state")
+    assert base64.b64decode(state["backup"]) == lk.digest(lk.backup_key)
+    assert bridge.handle(*up(env, lid, {"v": 1, "t": "rotate", "n": 3, "first_used": 1790000000}))
+    assert db.session.get(Lock, lid).backup_key == lk.backup_key    # a repeat is the same rotation
+
+
+def test_oversized_state_is_not_published(app, bridge):
+    from cloud.bridge import encode_state
+    too_many = {"revision": 3, "codes": [{"id": i + 1, "digest": b"d" * 32, "from": 1, "until": 2}
+                                         for i in range(201)], "backup_digest": b"b" * 32}
+    with pytest.raises(ValueError):
+        encode_state(too_many)
+    full = dict(too_many, codes=too_many["codes"][:200])
+    assert len(Envelope(b"k" * 32).seal("lock/24a16054ab3c/down", encode_state(full))) <= B.MAX_DOWN
+    json.dumps(encode_state(full))
