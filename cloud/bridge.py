@@ -155,6 +155,7 @@ class Bridge:
         self._unknown: dict[str, float] = {}
         self._acked: dict[str, int] = {}
         self._t_query = self._t_pushed = 0.0
+        self._log_budget: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._auth_sig = None
@@ -210,7 +211,17 @@ class Bridge:
     def count(self, reason: str, lock_id: str = "?", level=logging.WARNING) -> None:
         self.counts[reason] += 1
         self._metrics_dirty = True
-        if level:
+        if not level:
+            return
+        # at most 20 lines per reason and minute: a flood of garbage must not flood the log (counted anyway)
+        now = time.monotonic()
+        start, n = self._log_budget.get(reason, (now, 0))
+        if now - start >= 60.0:
+            if n > 20:
+                log.warning("%d more uplinks dropped for %s in the last minute", n - 20, reason)
+            start, n = now, 0
+        self._log_budget[reason] = (start, n + 1)
+        if n < 20:
             log.log(level, "dropped uplink from %s: %s", lock_id, reason)
 
     def envelope(self, lock_id: str) -> Optional[Envelope]:

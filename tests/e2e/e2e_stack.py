@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -24,7 +23,6 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:

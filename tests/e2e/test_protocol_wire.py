@@ -11,7 +11,6 @@ import subprocess
 
 import pytest
 
-from e2e_stack import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -3,11 +3,9 @@ real mosquitto: connect with credentials and a last will, subscribe, QoS 0/1 pub
 ping, oversize packets dropped without allocation, the will published when the connection dies."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from e2e_stack import mosquitto_available, run_mp, wait_until
+from e2e_stack import mosquitto_available, run_mp
 from cloud.broker import Mosquitto, write_auth
 
 pytestmark = pytest.mark.e2e
