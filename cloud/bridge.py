@@ -467,6 +467,7 @@ class Bridge:
         import gc
         gc.collect()
         gc.freeze()  # the start-up objects (app, models, metadata) need no more collecting: shorter GC pauses
+        _watch_gc()
         self.client = self._make_client()
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
@@ -572,6 +573,22 @@ class Bridge:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _watch_gc() -> None:
+    """Log garbage-collector pauses over 100 ms (they delay every message behind them)."""
+    import gc
+    started = {}
+
+    def cb(phase, info):
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        else:
+            dt = time.perf_counter() - started.get("t", time.perf_counter())
+            if dt > 0.1:
+                log.warning("garbage collection (generation %s) paused the bridge %.0f ms", info.get("generation"),
+                            dt * 1000)
+    gc.callbacks.append(cb)
 
 
 def from_config(app) -> Bridge:
