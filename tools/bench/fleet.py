@@ -221,7 +221,8 @@ class Bench:
         from cloud.broker import Mosquitto
         self.tmp = tmp
         self.broker = Mosquitto(tmp / "mqtt")
-        self.db_url = f"sqlite:///{tmp / 'fleet.sqlite3'}"
+        # KEYDROP_FLEET_DATABASE_URL: an empty database to use instead of SQLite (e.g. PostgreSQL)
+        self.db_url = os.environ.get("KEYDROP_FLEET_DATABASE_URL") or f"sqlite:///{tmp / 'fleet.sqlite3'}"
         self.metrics = tmp / "bridge-metrics.json"
         self.locks: list[FleetLock] = []
         self.refused = 0
