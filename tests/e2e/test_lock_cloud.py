@@ -119,6 +119,22 @@ def test_wifi_lost_and_back(stack, lock_a):
         assert lk.clock_skew_s is not None and abs(lk.clock_skew_s) < 600  # the hello carried the lock's time
 
 
+def test_power_cycle_continues_the_counter(stack, lock_a):
+    """After a reboot the hello continues the persisted counter (no replay drop) and the synced codes are
+    still there (the code set is on the lock's flash)."""
+    now = time.time()
+    code = make_code(stack, MAC_A, now - 60, now + 10 * 86400)
+    wait_on_lock(stack, code["id"])
+    base = stack.metrics()
+    m = lock_a.mark()
+    lock_a.send("!power-cycle")
+    lock_a.wait(lambda e: e.get("event") == "ready", 60, m, "the reboot")
+    lock_a.link_event("state", "connected", since=m, timeout=60)
+    stack.wait_metric("ok_hello", base.get("ok_hello", 0) + 1)
+    assert stack.metrics().get("replay", 0) == base.get("replay", 0)
+    assert lock_a.enter(code["code"])[0] == "open"
+
+
 # ---------------------------------------------------------------- codes
 
 
