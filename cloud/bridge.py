@@ -396,11 +396,21 @@ class Bridge:
     def push_state(self, lock, *, commit: bool = True) -> None:
         from . import domain
         state = domain.desired_state(lock)
-        body = encode_state(state)
         topic = f"lock/{lock.id}/down"
+        S = BridgeLockState
+        try:
+            body = encode_state(state)
+        except ValueError as exc:
+            # more codes than a lock holds: not published (the lock keeps its last set); retried at the
+            # lock's next change, not at every poll
+            self.counts["state_too_large"] += 1
+            log.error("lock %s: desired state of revision %s not published: %s", lock.id, state["revision"], exc)
+            db.session.execute(sa.update(S).where(S.lock_id == lock.id).values(published_revision=state["revision"]))
+            if commit:
+                db.session.commit()
+            return
         env = self._env.get(lock.id) or self.envelope(lock.id)
         self.publish(topic, env.seal(topic, body), retain=True)
-        S = BridgeLockState
         r = db.session.execute(sa.update(S).where(S.lock_id == lock.id).values(
             published_revision=body["rev"]))
         if r.rowcount == 0:

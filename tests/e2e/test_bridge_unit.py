@@ -194,3 +194,21 @@ def test_oversized_state_is_not_published(app, bridge):
     full = dict(too_many, codes=too_many["codes"][:200])
     assert len(Envelope(b"k" * 32).seal("lock/24a16054ab3c/down", encode_state(full))) <= B.MAX_DOWN
     json.dumps(encode_state(full))
+
+
+def test_a_lock_with_too_many_codes_is_not_spun_on(app, bridge, lock):
+    from cloud import domain
+    from cloud.extensions import db
+    from cloud.models import Lock, User
+    from cloud.timeutil import utcnow
+    lid, env, agency = lock
+    bridge.handle(*up(env, lid, hello(1)))
+    lk = db.session.get(Lock, lid)
+    by = db.session.get(User, agency.owner_id)
+    now = utcnow()
+    for _ in range(201):
+        domain.generate_code(lk, valid_from=now, valid_until=now + timedelta(days=2), by=by)
+    bridge.client.sent.clear()
+    assert bridge.publish_due() == 1
+    assert bridge.counts["state_too_large"] == 1 and not downs(bridge, lid, "state")
+    assert bridge.publish_due() == 0          # not retried at every poll
