@@ -36,6 +36,7 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from .domain import MAX_LIVE_CODES
 from .extensions import db
 from .timeutil import UTCDateTime, utcnow
 
@@ -46,7 +47,7 @@ PREFIX = b"KD1\x00"
 SIG_LEN = 64
 MAX_UP = 4096
 MAX_DOWN = 12288  # a full state (200 codes) is 11.9 KB
-MAX_CODES = 200
+MAX_CODES = MAX_LIVE_CODES  # the protocol's limit; generate_code refuses beyond it
 UP_TYPES = ("hello", "ack", "log", "rotate", "will")
 
 

@@ -149,6 +149,16 @@ def reveal_backup_key(lock: Lock, *, by: User, remote_addr: str | None = None) -
     return lock.backup_key
 
 
+# A lock holds at most this many live codes: the protocol carries at most 200 in one state (docs/protocol.md),
+# and the lock's code store is sized for it. The bridge refuses to publish a larger set.
+MAX_LIVE_CODES = 200
+
+
+def _live_code_count(lock_id: str, now: datetime) -> int:
+    return db.session.scalar(sa.select(sa.func.count(Code.id)).where(
+        Code.lock_id == lock_id, Code.revoked_at.is_(None), Code.valid_until > now)) or 0
+
+
 def _live_codes_overlapping(lock_id: str, start: datetime, end: datetime) -> set[str]:
     return set(db.session.scalars(sa.select(Code.code).where(
         Code.lock_id == lock_id, Code.revoked_at.is_(None),
@@ -179,6 +189,10 @@ def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by
     # Bump the revision first: the UPDATE takes the lock's row lock (PostgreSQL) / the write lock (SQLite),
     # so two concurrent generations for one lock cannot both pick the same free code.
     revision = lock.bump_revision()
+    if _live_code_count(lock.id, now) >= MAX_LIVE_CODES:
+        db.session.rollback()
+        raise Conflict(f"This lock already holds {MAX_LIVE_CODES} codes that have not ended: revoke one or wait "
+                       "until one expires.")
     taken = _live_codes_overlapping(lock.id, valid_from, valid_until) | {lock.backup_key}
     # a pending rotation: the old backup key still opens the door until the new one is installed
     taken |= set(db.session.scalars(sa.select(BackupKeyRotation.old_key).where(

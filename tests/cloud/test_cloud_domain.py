@@ -204,6 +204,32 @@ def test_overlap_rule_allows_reuse_outside_window(app, make_agency, make_lock, m
         assert c1.code == c2.code
 
 
+def test_a_lock_holds_at_most_200_live_codes(app, make_agency, make_lock):
+    """The protocol carries 200 codes to a lock: the 201st live code is refused with a clear message, and a
+    revoked or ended code frees its place."""
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with app.app_context():
+        ended = _gen(_lock(lock_id), now - timedelta(days=1), now + timedelta(hours=1))
+        codes = [_gen(_lock(lock_id), now + timedelta(days=i), now + timedelta(days=i + 1))
+                 for i in range(domain.MAX_LIVE_CODES - 1)]
+        with pytest.raises(domain.Conflict, match="200 codes"):
+            _gen(_lock(lock_id), now, now + timedelta(days=2))
+        later = now + timedelta(hours=2)  # `ended` is over by then: its place is free again
+        extra = domain.generate_code(_lock(lock_id), valid_from=later, valid_until=later + timedelta(days=1),
+                                     by=_lock(lock_id).agency.owner, now=later)
+        with pytest.raises(domain.Conflict):
+            _gen(_lock(lock_id), now, now + timedelta(days=2))
+        domain.revoke_code(codes[0], by=_lock(lock_id).agency.owner)
+        again = domain.generate_code(_lock(lock_id), valid_from=later, valid_until=later + timedelta(days=2),
+                                     by=_lock(lock_id).agency.owner, now=later)
+        assert again.id > extra.id > ended.id
+        live = db.session.scalar(sa.select(sa.func.count(Code.id)).where(
+            Code.lock_id == lock_id, Code.revoked_at.is_(None), Code.valid_until > later))
+        assert live == domain.MAX_LIVE_CODES
+
+
 def test_trivial_codes():
     for c in ["0000", "1111", "1234", "6789", "9876", "3210", "0123", "1212", "9090", "12a4", "123"]:
         assert codegen.is_trivial(c), c
