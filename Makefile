@@ -32,6 +32,7 @@ run: $(STAMP)
 
 ## make test: every test — static ESP32 API check, firmware on MicroPython, cloud, end to end, browser.
 test: $(STAMP) check-device
+	tools/sysdeps test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## device/ may call only what exists on an ESP32 (checked against micropython-esp32-stubs).
