@@ -29,16 +29,15 @@ import struct
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
 
 from .domain import MAX_LIVE_CODES
 from .extensions import db
-from .timeutil import UTCDateTime, utcnow
+from .models import BridgeLockState  # defined with the other models (the web reads `online`)
+from .timeutil import utcnow
 
 log = logging.getLogger("keydrop.bridge")
 
@@ -49,18 +48,6 @@ MAX_UP = 4096
 MAX_DOWN = 12288  # a full state (200 codes) is 11.9 KB
 MAX_CODES = MAX_LIVE_CODES  # the protocol's limit; generate_code refuses beyond it
 UP_TYPES = ("hello", "ack", "log", "rotate", "will")
-
-
-class BridgeLockState(db.Model):
-    """Bridge-owned per-lock state (created by the bridge at start if missing)."""
-    __tablename__ = "bridge_lock_state"
-
-    lock_id: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
-    last_counter: Mapped[int] = mapped_column(sa.BigInteger, default=0)   # highest accepted uplink `n`
-    will_counter: Mapped[Optional[int]] = mapped_column(sa.BigInteger)    # `will` of the last hello
-    published_revision: Mapped[int] = mapped_column(default=0)           # last `state` published
-    online: Mapped[bool] = mapped_column(default=False)
-    online_changed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 # ---------------------------------------------------------------- envelope (same as device/protocol.py)

@@ -143,6 +143,9 @@ class Lock(db.Model):
     reported_revision: Mapped[Optional[int]] = mapped_column()
 
     agency: Mapped[Agency] = relationship()
+    # The bridge's view of the MQTT session (cloud/bridge.py); no row until the bridge first handles the lock.
+    connection: Mapped[Optional["BridgeLockState"]] = relationship(
+        primaryjoin="foreign(BridgeLockState.lock_id) == Lock.id", viewonly=True, uselist=False)
 
     @classmethod
     def new(cls, *, mac: str, agency: Agency, name: str, address: str, timezone: str,
@@ -156,6 +159,17 @@ class Lock(db.Model):
     @property
     def is_active(self) -> bool:
         return self.status == "active"
+
+    @property
+    def online(self) -> bool | None:
+        """True/False as the bridge last saw it (verified hello / signed last will); None if it never did."""
+        state = self.connection
+        return state.online if state is not None and state.online_changed_at is not None else None
+
+    @property
+    def online_changed_at(self) -> datetime | None:
+        """When the bridge last saw the lock come online or go offline; None if it never did."""
+        return self.connection.online_changed_at if self.online is not None else None
 
     @property
     def mac_display(self) -> str:
@@ -176,6 +190,22 @@ class Lock(db.Model):
                            .values(desired_revision=Lock.desired_revision + 1))
         db.session.refresh(self, ["desired_revision"])
         return self.desired_revision
+
+
+class BridgeLockState(db.Model):
+    """Bridge-owned per-lock MQTT state (cloud/bridge.py writes it; the web only reads `online`).
+    No foreign key: the bridge may hold a row for a lock id before or after the lock row (migration 0002)."""
+
+    __tablename__ = "bridge_lock_state"
+
+    lock_id: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    last_counter: Mapped[int] = mapped_column(sa.BigInteger, default=0)   # highest accepted uplink `n`
+    will_counter: Mapped[Optional[int]] = mapped_column(sa.BigInteger)    # `will` of the last hello
+    published_revision: Mapped[int] = mapped_column(default=0)           # last `state` published
+    # Set on a verified hello (True) and on the lock's signed last will (False), with online_changed_at.
+    # A row the bridge created for other reasons (start-up, a publish) has online_changed_at None: never seen.
+    online: Mapped[bool] = mapped_column(default=False)
+    online_changed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 # ---------------------------------------------------------------- codes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import abort
+from sqlalchemy.orm import selectinload
 
 from .extensions import db
 from .models import Code, Lock
@@ -23,8 +24,11 @@ def agency_code_or_404(agency_id: int, code_id: int) -> Code:
     return code
 
 
-def agency_locks(agency_id: int):
-    return sa.select(Lock).where(Lock.agency_id == agency_id)
+def agency_locks(agency_id: int, *, with_connection: bool = False):
+    """The agency's locks; with_connection loads each lock's bridge state in one more query (lists that
+    show online/offline)."""
+    q = sa.select(Lock).where(Lock.agency_id == agency_id)
+    return q.options(selectinload(Lock.connection)) if with_connection else q
 
 
 def agency_codes(agency_id: int):

@@ -86,7 +86,8 @@ def lock_json(lock: Lock) -> dict:
             "timezone": lock.timezone, "status": lock.status, "registered_at": _iso(lock.registered_at),
             "activated_at": _iso(lock.activated_at), "last_seen_at": _iso(lock.last_seen_at),
             "firmware_version": lock.firmware_version, "desired_revision": lock.desired_revision,
-            "acked_revision": lock.acked_revision}
+            "acked_revision": lock.acked_revision,
+            "online": lock.online, "online_changed_at": _iso(lock.online_changed_at)}
 
 
 def code_json(code: Code, now: datetime | None = None) -> dict:
@@ -132,7 +133,8 @@ def me():
 @bp.get("/locks")
 @token_required
 def list_locks():
-    locks = db.session.scalars(agency_locks(g.user.agency_id).order_by(Lock.name, Lock.id)).all()
+    locks = db.session.scalars(agency_locks(g.user.agency_id, with_connection=True)
+                               .order_by(Lock.name, Lock.id)).all()
     return jsonify(locks=[lock_json(lk) for lk in locks])
 
 

@@ -39,7 +39,12 @@ def spec() -> dict:
                     "activated_at": {"type": "string", "format": "date-time", "nullable": True},
                     "last_seen_at": {"type": "string", "format": "date-time", "nullable": True},
                     "firmware_version": {"type": "string", "nullable": True},
-                    "desired_revision": {"type": "integer"}, "acked_revision": {"type": "integer"}}},
+                    "desired_revision": {"type": "integer"}, "acked_revision": {"type": "integer"},
+                    "online": {"type": "boolean", "nullable": True,
+                               "description": "the MQTT bridge's view: true after a verified hello, false after "
+                                              "the lock's signed last will; null if the bridge never saw the lock"},
+                    "online_changed_at": {"type": "string", "format": "date-time", "nullable": True,
+                                          "description": "when `online` last changed; null with it"}}},
                 "LockList": {"type": "object", "properties": {
                     "locks": {"type": "array", "items": {"$ref": "#/components/schemas/Lock"}}}},
                 "NewLock": {"type": "object", "required": ["mac", "name", "address", "timezone"], "properties": {

@@ -18,7 +18,8 @@ bp = Blueprint("locks", __name__, url_prefix="/locks")
 @bp.get("/")
 @login_required
 def index():
-    locks = db.session.scalars(agency_locks(g.user.agency_id).order_by(Lock.name, Lock.id)).all()
+    locks = db.session.scalars(agency_locks(g.user.agency_id, with_connection=True)
+                               .order_by(Lock.name, Lock.id)).all()
     return render_template("locks/index.html", locks=locks, now=utcnow())
 
 
