@@ -6,6 +6,7 @@ import sys
 
 import click
 from flask import Flask, g, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 
 from . import config as config_module
 from .extensions import csrf, db, limiter, mail, migrate
@@ -14,6 +15,7 @@ from .timeutil import fmt_local
 
 def create_app(config_overrides: dict | None = None) -> Flask:
     app = Flask(__name__)
+    app.json = _JSONProvider(app)
     app.config.update(config_module.from_environment())
     if config_overrides:
         app.config.update(config_overrides)
@@ -37,6 +39,7 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     from .codes import bp as codes_bp
     from .locks import bp as locks_bp
 
+    app.before_request(_refuse_nul_characters)
     app.before_request(load_user)
     app.register_blueprint(auth_bp)
     app.register_blueprint(locks_bp)
@@ -62,11 +65,11 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
         if request.path.startswith("/api/"):
-            messages = {404: "Not found.", 405: "Method not allowed."}
-            return jsonify(message=messages.get(e.code, e.description)), e.code
+            return jsonify(message=HTTP_MESSAGES.get(e.code, e.description)), e.code
         if e.code == 404:
             return render_template("error.html", code=404, message="This page does not exist."), 404
-        return e
+        return (render_template("error.html", code=e.code, message=HTTP_MESSAGES.get(e.code, e.description)),
+                e.code, e.get_headers())  # (keeps e.g. the Allow header of a 405)
 
     @app.errorhandler(429)
     def too_many(e):
@@ -84,6 +87,51 @@ def create_app(config_overrides: dict | None = None) -> Flask:
 
     _register_cli(app)
     return app
+
+
+# What a user reads for these statuses, on pages and in the API (`{"message": …}`).
+HTTP_MESSAGES = {404: "Not found.", 405: "Method not allowed.",
+                 413: "The request is too large."}
+NUL_MESSAGE = "Text may not contain NUL characters (\\u0000)."
+
+
+def _has_nul(value) -> bool:
+    """Whether a string anywhere in value (str, or lists/dicts of them as JSON gives) holds a NUL."""
+    stack = [value]
+    while stack:  # iterative: a JSON body can nest as deep as the parser allows
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+class _JSONProvider(DefaultJSONProvider):
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:  # absurdly nested arrays/objects: invalid input (400), not a server error
+            raise ValueError("JSON nested too deeply") from None
+
+
+def _refuse_nul_characters():
+    """PostgreSQL text cannot hold NUL characters (psycopg refuses them with an error), and no field of ours
+    needs one: refuse them up front, in the path, the query string, a form, HTTP Basic credentials or a JSON
+    body, with a 400 that says why instead of a server error."""
+    from flask import abort
+    texts = [request.path, *(x for pair in request.args.items(multi=True) for x in pair)]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        texts += [x for pair in request.form.items(multi=True) for x in pair]
+    auth = request.authorization
+    if auth is not None and auth.type == "basic":
+        texts += [auth.username or "", auth.password or ""]
+    if _has_nul(texts) or (request.is_json and _has_nul(request.get_json(silent=True))):
+        abort(400, description=NUL_MESSAGE)
 
 
 def _migrations_dir() -> str:

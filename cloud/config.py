@@ -44,6 +44,8 @@ def from_environment() -> dict:
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         "PERMANENT_SESSION_LIFETIME": _int("SESSION_LIFETIME_S", 12 * 3600),
         "WTF_CSRF_TIME_LIMIT": None,  # tokens live as long as the session
+        # Request bodies above this are refused with 413 (forms and API bodies are a few KB at most).
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 1024 * 1024),
         # Flask-Mail
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", "127.0.0.1"),
         "MAIL_PORT": _int("MAIL_PORT", 8025),

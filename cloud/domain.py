@@ -16,11 +16,14 @@ from . import codegen
 from .extensions import db
 from .mailer import enqueue
 from .models import (Agency, AuditEvent, BackupKeyRotation, Code, Lock, LockEvent, User, canonical_mac)
-from .timeutil import aware, fmt_local, from_epoch, is_valid_zone, to_epoch, utcnow
+from .timeutil import UTC, aware, fmt_local, from_epoch, is_valid_zone, to_epoch, utcnow
 
 log = logging.getLogger("keydrop.domain")
 
 MAX_PERIOD = timedelta(days=366)
+# The protocol carries a code's validity as unsigned 32-bit epoch seconds (docs/protocol.md): a later end could
+# not be sent to the lock (the bridge would fail to publish the lock's state).
+LAST_LOCK_TIME = datetime.fromtimestamp(2 ** 32 - 1, UTC)
 
 
 class DomainError(Exception):
@@ -103,8 +106,12 @@ def register_lock(agency: Agency, *, mac: str, name: str, address: str, timezone
     name, address = (name or "").strip(), (address or "").strip()
     if not name:
         raise DomainError("The lock needs a name.")
+    if len(name) > 120:
+        raise DomainError("The lock's name can have at most 120 characters.")
     if not address:
         raise DomainError("The lock needs the property's address.")
+    if len(address) > 500:
+        raise DomainError("The address can have at most 500 characters.")
     if not is_valid_zone(timezone):
         raise DomainError("Unknown time zone; use an IANA name such as Europe/Paris.")
     existing = db.session.get(Lock, mac)
@@ -183,6 +190,8 @@ def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by
         raise DomainError("This period has already ended.")
     if valid_until - valid_from > MAX_PERIOD:
         raise DomainError("A code can last at most one year.")
+    if valid_until > LAST_LOCK_TIME:
+        raise DomainError(f"A code must end by {LAST_LOCK_TIME:%Y-%m-%d} (the lock counts time in 32 bits).")
     customer_name = (customer_name or "").strip() or None
     customer_email = User.normalize_email(customer_email) if customer_email and customer_email.strip() else None
 

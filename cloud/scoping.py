@@ -2,12 +2,15 @@
 lock or code is indistinguishable from one that does not exist (404)."""
 from __future__ import annotations
 
+from datetime import date, datetime, time, timedelta
+
 import sqlalchemy as sa
 from flask import abort
 from sqlalchemy.orm import selectinload
 
 from .extensions import db
 from .models import Code, Lock
+from .timeutil import UTC, utcnow
 
 
 def agency_lock_or_404(agency_id: int, lock_id: str) -> Lock:
@@ -17,7 +20,13 @@ def agency_lock_or_404(agency_id: int, lock_id: str) -> Lock:
     return lock
 
 
+# Code ids are 32-bit integer columns: a larger id in a URL cannot exist (and SQLite could not even bind it).
+MAX_CODE_ID = 2 ** 31 - 1
+
+
 def agency_code_or_404(agency_id: int, code_id: int) -> Code:
+    if not 0 < code_id <= MAX_CODE_ID:
+        abort(404)
     code = db.session.scalar(sa.select(Code).where(Code.id == code_id, Code.agency_id == agency_id))
     if code is None:
         abort(404)
@@ -33,3 +42,44 @@ def agency_locks(agency_id: int, *, with_connection: bool = False):
 
 def agency_codes(agency_id: int):
     return sa.select(Code).where(Code.agency_id == agency_id)
+
+
+class BadFilter(ValueError):
+    """A history filter value that cannot be applied; the message is fit for the user."""
+
+
+def _day(value: str, name: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise BadFilter(f"{name} “{value[:40]}” is not a date (YYYY-MM-DD).") from None
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def code_history(agency_id: int, *, lock_id: str = "", status: str = "", customer: str = "", since: str = "",
+                 until: str = "", now: datetime | None = None):
+    """The agency's codes narrowed by the history filters of the pages, the CSV export and the API (an empty
+    value is no filter): one lock; a status (Code.STATUSES); a customer name or email containing the text
+    (taken literally: % and _ are not wildcards); periods overlapping the UTC days since..until, both
+    included. Raises BadFilter for an unknown status or a malformed date. The caller orders the query."""
+    q = agency_codes(agency_id)
+    if lock_id:
+        q = q.where(Code.lock_id == lock_id.strip().lower())
+    if status:
+        if status not in Code.STATUSES:
+            raise BadFilter(f"status is one of {', '.join(Code.STATUSES)}.")
+        q = q.where(Code.status_filter(status, now or utcnow()))
+    if customer:
+        like = f"%{_like_escaped(customer.lower())}%"
+        q = q.where(sa.or_(sa.func.lower(Code.customer_name).like(like, escape="\\"),
+                           sa.func.lower(Code.customer_email).like(like, escape="\\")))
+    if since:
+        q = q.where(Code.valid_until > datetime.combine(_day(since, "From"), time(), UTC))
+    if until:
+        last = _day(until, "To")
+        if last < date.max:  # the whole day: periods that start before the next midnight
+            q = q.where(Code.valid_from < datetime.combine(last + timedelta(days=1), time(), UTC))
+    return q

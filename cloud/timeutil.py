@@ -52,9 +52,17 @@ def zone_names() -> list[str]:
     return _ZONES
 
 
+class OutOfRange(ValueError):
+    """A date-time that has no UTC equivalent Python can represent (before year 1 or after 9999)."""
+
+
 def local_to_utc(naive_local: datetime, tz_name: str) -> datetime:
-    """Interpret a wall-clock time at the property. Ambiguous times take the first occurrence (fold=0)."""
-    return naive_local.replace(tzinfo=ZoneInfo(tz_name)).astimezone(UTC)
+    """Interpret a wall-clock time at the property. Ambiguous times take the first occurrence (fold=0).
+    Raises OutOfRange when the UTC time falls outside years 1..9999."""
+    try:
+        return naive_local.replace(tzinfo=ZoneInfo(tz_name)).astimezone(UTC)
+    except OverflowError:
+        raise OutOfRange(f"{naive_local:%Y-%m-%d %H:%M} is out of range.") from None
 
 
 def fmt_local(dt: datetime | None, tz_name: str) -> str:

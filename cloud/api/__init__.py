@@ -7,16 +7,18 @@ from datetime import datetime
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from ..domain import DomainError, generate_code, provision, register_lock, revoke_code
 from ..extensions import db, limiter
 from ..models import ApiToken, Code, InvalidMac, Lock, User
-from ..scoping import agency_code_or_404, agency_codes, agency_lock_or_404, agency_locks
-from ..timeutil import to_epoch, utcnow
+from ..scoping import (MAX_CODE_ID, BadFilter, agency_code_or_404, agency_lock_or_404, agency_locks,
+                       code_history)
+from ..timeutil import UTC, utcnow
 from .openapi import spec
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_OFFSET = MAX_CODE_ID  # beyond it there is nothing to page through (and the databases cannot bind it)
 
 
 class ApiError(Exception):
@@ -34,10 +36,7 @@ def _domain_error(exc: DomainError):
     return jsonify(message=exc.message, **exc.extra), exc.status
 
 
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    messages = {404: "Not found.", 405: "Method not allowed.", 429: "Too many attempts; wait and retry."}
-    return jsonify(message=messages.get(exc.code, exc.description)), exc.code
+# HTTP errors (404, 405, 413, 429…) are answered as {"message": …} by the app's handlers (cloud/__init__.py).
 
 
 def token_required(view):
@@ -74,6 +73,19 @@ def _when(data: dict, key: str) -> datetime:
         raise ApiError(400, f"{key} is not an ISO 8601 date-time.")
     if value.tzinfo is None:
         raise ApiError(400, f"{key} needs a UTC offset (e.g. +02:00 or Z).")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is in the year 10000 in UTC
+        raise ApiError(400, f"{key} is out of range.")
+
+
+def _text(data: dict, key: str) -> str:
+    """A string field of the body; absent or null is "" (the domain says what is missing)."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(400, f"{key} must be a string.")
     return value
 
 
@@ -143,9 +155,8 @@ def list_locks():
 def create_lock():
     data = _body()
     try:
-        lock = register_lock(g.user.agency, mac=str(data.get("mac", "")), name=str(data.get("name", "")),
-                             address=str(data.get("address", "")), timezone=str(data.get("timezone", "")),
-                             by=g.user)
+        lock = register_lock(g.user.agency, mac=_text(data, "mac"), name=_text(data, "name"),
+                             address=_text(data, "address"), timezone=_text(data, "timezone"), by=g.user)
     except InvalidMac as exc:
         raise ApiError(400, str(exc))
     return jsonify(lock_json(lock)), 201, {"Location": f"/api/v1/locks/{lock.id}"}
@@ -170,10 +181,10 @@ def provision_lock(lock_id: str):
 def create_code(lock_id: str):
     lock = agency_lock_or_404(g.user.agency_id, lock_id)
     data = _body()
-    email = data.get("customer_email") or None
+    email = _text(data, "customer_email").strip() or None
     if email is not None:
         try:
-            email = validate_email(str(email), check_deliverability=False).normalized
+            email = validate_email(email, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             raise ApiError(400, f"customer_email: {exc}")
     name = data.get("customer_name")
@@ -187,20 +198,19 @@ def create_code(lock_id: str):
 @bp.get("/codes")
 @token_required
 def list_codes():
-    q = agency_codes(g.user.agency_id)
-    if request.args.get("lock_id"):
-        q = q.where(Code.lock_id == request.args["lock_id"].lower())
-    status = request.args.get("status")
     now = utcnow()
-    if status:
-        if status not in Code.STATUSES:
-            raise ApiError(400, f"status is one of {', '.join(Code.STATUSES)}.")
-        q = q.where(Code.status_filter(status, now))
+    try:
+        q = code_history(g.user.agency_id, lock_id=request.args.get("lock_id", ""),
+                         status=request.args.get("status", ""), now=now)
+    except BadFilter as exc:
+        raise ApiError(400, str(exc))
     try:
         limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
         offset = max(int(request.args.get("offset", 0)), 0)
     except ValueError:
         raise ApiError(400, "limit and offset are integers.")
+    if offset > MAX_OFFSET:
+        raise ApiError(400, f"offset is at most {MAX_OFFSET}.")
     codes = db.session.scalars(q.order_by(Code.id.desc()).limit(limit).offset(offset)).all()
     return jsonify(codes=[code_json(c, now) for c in codes])
 

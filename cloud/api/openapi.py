@@ -48,8 +48,9 @@ def spec() -> dict:
                 "LockList": {"type": "object", "properties": {
                     "locks": {"type": "array", "items": {"$ref": "#/components/schemas/Lock"}}}},
                 "NewLock": {"type": "object", "required": ["mac", "name", "address", "timezone"], "properties": {
-                    "mac": {"type": "string", "example": "24:A1:60:54:AB:3C"}, "name": {"type": "string"},
-                    "address": {"type": "string"}, "timezone": {"type": "string", "example": "Europe/Paris"}}},
+                    "mac": {"type": "string", "example": "24:A1:60:54:AB:3C"},
+                    "name": {"type": "string", "maxLength": 120}, "address": {"type": "string", "maxLength": 500},
+                    "timezone": {"type": "string", "example": "Europe/Paris"}}},
                 "Provision": {"type": "object", "properties": {
                     "lock_id": {"type": "string"}, "secret": {"type": "string", "description": "64 hex digits"},
                     "backup_digest": {"type": "string", "description": "HMAC-SHA256(secret, backup key), hex"},
@@ -59,7 +60,8 @@ def spec() -> dict:
                 "NewCode": {"type": "object", "required": ["valid_from", "valid_until"], "properties": {
                     "valid_from": {"type": "string", "format": "date-time", "example": "2026-07-01T15:00:00+02:00"},
                     "valid_until": {"type": "string", "format": "date-time", "example": "2026-07-08T11:00:00+02:00"},
-                    "customer_name": {"type": "string"}, "customer_email": {"type": "string", "format": "email"}}},
+                    "customer_name": {"type": "string", "maxLength": 120},
+                    "customer_email": {"type": "string", "format": "email"}}},
                 "Code": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "lock_id": {"type": "string"}, "code": {"type": "string"},
                     "status": {"type": "string", "enum": ["scheduled", "active", "expired", "revoked"]},
@@ -101,7 +103,8 @@ def spec() -> dict:
                 "security": AUTH, "parameters": [LOCK_ID],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/NewCode"}}}},
-                "responses": {"201": _ok("the code", "Code"), "400": _err("invalid period or email"),
+                "responses": {"201": _ok("the code", "Code"),
+                              "400": _err("invalid period or email; a period ending after 2106-02-07"),
                               **COMMON, "409": _err("the lock is not active yet / no free code")}}},
             "/codes": {"get": {
                 "summary": "Code history, newest first", "security": AUTH,
@@ -110,7 +113,8 @@ def spec() -> dict:
                     {"name": "status", "in": "query",
                      "schema": {"type": "string", "enum": ["scheduled", "active", "expired", "revoked"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}},
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "default": 0}}],
+                    {"name": "offset", "in": "query",
+                     "schema": {"type": "integer", "default": 0, "maximum": 2147483647}}],
                 "responses": {"200": _ok("codes", "CodeList"), "400": _err("bad filter"), "401": COMMON["401"]}}},
             "/codes/{code_id}": {
                 "get": {"summary": "One code", "security": AUTH, "parameters": [CODE_ID],

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
@@ -12,9 +12,9 @@ from ..auth import login_required
 from ..domain import DomainError, generate_code, revoke_code
 from ..extensions import db
 from ..locks.forms import EmptyForm
-from ..models import Code, Lock, User
-from ..scoping import agency_code_or_404, agency_codes, agency_lock_or_404, agency_locks
-from ..timeutil import fmt_local, local_to_utc, utcnow, zone
+from ..models import Code, Lock
+from ..scoping import BadFilter, agency_code_or_404, agency_lock_or_404, agency_locks, code_history
+from ..timeutil import OutOfRange, fmt_local, local_to_utc, utcnow, zone
 from .forms import CodeForm
 
 bp = Blueprint("codes", __name__)
@@ -39,6 +39,8 @@ def new(lock_id: str):
                                  customer_name=form.customer_name.data, customer_email=form.customer_email.data)
         except DomainError as exc:
             flash(exc.message, "error")
+        except OutOfRange as exc:
+            flash(str(exc), "error")
         else:
             sent = "you" + (" and the customer" if code.customer_email else "")
             flash(f"Code {code.code} created for {lock.name}; it is emailed to {sent}.", "ok")
@@ -46,43 +48,38 @@ def new(lock_id: str):
     return render_template("codes/new.html", form=form, lock=lock, code=None)
 
 
-def _filtered(args) -> tuple[sa.Select, dict]:
-    """History query from the filters in the query string (all scoped to the caller's agency)."""
-    q = agency_codes(g.user.agency_id)
-    f = {"lock": args.get("lock", ""), "status": args.get("status", ""), "customer": args.get("customer", "").strip(),
-         "since": args.get("since", ""), "until": args.get("until", "")}
-    if f["lock"]:
-        q = q.where(Code.lock_id == f["lock"].lower())
-    if f["status"] in Code.STATUSES:
-        q = q.where(Code.status_filter(f["status"], utcnow()))
-    if f["customer"]:
-        like = f"%{f['customer'].lower()}%"
-        q = q.where(sa.or_(sa.func.lower(Code.customer_name).like(like), sa.func.lower(Code.customer_email).like(like)))
-    for key, op in (("since", lambda d: Code.valid_until > d), ("until", lambda d: Code.valid_from < d)):
-        if f[key]:
-            try:
-                day = datetime.strptime(f[key], "%Y-%m-%d").replace(tzinfo=utcnow().tzinfo)
-            except ValueError:
-                f[key] = ""
-                continue
-            q = q.where(op(day))
-    return q.order_by(Code.created_at.desc(), Code.id.desc()), f
+FILTERS = ("lock", "status", "customer", "since", "until")
+
+
+def _filtered(args) -> sa.Select:
+    """History query from the filters in the query string (scoped to the caller's agency).
+    Raises BadFilter (scoping.code_history) for a value it cannot apply."""
+    f = {key: (args.get(key) or "").strip() for key in FILTERS}
+    q = code_history(g.user.agency_id, lock_id=f["lock"], status=f["status"], customer=f["customer"],
+                     since=f["since"], until=f["until"])
+    return q.order_by(Code.created_at.desc(), Code.id.desc())
 
 
 @bp.get("/codes/")
 @login_required
 def history():
-    q, f = _filtered(request.args)
-    codes = db.session.scalars(q.limit(500)).all()
     locks = db.session.scalars(agency_locks(g.user.agency_id).order_by(Lock.name)).all()
+    f = {key: request.args.get(key, "") for key in FILTERS}
+    try:
+        codes, error, status = db.session.scalars(_filtered(request.args).limit(500)).all(), None, 200
+    except BadFilter as exc:  # the filters as typed and what is wrong, no list
+        codes, error, status = [], str(exc), 400
     return render_template("codes/history.html", codes=codes, locks=locks, f=f, statuses=Code.STATUSES,
-                           now=utcnow(), form=EmptyForm())
+                           now=utcnow(), form=EmptyForm(), filter_error=error), status
 
 
 @bp.get("/codes/export.csv")
 @login_required
 def export():
-    q, _ = _filtered(request.args)
+    try:
+        q = _filtered(request.args)
+    except BadFilter as exc:  # never export more than asked for: refuse instead of dropping the filter
+        return Response(f"{exc}\n", status=400, mimetype="text/plain")
     now = utcnow()
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -10,21 +10,6 @@ from cloud.extensions import db
 from cloud.models import Lock, User
 
 
-@pytest.fixture
-def strict_app(app_config):
-    """The app as in production: CSRF on, rate limits on (small ones)."""
-    from cloud.extensions import db as _db
-    cfg = dict(app_config, WTF_CSRF_ENABLED=True, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="3 per minute",
-               SIGNUP_RATE_LIMIT="2 per minute")
-    app = create_app(cfg)
-    with app.app_context():
-        _db.create_all()
-    yield app
-    with app.app_context():
-        _db.session.remove()
-        _db.engine.dispose()
-
-
 def _csrf(page: bytes) -> str:
     m = (re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page)
          or re.search(rb'type="hidden" name="csrf_token" value="([^"]+)"', page))
