@@ -91,7 +91,7 @@ def export():
                     c.valid_from.isoformat(), c.valid_until.isoformat(),
                     fmt_local(c.valid_from, c.lock.timezone), fmt_local(c.valid_until, c.lock.timezone),
                     c.lock.timezone, _csv_safe(c.customer_name or ""), _csv_safe(c.customer_email or ""),
-                    c.created_by.email if c.created_by else "", c.created_at.isoformat(),
+                    _csv_safe(c.created_by.email) if c.created_by else "", c.created_at.isoformat(),
                     c.revoked_at.isoformat() if c.revoked_at else ""])
     name = f"keydrop-codes-{now:%Y%m%d-%H%M}.csv"
     return Response(buf.getvalue(), mimetype="text/csv",

@@ -226,3 +226,17 @@ def test_every_form_post_needs_its_csrf_token(app, strict_app, make_agency, make
     assert len(tried) >= 9, tried
     with app.app_context():
         assert db.session.get(Code, code_id).revoked_at is None
+
+
+def test_csv_neutralises_a_formula_in_the_generating_staff_email(app, client, make_agency, make_lock, login):
+    # "=…@example.com" is a valid address, and the owner types staff addresses in: neutralised like the rest
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    with app.app_context():
+        staff = domain.invite_staff(db.session.get(User, ag.owner_id), email="=1+1@example.com")
+        now = datetime.now(UTC)
+        domain.generate_code(db.session.get(Lock, lock_id), valid_from=now, valid_until=now + timedelta(days=1),
+                             by=staff)
+    login(client, ag)
+    [row] = list(csv.DictReader(io.StringIO(client.get("/codes/export.csv").data.decode())))
+    assert row["generated_by"] == "'=1+1@example.com"
