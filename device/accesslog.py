@@ -10,6 +10,9 @@ except ImportError:
     def const(x):  # type: ignore
         return x
 
+from be32 import put32 as _put32
+from be32 import u32 as _u32
+
 REC = const(16)
 CAPACITY = const(128)
 _NOT = 0xFFFFFFFF
@@ -34,17 +37,6 @@ KINDS = ("", "boot", "opened", "opened_backup", "refused", "lockout", "rotation_
 # refused reasons
 REASONS = ("", "unknown", "outside_window", "no_time", "length")
 SOURCES = ("other", "server", "ntp", "rtc", "cloud")
-
-
-def _u32(b, o: int) -> int:
-    return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]
-
-
-def _put32(b, o: int, v: int) -> None:
-    b[o] = (v >> 24) & 0xFF
-    b[o + 1] = (v >> 16) & 0xFF
-    b[o + 2] = (v >> 8) & 0xFF
-    b[o + 3] = v & 0xFF
 
 
 class AccessLog:

@@ -16,6 +16,8 @@ except ImportError:  # CPython / mypy
     def const(x):  # type: ignore
         return x
 
+from be32 import put32 as _put32
+from be32 import u32 as _u32
 from hmac256 import equal
 
 REC = const(44)
@@ -30,17 +32,6 @@ OUTSIDE = const(2)
 NO_TIME = const(3)
 
 _U32 = 0xFFFFFFFF
-
-
-def _u32(b, o: int) -> int:
-    return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]
-
-
-def _put32(b, o: int, v: int) -> None:
-    b[o] = (v >> 24) & 0xFF
-    b[o + 1] = (v >> 16) & 0xFF
-    b[o + 2] = (v >> 8) & 0xFF
-    b[o + 3] = v & 0xFF
 
 
 class CodeSet:
@@ -70,12 +61,18 @@ class CodeSet:
                 cid = _u32(recs, o + 32)
                 if not (0 < cid <= _U32) or _u32(recs, o + 40) <= _u32(recs, o + 36):
                     raise ValueError("code")
-            if backup is not None and len(backup) != DIGEST:
-                raise ValueError("backup")
-            cs.revision = revision
-            cs.backup = bytes(backup) if backup is not None else None
-            cs._adopt(recs, n)
-            return cs
+        else:
+            recs, n = CodeSet._records(codes, count)
+        if backup is not None and len(backup) != DIGEST:
+            raise ValueError("backup")
+        cs.revision = revision
+        cs.backup = bytes(backup) if backup is not None else None
+        cs._adopt(recs, n)
+        return cs
+
+    @staticmethod
+    def _records(codes, count):
+        """(records, n) built from (code_id, digest, valid_from, valid_until) tuples; ValueError if malformed."""
         if count is None:
             try:
                 count = len(codes)
@@ -104,12 +101,7 @@ class CodeSet:
             recs = recs[:o]  # fewer codes than announced
         if n > MAX_CODES:
             raise ValueError("too many codes")
-        if backup is not None and len(backup) != DIGEST:
-            raise ValueError("backup")
-        cs.revision = revision
-        cs.backup = bytes(backup) if backup is not None else None
-        cs._adopt(recs, n)
-        return cs
+        return recs, n
 
     def _adopt(self, recs, n: int) -> None:
         slots = 16

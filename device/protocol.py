@@ -7,6 +7,7 @@ import hashlib
 import json
 from binascii import a2b_base64, hexlify
 
+from be32 import u32 as _u32
 from hmac256 import equal
 
 V = 1
@@ -132,10 +133,6 @@ def _int(x):
 
 
 REC = 44  # one code on the wire: digest (32) | code id | valid_from | valid_until (u32 big endian each)
-
-
-def _u32(b, o):
-    return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]
 
 
 class CodeList:

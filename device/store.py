@@ -12,6 +12,8 @@ load(NAME) verifies the checksum of each candidate in that order and returns the
 import hashlib
 import os
 
+from be32 import u32
+
 _MAGIC = b"KD\x01"
 _HDR = 7
 _SUM = 8
@@ -67,7 +69,7 @@ def _read(path: str):
         return None
     if len(data) < _HDR + _SUM or data[:3] != _MAGIC:
         return None
-    n = (data[3] << 24) | (data[4] << 16) | (data[5] << 8) | data[6]
+    n = u32(data, 3)
     if len(data) != _HDR + n + _SUM:
         return None
     h = hashlib.sha256(memoryview(data)[: _HDR + n])
