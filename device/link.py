@@ -99,13 +99,10 @@ class Link:
         self._mu.release()
 
     def _emit(self, data):
-        emit = getattr(self.lock, "_listeners", None)
-        if emit:
-            for fn in emit:
-                try:
-                    fn("link", data)
-                except Exception:
-                    pass
+        try:
+            self.lock.emit("link", data)
+        except Exception:  # a listener's fault must not break the link
+            pass
 
     def _put(self, q, item, cap):
         self._mu.acquire()
@@ -438,7 +435,7 @@ class Link:
         """A downlink message failed verification: note it in the access log (kind codeset_refused, 0)."""
         try:
             import accesslog
-            self.lock._log(accesslog.CODESET_REFUSED, 0, self.lock.ticks_ms())
+            self.lock.record(accesslog.CODESET_REFUSED)
         except Exception:
             pass
 

@@ -94,7 +94,7 @@ class Lock:
                 self.rtc = DS3231(i2c)
         except OSError:
             self.rtc = None
-        self._log(al.BOOT, self.boot_count, now)
+        self.record(al.BOOT, self.boot_count, now)
         if self.rtc is not None:
             t = self.rtc.read()
             if t is not None:
@@ -162,7 +162,7 @@ class Lock:
                 el = max(el, tn - self.backup_first_used)
             if el >= ROTATION_S:
                 self.rotation_due = True
-                self._log(al.ROTATION_DUE, 0, now)
+                self.record(al.ROTATION_DUE, 0, now)
                 self._save_state()
             elif el - self._bk_saved >= _ELAPSED_SAVE_S:
                 self._save_state()
@@ -212,21 +212,21 @@ class Lock:
         if self.codes.is_backup(d):
             self.relay.open(now, self.relay_ms)
             self._accept(now)
-            self._log(al.OPENED_BACKUP, 0, now)
+            self.record(al.OPENED_BACKUP, 0, now)
             if not self._bk_used:
                 self._bk_used = True
                 self._bk_elapsed = 0
                 self._bk_saved = 0
                 self._bk_mark = now
                 self.backup_first_used = self.clock.now(now)
-                self._log(al.BACKUP_FIRST_USE, 0, now)
+                self.record(al.BACKUP_FIRST_USE, 0, now)
                 self._save_state()
             return
         res, cid = self.codes.lookup(d, self.clock.now(now))
         if res == OPEN:
             self.relay.open(now, self.relay_ms)
             self._accept(now)
-            self._log(al.OPENED, cid, now)
+            self.record(al.OPENED, cid, now)
         elif res == OUTSIDE:
             self._refuse(now, 2, False)
         elif res == NO_TIME:
@@ -245,11 +245,11 @@ class Lock:
         outside its window or without trusted time is refused without counting."""
         secs = self.lockout.failure(now) if counts else 0
         self._feedback("locked_out" if secs else "refused", now)
-        self._log(al.REFUSED, reason, now)
+        self.record(al.REFUSED, reason, now)
         if secs:
             self._lock_t = self.clock.now(now)
             self._was_locked = True
-            self._log(al.LOCKOUT, secs, now)
+            self.record(al.LOCKOUT, secs, now)
         if counts:
             self._save_state()
 
@@ -275,12 +275,12 @@ class Lock:
         was = self.clock.now(now)
         src = al.SOURCES.index(source) if source in al.SOURCES else 0
         if not self.clock.set(epoch, now, source):
-            self._log(al.TIME_REFUSED, src, now)
+            self.record(al.TIME_REFUSED, src, now)
             return False
         if self.rtc is not None and source != "rtc":
             self.rtc.write(int(epoch))
         if was is None or abs(int(epoch) - was) > 60:
-            self._log(al.TIME_SET, src, now)
+            self.record(al.TIME_SET, src, now)
             if not self._booting:
                 self._save_state()
         return True
@@ -288,7 +288,7 @@ class Lock:
     def install_codeset(self, revision: int, codes, backup_digest=None, count=None) -> bool:
         now = self.ticks_ms()
         if revision <= self.codes.revision:
-            self._log(al.CODESET_REFUSED, revision, now)
+            self.record(al.CODESET_REFUSED, revision, now)
             return False
         old = self.codes.backup
         new_backup = backup_digest if backup_digest is not None else old
@@ -296,15 +296,15 @@ class Lock:
             gc.collect()
             cs = CodeSet.build(revision, codes, new_backup, count)
         except (ValueError, TypeError):
-            self._log(al.CODESET_REFUSED, revision, now)
+            self.record(al.CODESET_REFUSED, revision, now)
             return False
         store.save(CODES_FILE, *cs.parts())
         self.codes = cs
         gc.collect()
-        self._log(al.CODESET, revision, now)
+        self.record(al.CODESET, revision, now)
         if backup_digest is not None and (old is None or not equal(old, backup_digest)):
             self._reset_backup_state()
-            self._log(al.BACKUP_INSTALLED, 0, now)
+            self.record(al.BACKUP_INSTALLED, 0, now)
             self._save_state()
         return True
 
@@ -316,8 +316,24 @@ class Lock:
         self._services.append(obj)
 
     def add_listener(self, fn) -> None:
-        """fn(event, data) for "feedback", "key", "entry", "log" and "service_error" events."""
+        """fn(event, data) for "feedback", "key", "entry", "log" and "service_error" events (and whatever the
+        services emit, e.g. "link")."""
         self._listeners.append(fn)
+
+    def emit(self, event: str, data: dict) -> None:
+        """Notify the listeners: fn(event, data) for each, in order (an exception goes to the caller)."""
+        for fn in self._listeners:
+            fn(event, data)
+
+    def record(self, kind: int, detail: int = 0, now=None) -> None:
+        """Write an access-log entry (kind: an accesslog constant; now: ticks, default the current ones): stamped
+        with the trusted time, persisted, and sent to the listeners as a "log" event."""
+        if now is None:
+            now = self.ticks_ms()
+        seq = self.log.append(self.clock.now(now), kind, detail)
+        store.save(LOG_FILE, *self.log.parts())
+        if self._listeners:
+            self.emit("log", al.as_dict(self.log.get(seq)))
 
     def status(self) -> dict:
         return {
@@ -346,17 +362,7 @@ class Lock:
 
     def _emit(self, event: str, key: str, value) -> None:
         if self._listeners:
-            d = {key: value}
-            for fn in self._listeners:
-                fn(event, d)
-
-    def _log(self, kind: int, detail: int, now: int) -> None:
-        seq = self.log.append(self.clock.now(now), kind, detail)
-        store.save(LOG_FILE, *self.log.parts())
-        if self._listeners:
-            d = al.as_dict(self.log.get(seq))
-            for fn in self._listeners:
-                fn("log", d)
+            self.emit(event, {key: value})
 
     def _load_state(self) -> dict:
         data = store.load(STATE_FILE)

@@ -62,7 +62,7 @@ def main() -> None:
             try:
                 import accesslog
 
-                lock._log(accesslog.CRASH, 0, lock.ticks_ms())
+                lock.record(accesslog.CRASH)
             except Exception:
                 pass
         b.crashed(e)
