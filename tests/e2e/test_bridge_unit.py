@@ -199,15 +199,21 @@ def test_oversized_state_is_not_published(app, bridge):
 def test_a_lock_with_too_many_codes_is_not_spun_on(app, bridge, lock):
     from cloud import domain
     from cloud.extensions import db
-    from cloud.models import Lock, User
+    from cloud.models import Code, Lock, User
     from cloud.timeutil import utcnow
     lid, env, agency = lock
     bridge.handle(*up(env, lid, hello(1)))
     lk = db.session.get(Lock, lid)
     by = db.session.get(User, agency.owner_id)
     now = utcnow()
-    for _ in range(201):
+    for _ in range(domain.MAX_LIVE_CODES):
         domain.generate_code(lk, valid_from=now, valid_until=now + timedelta(days=2), by=by)
+    # the domain refuses a 201st live code; data from before that rule (or a direct write) can still hold one
+    lk = db.session.get(Lock, lid)
+    db.session.add(Code(lock_id=lid, agency_id=lk.agency_id, code="2468", valid_from=now,
+                        valid_until=now + timedelta(days=3), created_by_id=by.id, created_at=now,
+                        revision=lk.bump_revision()))
+    db.session.commit()
     bridge.client.sent.clear()
     assert bridge.publish_due() == 1
     assert bridge.counts["state_too_large"] == 1 and not downs(bridge, lid, "state")
