@@ -177,11 +177,6 @@ def _register_cli(app: Flask) -> None:
     @app.cli.command("bridge")
     def bridge_cmd():
         """Run the MQTT bridge between the locks and the cloud (cloud/bridge.py)."""
-        try:
-            import cloud.bridge as bridge
-        except ModuleNotFoundError as exc:
-            if exc.name == "cloud.bridge":
-                click.echo("error: the MQTT bridge is not installed yet (cloud/bridge.py is missing)", err=True)
-                sys.exit(1)
-            raise
+        from . import bridge  # imported here: the web and the mailer never load paho-mqtt
+
         sys.exit(bridge.main() or 0)

@@ -90,20 +90,9 @@ def test_cli_agency_create(app):
     assert result.exit_code == 1 and "already exists" in result.output and "Traceback" not in result.output
 
 
-def test_cli_bridge_missing_is_clear(app, monkeypatch):
-    import importlib.util
-    if importlib.util.find_spec("cloud.bridge") is not None:
-        pytest.skip("cloud/bridge.py exists now")
-    result = app.test_cli_runner().invoke(args=["bridge"])
-    assert result.exit_code == 1 and "bridge.py is missing" in result.output
-
-
 def test_migrations_match_models(db_url, tmp_path):
     """`flask db upgrade` on an empty database gives the same tables, columns and indexes as the models."""
-    import importlib.util
     from flask_migrate import upgrade
-    if importlib.util.find_spec("cloud.bridge") is not None:
-        import cloud.bridge  # noqa: F401  (its tables are part of the schema the migrations build)
     if db_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path / 'migrated.sqlite3'}"
     else:
