@@ -15,6 +15,7 @@ Interface used by main.py and lock.py:
   .crashed(exc)         the master exception handler's last word: reset the chip
   .wlan()               the station interface, for the link (activated on first use)
   .start_ap(essid, pw)  open the setup access point (portal), returns its IP
+  .stop_ap()            close it again (the portal's setup window is over)
   .mac()                the station MAC as 12 lowercase hex digits (the lock id)
 """
 import time
@@ -41,6 +42,7 @@ class Board:
         self._i2c = None  # type: I2C | None
         self._timer = None  # type: Timer | None
         self._wlan = None  # type: network.WLAN | None
+        self._ap = None  # type: network.WLAN | None
         self.ticks_ms = time.ticks_ms
 
     def start_ticker(self, period_ms: int, fn) -> None:
@@ -89,12 +91,19 @@ class Board:
     def start_ap(self, essid: str, password=None):
         """Open the setup access point; returns its IP address."""
         ap = network.WLAN(network.WLAN.IF_AP)
+        self._ap = ap
         ap.active(True)
         if password:
             ap.config(essid=essid, password=password, security=3)
         else:
             ap.config(essid=essid, security=0)
         return ap.ifconfig()[0]
+
+    def stop_ap(self) -> None:
+        """Close the setup access point (stations connected to it are dropped)."""
+        if self._ap is not None:
+            self._ap.active(False)
+            self._ap = None
 
     def mac(self) -> str:
         return "".join("%02x" % b for b in self.wlan().config("mac"))

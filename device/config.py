@@ -55,3 +55,22 @@ def load(path: str = PATH) -> dict:
     lid = cfg.get("lock_id")
     cfg["provisioned"] = cfg["secret_bytes"] is not None and isinstance(lid, str) and len(lid) == 12
     return cfg
+
+
+def portal_window(cfg: dict, held: bool, radio: bool):
+    """The setup portal policy, decided once per boot (docs/firmware.md, "Setup portal").
+
+    held: the setup button is held at power-up; radio: the board can open an access point (the ESP32; the
+    simulator's network needs no settings). Returns None (no portal this boot), 0 (open for good: an
+    unprovisioned lock has nothing to protect yet) or, for a provisioned lock whose button is held or which
+    has no Wi-Fi network configured, the window in ms from boot after which it closes its portal and access
+    point: portal_minutes, a whole number from 1 to 1440 (anything else gives the default, 10)."""
+    if not cfg.get("provisioned"):
+        return 0
+    no_wifi = radio and not (cfg.get("wifi") or {}).get("ssid")
+    if not (held or no_wifi):
+        return None
+    m = cfg.get("portal_minutes")
+    if type(m) is not int or not 0 < m <= 1440:  # at most a day: well within the ESP32's ticks range
+        m = 10
+    return m * 60000

@@ -20,15 +20,15 @@ def _start_link(lock, cfg, b) -> None:
         lock.add_service(svc)
 
 
-def _portal(b, cfg):
-    """Hand over to the setup portal when device/portal.py provides run(board, cfg). A provisioned lock gets
-    the portal back as a service (codes keep working while it is open), else None."""
+def _portal(b, cfg, window_ms):
+    """Hand over to the setup portal when device/portal.py provides run(). A provisioned lock gets the portal
+    back as a service (codes keep working while it is open; it closes itself after window_ms), else None."""
     try:
         import portal  # type: ignore
     except ImportError:
         return None
     run = getattr(portal, "run", None)
-    return run(b, cfg) if run is not None else None
+    return run(b, cfg, window_ms=window_ms) if run is not None else None
 
 
 def main() -> None:
@@ -36,17 +36,16 @@ def main() -> None:
     b = board.Board(cfg)  # relay released here, before anything can go wrong
     lock = None
     try:
-        # no Wi-Fi configured on a board with a radio (the simulator has none to configure) opens it too
-        no_wifi = hasattr(b, "start_ap") and not (cfg.get("wifi") or {}).get("ssid")
-        setup = not cfg["provisioned"] or b.setup_requested() or no_wifi
+        # the setup portal policy (config.portal_window): None = no portal, 0 = for good, else a window in ms
+        window = config.portal_window(cfg, b.setup_requested(), hasattr(b, "start_ap"))
         if not cfg["provisioned"]:
-            _portal(b, cfg)
+            _portal(b, cfg, window)
             raise RuntimeError("not provisioned")
         from lock import Lock
 
         lock = Lock(b, cfg)
-        if setup:  # after the lock's own buffers: the portal takes what is left, codes keep working
-            svc = _portal(b, cfg)
+        if window is not None:  # after the lock's own buffers: the portal takes what is left, codes keep working
+            svc = _portal(b, cfg, window)
             if svc is not None:
                 lock.add_service(svc)
                 svc.bind(lock)

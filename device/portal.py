@@ -10,7 +10,8 @@
 #                      lock's config.json (device/config.py's format) atomically.
 #   on_saved()         optional: called after a successful save (e.g. schedule a restart).
 # The access point itself is the board's business (board.py is the only module importing network):
-# see start_ap() below.
+# start_ap() below, and board.stop_ap() when PortalService closes. When the portal opens, and for how long,
+# is config.portal_window()'s policy.
 #
 # microdot must be importable as compiled .mpy on the device and on the unix port under a heap cap.
 
@@ -21,6 +22,8 @@ except ImportError:  # pragma: no cover
 
 import gc
 import os
+import sys
+from time import ticks_diff
 
 # microdot is imported by the first Portal only: a lock that needs no portal never spends heap on it.
 
@@ -312,15 +315,6 @@ def ap_name(mac):
     return "KeyDrop-" + (mac or "")[-6:].upper()
 
 
-def wanted(board, cfg):
-    """Policy: open the portal when the lock is not provisioned, the setup button is held at power-up, or
-    no Wi-Fi network is configured on a board with a radio (one that can open an access point: the ESP32;
-    the simulator's network needs no settings)."""
-    if not cfg.get("provisioned") or board.setup_requested():
-        return True
-    return hasattr(board, "start_ap") and not (cfg.get("wifi") or {}).get("ssid")
-
-
 def wifi_state(board):
     try:
         w = board.wlan()
@@ -336,13 +330,20 @@ def wifi_state(board):
 
 class PortalService:
     """The portal as one of the lock's services: poll(now) runs the web server a step (never blocks), so
-    the keypad keeps working while the portal is open. bind(lock) lets the page show the link's state."""
+    the keypad keeps working while the portal is open. bind(lock) lets the page show the link's state.
 
-    def __init__(self, portal, host, port):
+    window_ms (0 = no limit): the setup window. Once that long has passed since the portal opened, poll()
+    closes it: the server stops listening, the board closes the access point, and the portal stays closed
+    until the next boot (docs/firmware.md, "Setup portal")."""
+
+    def __init__(self, portal, host, port, board=None, window_ms=0):
         self.portal = portal
         self.stepper = Stepper()
         self.stepper.start(portal.serve(host, port))
         self.lock = None
+        self.board = board
+        self.window_ms = window_ms
+        self.opened = board.ticks_ms() if window_ms else 0
 
     def bind(self, lock):
         self.lock = lock
@@ -356,15 +357,41 @@ class PortalService:
         return "offline"
 
     def poll(self, now=None):
+        if self.portal is None:
+            return
+        if self.window_ms:
+            if now is None:
+                now = self.board.ticks_ms()
+            if ticks_diff(now, self.opened) >= self.window_ms:
+                self.close()
+                return
         self.stepper.poll()
 
+    def close(self):
+        """Stop serving and close the access point (the end of the setup window); idempotent."""
+        if self.portal is None:
+            return
+        self.portal.shutdown()  # closes the listening socket once the scheduler runs the server's task
+        st = self.stepper
+        for t in st.tasks:
+            t.cancel()  # a server that had not started yet never will
+        for _ in range(3):
+            st.poll()
+        st.tasks = []
+        self.portal = None
+        stop = getattr(self.board, "stop_ap", None)  # the board closes the access point it opened
+        if stop is not None:
+            stop()
+        gc.collect()
 
-def run(board, cfg, path="config.json", host="0.0.0.0", port=80):
-    """Called by main.py when wanted(): open the access point and the setup page.
+
+def run(board, cfg, path="config.json", host="0.0.0.0", port=80, window_ms=0):
+    """Called by main.py when the portal policy (config.portal_window) opens it: open the access point and
+    the setup page.
 
     A provisioned lock gets a PortalService back (main adds it to the lock's services: codes keep working
-    while the portal is open). An unprovisioned lock has nothing else to do: serve the page here for good
-    (the installer provisions it over USB, then resets it)."""
+    while the portal is open), which closes the portal after window_ms (0: never). An unprovisioned lock has
+    nothing else to do: serve the page here for good (the installer provisions it over USB, then resets it)."""
     import version
     # a board may say where its portal listens (the simulator: loopback, a free port)
     host, port = getattr(board, "portal_addr", None) or (host, port)
@@ -382,8 +409,9 @@ def run(board, cfg, path="config.json", host="0.0.0.0", port=80):
                 "cloud": svc.cloud_state() if svc is not None else "offline (setup mode)"}
 
     p = Portal(config_status(path, live), config_saver(path))
-    print("portal: setup page on http://%s:%d/" % (ip or host, port))
+    # the console (stderr: stdout may be a simulator's JSON event stream)
+    print("portal: setup page on http://%s:%d/" % (ip or host, port), file=sys.stderr)
     if cfg.get("provisioned"):
-        svc = PortalService(p, host, port)
+        svc = PortalService(p, host, port, board, window_ms)
         return svc
     asyncio.run(p.serve(host, port))

@@ -1,17 +1,17 @@
 # portal.run() as main.py calls it, with a fake board, for device_tests/test_portal.py.
-# argv: port config_path. Prints the wanted() policy cases, then serves through the returned service.
+# argv: port config_path. Prints the portal policy's cases (config.portal_window), then serves through the
+# returned service.
 import sys
 import json
 import time
+import config
 import portal
 
 
 class FakeBoard:
-    def __init__(self, held=False, radio=True):
+    def __init__(self, held=False):
         self.held = held
         self.ap = None
-        if not radio:
-            self.start_ap = None
 
     def setup_requested(self):
         return self.held
@@ -28,20 +28,23 @@ class FakeBoard:
         return None
 
 
-class NoRadio:
-    def setup_requested(self):
-        return False
-
-
 prov = {"provisioned": True, "wifi": {"ssid": "Flat"}}
+bare = {"provisioned": True}
+W = config.portal_window  # (cfg, button held, board has a radio)
 cases = {
-    "provisioned": portal.wanted(FakeBoard(), prov),
-    "held": portal.wanted(FakeBoard(held=True), prov),
-    "unprovisioned": portal.wanted(FakeBoard(), {"provisioned": False}),
-    "no_wifi": portal.wanted(FakeBoard(), {"provisioned": True}),
-    "no_wifi_sim": portal.wanted(NoRadio(), {"provisioned": True}),
+    "provisioned": W(prov, False, True),
+    "held": W(prov, True, True),
+    "unprovisioned": W({"provisioned": False}, False, True),
+    "unprovisioned_sim": W({"provisioned": False}, False, False),
+    "no_wifi": W(bare, False, True),
+    "no_wifi_sim": W(bare, False, False),
+    "held_sim": W(bare, True, False),
+    "minutes_2": W(dict(bare, portal_minutes=2), True, True),
+    "minutes_1440": W(dict(bare, portal_minutes=1440), True, True),
 }
-print(json.dumps({"event": "wanted", "cases": cases}))
+for bad in ("5", 0, -1, 1441, True, 2.5, None):
+    cases["bad_%r" % (bad,)] = W(dict(bare, portal_minutes=bad), True, True)
+print(json.dumps({"event": "window", "cases": cases}))
 port = int(sys.argv[1])
 b = FakeBoard(held=True)
 svc = portal.run(b, {"provisioned": True, "lock_id": "24a16054ab3c"}, sys.argv[2], "127.0.0.1", port)

@@ -26,18 +26,7 @@ class RealtimeBoard(simboard.Board):
         self._last = _ticks_ms()
         self.page = None
         self.stepper = None
-        # SETUP_PORT: the setup button is held at power-up; the setup portal listens there on loopback
-        setup = int(os.getenv("SETUP_PORT") or "0")
-        self.portal_addr = ("127.0.0.1", setup) if setup else None
-        if setup:
-            self.start_ap = self._start_ap  # only then does this board have an access point to open
-
-    def setup_requested(self):
-        return self.portal_addr is not None
-
-    def _start_ap(self, essid, password=None):
-        simboard.emit({"event": "ap", "essid": essid})
-        return "127.0.0.1"
+        # SETUP_PORT (the setup button held at power-up, the portal on loopback): see the simulated board
 
     def started(self, lock):
         super().started(lock)

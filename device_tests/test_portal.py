@@ -213,7 +213,7 @@ def test_stepped_from_a_plain_loop(mpylib, tmp_path):
 
 def test_run_as_main_calls_it(mpylib, tmp_path):
     """portal.run(board, cfg): opens the AP through the board, returns a service whose poll() serves the page
-    (a provisioned lock keeps its main loop); wanted() decides when the portal opens."""
+    (a provisioned lock keeps its main loop); config.portal_window() decides when it opens and for how long."""
     port = free_port()
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"lock_id": "24a16054ab3c", "secret": "ab" * 32,
@@ -228,8 +228,12 @@ def test_run_as_main_calls_it(mpylib, tmp_path):
             assert ln, "".join(lines)
             lines.append(ln)
         events = {e["event"]: e for e in (json.loads(ln) for ln in lines if ln.startswith("{"))}
-        assert events["wanted"]["cases"] == {"provisioned": False, "held": True, "unprovisioned": True,
-                                             "no_wifi": True, "no_wifi_sim": False}
+        ten = 10 * 60000
+        assert events["window"]["cases"] == {
+            "provisioned": None, "held": ten, "unprovisioned": 0, "unprovisioned_sim": 0, "no_wifi": ten,
+            "no_wifi_sim": None, "held_sim": ten, "minutes_2": 2 * 60000, "minutes_1440": 1440 * 60000,
+            "bad_'5'": ten, "bad_0": ten, "bad_-1": ten, "bad_1441": ten, "bad_True": ten, "bad_2.5": ten,
+            "bad_None": ten}
         assert events["ap"]["essid"] == "KeyDrop-54AB3C"
         assert events["service"]["ok"]
         deadline = time.monotonic() + 10

@@ -10,19 +10,20 @@ docs/simulator.md. The world advances only while it works through an input line;
 prints {"event": "settled"} and reads the next one, so drivers never need to sleep.
 
 Environment: SIMLOCK_DIR (the simulated lock's directory; DIR/flash is its filesystem and the working
-directory of the firmware, DIR/world.json the world outside the lock).
+directory of the firmware, DIR/world.json the world outside the lock); SETUP_PORT (optional: power up with the
+setup button held, the setup portal listening on 127.0.0.1 at that port).
 """
 import gc
 import json
 import os
 import sys
 
-import ds3231
 import simnet  # the link's network seam (device_tests/sim/simnet.py, issue #4)
 
 _MASK = (1 << 62) - 1  # unix-port ticks period - 1 (a small int)
 _START = 20000  # ticks start 20 s before they wrap: exercises the firmware's ticks arithmetic
 KEYS = "123456789*0#"
+RTC_ADDR = 0x68  # ds3231.ADDR; the driver is imported only once an RTC is fitted, as the firmware does
 POWER_CYCLE_RC = 75
 CRASH_RC = 70
 
@@ -139,9 +140,11 @@ class SimI2C:
         self.present = bool(w.get("rtc", False))
 
     def scan(self):
-        return [ds3231.ADDR] if self.present else []
+        return [RTC_ADDR] if self.present else []
 
     def _regs(self):
+        import ds3231
+
         w = self.world.w
         t = self.world.epoch() + int(w.get("rtc_offset", 0))
         days, rem = divmod(t, 86400)
@@ -159,15 +162,17 @@ class SimI2C:
         return r
 
     def readfrom_mem(self, addr, reg, n):
-        if not self.present or addr != ds3231.ADDR:
+        if not self.present or addr != RTC_ADDR:
             raise OSError(19)
         return bytes(self._regs()[reg : reg + n])
 
     def writeto_mem(self, addr, reg, buf):
-        if not self.present or addr != ds3231.ADDR:
+        if not self.present or addr != RTC_ADDR:
             raise OSError(19)
         w = self.world.w
         if reg == 0:
+            import ds3231
+
             fake = ds3231.DS3231(_Regs(buf))
             t = fake.read()
             if t is not None:
@@ -206,7 +211,15 @@ class Board:
         self._ff = False
         self.interactive = _dir is not None
         self._settled = False
-        simnet.realtime = self.interactive and bool((cfg.get("mqtt") or {}).get("host"))
+        # SETUP_PORT: the setup button is held at power-up; the setup portal then listens there on loopback,
+        # and the board has an access point to open and close (reported as "ap" events)
+        setup = int(os.getenv("SETUP_PORT") or "0")
+        self.portal_addr = ("127.0.0.1", setup) if setup else None
+        self._ap = False
+        if setup:
+            self.start_ap = self._start_ap  # only then: a board with an AP is one that needs Wi-Fi settings
+        # a networked lock, or one serving its portal, keeps living between input lines (see simnet)
+        simnet.realtime = self.interactive and (bool((cfg.get("mqtt") or {}).get("host")) or bool(setup))
 
     # -- board interface -----------------------------------------------------------------------------------
     def start_ticker(self, period_ms: int, fn) -> None:
@@ -219,7 +232,17 @@ class Board:
         self.relay.value(1 - self._on)
 
     def setup_requested(self) -> bool:
-        return False
+        return self.portal_addr is not None
+
+    def _start_ap(self, essid, password=None):
+        self._ap = True
+        emit({"event": "ap", "essid": essid})
+        return "127.0.0.1"
+
+    def stop_ap(self) -> None:
+        if self._ap:
+            self._ap = False
+            emit({"event": "ap", "state": "off"})
 
     def started(self, lock) -> None:
         self.lock = lock
