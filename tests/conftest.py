@@ -269,3 +269,23 @@ def live_server(app):
     yield server
     server.shutdown()
     thread.join(5)
+
+
+class RecordingClient:
+    """Stands in for the bridge's paho client: downlinks are collected in `sent`, not sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.sent.append((topic, payload, retain))
+
+
+@pytest.fixture
+def bridge(app):
+    """A real Bridge (cloud/bridge.py) without a broker: its MQTT client records the downlinks."""
+    from cloud.bridge import Bridge
+    with app.app_context():
+        b = Bridge(app, host="unused", port=0, username=None, password=None)
+        b.client = RecordingClient()
+        yield b

@@ -3,28 +3,10 @@ import re
 
 import pytest
 
-from cloud.bridge import Bridge, Envelope
+from cloud.bridge import Envelope
 from cloud.extensions import db
 from cloud.models import BridgeLockState, Lock
 from cloud.timeutil import fmt_local
-
-
-class Recorder:
-    """Stands in for the paho client: the bridge's downlinks are collected, not sent."""
-
-    def __init__(self):
-        self.sent = []
-
-    def publish(self, topic, payload, qos=0, retain=False):
-        self.sent.append((topic, payload, retain))
-
-
-@pytest.fixture
-def bridge(app):
-    with app.app_context():
-        b = Bridge(app, host="unused", port=0, username=None, password=None)
-        b.client = Recorder()
-        yield b
 
 
 def _uplink(lock_id, obj):

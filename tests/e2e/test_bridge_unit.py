@@ -11,24 +11,14 @@ from datetime import timedelta
 import pytest
 
 import cloud.bridge as B  # noqa: F401  (registers bridge_lock_state before the app fixture creates tables)
-from cloud.bridge import Bridge, BridgeLockState, Envelope
-
-
-class Recorder:
-    def __init__(self):
-        self.sent = []
-
-    def publish(self, topic, payload, qos=0, retain=False):
-        self.sent.append((topic, payload, retain))
+from cloud.bridge import BridgeLockState, Envelope
 
 
 @pytest.fixture
-def bridge(app):
-    with app.app_context():
-        b = Bridge(app, host="unused", port=0, username=None, password=None)
-        b.setup()
-        b.client = Recorder()
-        yield b
+def bridge(bridge):
+    """The shared recording bridge (tests/conftest.py), set up as at start: state rows, broker auth."""
+    bridge.setup()
+    return bridge
 
 
 @pytest.fixture
