@@ -1,8 +1,6 @@
 """Connection state (online / offline since …) as the MQTT bridge records it, shown on the pages and in the API."""
 import re
 
-import pytest
-
 from cloud.bridge import Envelope
 from cloud.extensions import db
 from cloud.models import BridgeLockState, Lock
