@@ -229,6 +229,22 @@ class Stack:
         wait_until(lambda: self.metrics().get("connects"), 30, "the bridge to connect")
         return self
 
+    @contextmanager
+    def running(self):
+        """The stack started for the `with` block and stopped after it; if it fails to come up, each process's
+        last output is printed so the test report says why."""
+        try:
+            self.start()
+        except BaseException:
+            for p in self.procs:
+                print(f"--- {p.name} ---\n{p.tail()}")
+            self.stop()
+            raise
+        try:
+            yield self
+        finally:
+            self.stop()
+
     def _bridge_connected(self) -> bool:
         return "connected to" in self.bridge.tail(200)
 

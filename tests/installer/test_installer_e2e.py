@@ -28,17 +28,9 @@ def e2e(tmp_path_factory):
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     if not MICROPYTHON:
         pytest.skip("the MicroPython unix port is not installed")
-    stack = Stack(tmp_path_factory.mktemp("installer-e2e"))
-    try:
-        stack.start()
-    except BaseException:
-        for p in stack.procs:
-            print(f"--- {p.name} ---\n{p.tail()}")
-        stack.stop()
-        raise
-    stack.SimLock = SimLock
-    yield stack
-    stack.stop()
+    with Stack(tmp_path_factory.mktemp("installer-e2e")).running() as stack:
+        stack.SimLock = SimLock
+        yield stack
 
 
 def test_installed_lock_comes_online_by_itself(e2e, tmp_path):
