@@ -200,6 +200,102 @@ def test_backup_key_rotation(stack, lock_a):
     assert lock_a.enter(old)[0] == "refused"
 
 
+def rotations_of(stack, lock_id) -> list:
+    from cloud.models import BackupKeyRotation
+    import sqlalchemy as sa
+    with stack.db() as s:
+        return [(r.old_key, r.new_key, r.installed_at) for r in s.scalars(
+            sa.select(BackupKeyRotation).where(BackupKeyRotation.lock_id == lock_id).order_by(BackupKeyRotation.id))]
+
+
+def rotation_mails_queued(stack) -> list:
+    from cloud.models import OutboxMail
+    import sqlalchemy as sa
+    with stack.db() as s:
+        return [r.status for r in s.scalars(sa.select(OutboxMail).where(
+            OutboxMail.kind == "backup_rotated", OutboxMail.recipient == stack.owner_email))]
+
+
+def lock_status(lock) -> dict:
+    m = lock.mark()
+    lock.cmd("!status")
+    return lock.wait(lambda e: e.get("event") == "status", 10, m, "status")
+
+
+def uplinks(recorder, since: int, t: str) -> list:
+    """Bodies of lock A's uplinks of type `t` recorded since index `since` (payload = 64 hex sig + JSON)."""
+    out = []
+    for topic, payload, _ in recorder[since:]:
+        if topic == f"lock/{MAC_A}/up":
+            try:
+                body = json.loads(payload[64:])
+            except ValueError:
+                continue
+            if isinstance(body, dict) and body.get("t") == t:
+                out.append(body)
+    return out
+
+
+def test_backup_key_rotation_due_while_offline(stack, lock_a, recorder):
+    """The rotation falls due while the lock has no network: the old key keeps opening and nothing changes in
+    the cloud; back online, the lock asks right after its hello, the cloud rotates once, the new key is
+    installed and opens, the old one is refused, the owner gets one email."""
+    old = backup_key(stack, MAC_A)
+    rots = rotations_of(stack, MAC_A)
+    mails = len(stack.mails(stack.owner_email, "New backup key"))
+    queued = len(rotation_mails_queued(stack))
+    wait_until(lambda: lock_status(lock_a)["trusted_now"] is not None, 30, "trusted time from the cloud")
+    assert lock_a.enter(old)[0] == "open"                      # first use, with trusted time (online)
+    st = lock_status(lock_a)
+    first_used = st["backup_first_used"]
+    assert first_used is not None and st["rotation_due"] is False
+
+    m = lock_a.mark()
+    r = len(recorder)
+    lock_a.cmd("!net down")
+    lock_a.link_event("state", "offline", since=m, timeout=30)
+    wait_until(lambda: online(stack, MAC_A) is False, 20, "the cloud to mark the lock offline (last will)")
+    rev_before = stack.api("GET", f"/api/v1/locks/{MAC_A}")[1]["desired_revision"]
+    ok_rotate = stack.metrics().get("ok_rotate", 0)
+
+    lock_a.cmd("!advance 86460", timeout=120)                  # 24 h (and a minute) later, still offline
+    lock_a.wait(lambda e: e.get("event") == "log" and e.get("kind") == "rotation_due", 10, m, "rotation due")
+    assert lock_status(lock_a)["rotation_due"] is True
+    assert lock_a.enter(old)[0] == "open"                      # the old key opens until the new one is installed
+    assert not any(e.get("event") == "link" and "rotate" in e for e in lock_a.events[m:])
+    assert backup_key(stack, MAC_A) == old                     # no new key in the cloud yet
+    assert rotations_of(stack, MAC_A) == rots
+    assert stack.api("GET", f"/api/v1/locks/{MAC_A}")[1]["desired_revision"] == rev_before
+    assert stack.metrics().get("ok_rotate", 0) == ok_rotate
+    assert len(stack.mails(stack.owner_email, "New backup key")) == mails
+    assert uplinks(recorder, r, "rotate") == []
+
+    m = lock_a.mark()
+    r = len(recorder)
+    lock_a.cmd("!net up")                                      # the link reconnects (its backoff: 1 s .. 60 s)
+    conn = lock_a.link_event("state", "connected", since=m, timeout=90)
+    req = lock_a.link_event("rotate", "requested", since=m, timeout=30)
+    assert req["_t"] - conn["_t"] < 10                         # at once, not after the first 30 s interval
+    lock_a.wait(lambda e: e.get("event") == "link" and e.get("codeset", 0) > rev_before, 30, m, "new backup")
+    new = backup_key(stack, MAC_A)
+    assert new != old
+    assert lock_status(lock_a)["rotation_due"] is False
+    # on the wire: the request follows the new session's hello
+    hello = wait_until(lambda: uplinks(recorder, r, "hello"), 20, "the hello recorded")[0]
+    wait_until(lambda: any(x["n"] > hello["n"] for x in uplinks(recorder, r, "rotate")), 20, "rotate recorded")
+    assert all(x["first_used"] == first_used for x in uplinks(recorder, r, "rotate"))
+    assert lock_a.enter(new)[0] == "open"
+    assert lock_a.enter(old)[0] == "refused"
+
+    got = stack.wait_mail(stack.owner_email, "New backup key", count=mails + 1)   # sent on the lock's ack
+    after = rotations_of(stack, MAC_A)
+    assert after[:len(rots)] == rots and len(after) == len(rots) + 1                # one rotation
+    assert after[-1][:2] == (old, new) and after[-1][2] is not None                 # acknowledged
+    assert new in stack.smtp.text(got[-1])
+    wait_until(lambda: rotation_mails_queued(stack)[queued:] == ["sent"], 30, "the rotation mail sent")
+    assert len(stack.mails(stack.owner_email, "New backup key")) == mails + 1   # exactly one
+
+
 # ---------------------------------------------------------------- the broker goes away
 
 
