@@ -462,6 +462,9 @@ class Link:
         lock = self.lock
         if not lock.rotation_due:
             self._rot_backoff = _ROT_FIRST_MS
+            # keep the deadline near now: ticks wrap (2**30 ms on the ESP32), so a deadline left days behind
+            # would read as days ahead when rotation falls due
+            self._rot_next = now
             return
         if ticks_diff(now, self._rot_next) < 0:
             return
