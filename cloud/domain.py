@@ -7,7 +7,7 @@ caller already scoped to an agency (web/API) or looked up by lock id (bridge).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -103,17 +103,7 @@ def register_lock(agency: Agency, *, mac: str, name: str, address: str, timezone
     """Create a lock with its 32-byte secret and first backup key. Refuses malformed/duplicate MACs:
     Conflict(lock_id=…) if this agency already has it, a Conflict without details if another one does."""
     mac = canonical_mac(mac)  # InvalidMac is a ValueError; callers turn it into a form error / 400
-    name, address = (name or "").strip(), (address or "").strip()
-    if not name:
-        raise DomainError("The lock needs a name.")
-    if len(name) > 120:
-        raise DomainError("The lock's name can have at most 120 characters.")
-    if not address:
-        raise DomainError("The lock needs the property's address.")
-    if len(address) > 500:
-        raise DomainError("The address can have at most 500 characters.")
-    if not is_valid_zone(timezone):
-        raise DomainError("Unknown time zone; use an IANA name such as Europe/Paris.")
+    name, address, timezone = _lock_name(name), _lock_address(address), _lock_zone(timezone)
     existing = db.session.get(Lock, mac)
     if existing is not None:
         if existing.agency_id == agency.id:
@@ -127,6 +117,54 @@ def register_lock(agency: Agency, *, mac: str, name: str, address: str, timezone
         db.session.rollback()
         return register_lock(agency, mac=mac, name=name, address=address, timezone=timezone, by=by)
     log.info("lock %s registered by agency %s", mac, agency.id)
+    return lock
+
+
+def _lock_name(name: str | None) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise DomainError("The lock needs a name.")
+    if len(name) > 120:
+        raise DomainError("The lock's name can have at most 120 characters.")
+    return name
+
+
+def _lock_address(address: str | None) -> str:
+    address = (address or "").strip()
+    if not address:
+        raise DomainError("The lock needs the property's address.")
+    if len(address) > 500:
+        raise DomainError("The address can have at most 500 characters.")
+    return address
+
+
+def _lock_zone(timezone: str | None) -> str:
+    timezone = (timezone or "").strip()
+    if not is_valid_zone(timezone):
+        raise DomainError("Unknown time zone; use an IANA name such as Europe/Paris.")
+    return timezone
+
+
+def update_lock(lock: Lock, *, name: str | None = None, address: str | None = None,
+                timezone: str | None = None, checkin_time: time | None = None,
+                checkout_time: time | None = None) -> Lock:
+    """Edit a lock's descriptive fields; None leaves a field as it is. Same rules as registration.
+    Check-in/out times are whole minutes of the property's wall clock (calendar feeds use them)."""
+    changes: dict = {}
+    if name is not None:
+        changes["name"] = _lock_name(name)
+    if address is not None:
+        changes["address"] = _lock_address(address)
+    if timezone is not None:
+        changes["timezone"] = _lock_zone(timezone)
+    for key, value in (("checkin_time", checkin_time), ("checkout_time", checkout_time)):
+        if value is not None:
+            if value.second or value.microsecond or value.tzinfo is not None:
+                raise DomainError(f"{key} is a wall-clock time in whole minutes, like 15:00.")
+            changes[key] = value
+    for key, value in changes.items():
+        setattr(lock, key, value)
+    db.session.commit()
     return lock
 
 

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import datetime
+from datetime import datetime, time
 from typing import Optional
 
 import sqlalchemy as sa
@@ -117,6 +117,10 @@ def format_mac(mac: str) -> str:
     return ":".join(mac[i:i + 2] for i in range(0, 12, 2)).upper()
 
 
+DEFAULT_CHECKIN = time(15, 0)
+DEFAULT_CHECKOUT = time(11, 0)
+
+
 class Lock(db.Model):
     __tablename__ = "lock"
 
@@ -125,6 +129,9 @@ class Lock(db.Model):
     name: Mapped[str] = mapped_column(sa.String(120))
     address: Mapped[str] = mapped_column(sa.String(500))
     timezone: Mapped[str] = mapped_column(sa.String(64))
+    # Wall-clock times at the property (its time zone) a stay starts and ends on a reservation's dates.
+    checkin_time: Mapped[time] = mapped_column(sa.Time, default=DEFAULT_CHECKIN)
+    checkout_time: Mapped[time] = mapped_column(sa.Time, default=DEFAULT_CHECKOUT)
     secret: Mapped[bytes] = mapped_column(sa.LargeBinary(32))
     backup_key: Mapped[str] = mapped_column(sa.String(4))
     status: Mapped[str] = mapped_column(sa.String(12), default="registered")  # registered | active
@@ -153,6 +160,7 @@ class Lock(db.Model):
         from . import codegen
         return cls(id=mac, agency=agency, name=name, address=address, timezone=timezone,
                    secret=secrets.token_bytes(32), backup_key=codegen.pick(set()),
+                   checkin_time=DEFAULT_CHECKIN, checkout_time=DEFAULT_CHECKOUT,
                    registered_by_id=by.id if by else None, status="registered",
                    desired_revision=1, acked_revision=0, registered_at=utcnow())
 

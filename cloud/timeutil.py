@@ -1,7 +1,7 @@
 """UTC helpers. The database holds naive UTC; Python code only ever sees aware UTC datetimes."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import sqlalchemy as sa
@@ -50,6 +50,21 @@ def zone_names() -> list[str]:
         _ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))
         _ZONES.append("UTC")
     return _ZONES
+
+
+def parse_clock(raw: str) -> time:
+    """"HH:MM" (24 h, as typed in a form or sent to the API) → time; ValueError with a message otherwise."""
+    text = (raw or "").strip()
+    if len(text) != 5 or text[2] != ":" or not (text[:2] + text[3:]).isdigit():
+        raise ValueError("Give a time as HH:MM (24-hour clock), like 15:00.")
+    hours, minutes = int(text[:2]), int(text[3:])
+    if hours > 23 or minutes > 59:
+        raise ValueError("Give a time as HH:MM (24-hour clock), like 15:00.")
+    return time(hours, minutes)
+
+
+def fmt_clock(value: time) -> str:
+    return value.strftime("%H:%M")
 
 
 class OutOfRange(ValueError):

@@ -8,12 +8,12 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, current_app, g, jsonify, request
 
-from ..domain import DomainError, generate_code, provision, register_lock, revoke_code
+from ..domain import DomainError, generate_code, provision, register_lock, revoke_code, update_lock
 from ..extensions import db, limiter
 from ..models import ApiToken, Code, InvalidMac, Lock, User
 from ..scoping import (MAX_CODE_ID, BadFilter, agency_code_or_404, agency_lock_or_404, agency_locks,
                        code_history)
-from ..timeutil import UTC, utcnow
+from ..timeutil import UTC, fmt_clock, parse_clock, utcnow
 from .openapi import spec
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -95,7 +95,8 @@ def _iso(dt: datetime | None) -> str | None:
 
 def lock_json(lock: Lock) -> dict:
     return {"id": lock.id, "mac": lock.mac_display, "name": lock.name, "address": lock.address,
-            "timezone": lock.timezone, "status": lock.status, "registered_at": _iso(lock.registered_at),
+            "timezone": lock.timezone, "checkin_time": fmt_clock(lock.checkin_time),
+            "checkout_time": fmt_clock(lock.checkout_time), "status": lock.status, "registered_at": _iso(lock.registered_at),
             "activated_at": _iso(lock.activated_at), "last_seen_at": _iso(lock.last_seen_at),
             "firmware_version": lock.firmware_version, "desired_revision": lock.desired_revision,
             "acked_revision": lock.acked_revision,
@@ -166,6 +167,33 @@ def create_lock():
 @token_required
 def get_lock(lock_id: str):
     return jsonify(lock_json(agency_lock_or_404(g.user.agency_id, lock_id)))
+
+
+LOCK_EDITABLE = ("name", "address", "timezone", "checkin_time", "checkout_time")
+
+
+@bp.patch("/locks/<lock_id>")
+@token_required
+def patch_lock(lock_id: str):
+    lock = agency_lock_or_404(g.user.agency_id, lock_id)
+    data = _body()
+    unknown = sorted(set(data) - set(LOCK_EDITABLE))
+    if unknown:
+        raise ApiError(400, f"Cannot change {', '.join(unknown)}; editable fields: {', '.join(LOCK_EDITABLE)}.")
+    fields: dict = {}
+    for key in LOCK_EDITABLE:
+        if key not in data or data[key] is None:
+            continue
+        if not isinstance(data[key], str):
+            raise ApiError(400, f"{key} must be a string.")
+        if key.endswith("_time"):
+            try:
+                fields[key] = parse_clock(data[key])
+            except ValueError as exc:
+                raise ApiError(400, f"{key}: {exc}")
+        else:
+            fields[key] = data[key]
+    return jsonify(lock_json(update_lock(lock, **fields)))
 
 
 @bp.post("/locks/<lock_id>/provision")

@@ -14,6 +14,8 @@ LOCK_ID = {"name": "lock_id", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"}, "description": "canonical MAC, 12 hex digits"}
 CODE_ID = {"name": "code_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 AUTH = [{"bearer": []}]
+CLOCK = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$", "example": "15:00",
+         "description": "wall-clock time at the property (its time zone), 24-hour HH:MM"}
 COMMON = {"401": _err("missing or invalid token"), "404": _err("no such lock/code in your agency")}
 
 
@@ -34,6 +36,7 @@ def spec() -> dict:
                 "Lock": {"type": "object", "properties": {
                     "id": {"type": "string"}, "mac": {"type": "string"}, "name": {"type": "string"},
                     "address": {"type": "string"}, "timezone": {"type": "string"},
+                    "checkin_time": CLOCK, "checkout_time": CLOCK,
                     "status": {"type": "string", "enum": ["registered", "active"]},
                     "registered_at": {"type": "string", "format": "date-time"},
                     "activated_at": {"type": "string", "format": "date-time", "nullable": True},
@@ -51,6 +54,10 @@ def spec() -> dict:
                     "mac": {"type": "string", "example": "24:A1:60:54:AB:3C"},
                     "name": {"type": "string", "maxLength": 120}, "address": {"type": "string", "maxLength": 500},
                     "timezone": {"type": "string", "example": "Europe/Paris"}}},
+                "LockPatch": {"type": "object", "additionalProperties": False, "properties": {
+                    "name": {"type": "string", "maxLength": 120}, "address": {"type": "string", "maxLength": 500},
+                    "timezone": {"type": "string", "example": "Europe/Paris"},
+                    "checkin_time": CLOCK, "checkout_time": CLOCK}},
                 "Provision": {"type": "object", "properties": {
                     "lock_id": {"type": "string"}, "secret": {"type": "string", "description": "64 hex digits"},
                     "backup_digest": {"type": "string", "description": "HMAC-SHA256(secret, backup key), hex"},
@@ -91,9 +98,17 @@ def spec() -> dict:
                          "responses": {"201": _ok("registered", "Lock"), "400": _err("invalid MAC/name/zone"),
                                        "401": COMMON["401"],
                                        "409": _err("MAC already registered; lock_id given when it is yours")}}},
-            "/locks/{lock_id}": {"get": {
-                "summary": "One lock", "security": AUTH, "parameters": [LOCK_ID],
-                "responses": {"200": _ok("the lock", "Lock"), **COMMON}}},
+            "/locks/{lock_id}": {
+                "get": {"summary": "One lock", "security": AUTH, "parameters": [LOCK_ID],
+                        "responses": {"200": _ok("the lock", "Lock"), **COMMON}},
+                "patch": {"summary": "Edit a lock: name, address, time zone, default check-in/check-out times "
+                                     "(fields left out keep their value)", "security": AUTH,
+                          "parameters": [LOCK_ID],
+                          "requestBody": {"required": True, "content": {"application/json": {
+                              "schema": {"$ref": "#/components/schemas/LockPatch"}}}},
+                          "responses": {"200": _ok("the edited lock", "Lock"),
+                                        "400": _err("unknown field, empty name/address, unknown zone, "
+                                                    "a time not HH:MM"), **COMMON}}},
             "/locks/{lock_id}/provision": {"post": {
                 "summary": "Credentials for the installer tool (audited; includes the lock's secret)",
                 "security": AUTH, "parameters": [LOCK_ID],

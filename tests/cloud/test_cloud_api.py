@@ -132,3 +132,34 @@ def test_errors_are_json(client, api_token):
     assert resp.status_code == 404 and resp.get_json()["message"]
     resp = client.put("/api/v1/locks", headers=H(t))
     assert resp.status_code == 405 and resp.get_json()["message"]
+
+
+def test_patch_lock_checkin_checkout_times(app, client, api_token, make_agency, make_lock):
+    ag = make_agency()
+    t = api_token(ag)
+    lock_id = make_lock(ag)
+    body = client.get(f"/api/v1/locks/{lock_id}", headers=H(t)).get_json()
+    assert (body["checkin_time"], body["checkout_time"]) == ("15:00", "11:00")
+    resp = client.patch(f"/api/v1/locks/{lock_id}", headers=H(t),
+                        json={"checkin_time": "16:30", "checkout_time": "10:00", "name": " Attic "})
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert (body["checkin_time"], body["checkout_time"], body["name"]) == ("16:30", "10:00", "Attic")
+    # fields left out keep their value
+    body = client.patch(f"/api/v1/locks/{lock_id}", headers=H(t), json={"checkout_time": "09:45"}).get_json()
+    assert (body["checkin_time"], body["checkout_time"]) == ("16:30", "09:45")
+    for bad, word in [({"checkin_time": "25:00"}, "checkin_time"), ({"checkin_time": "3pm"}, "checkin_time"),
+                      ({"checkout_time": "9:00"}, "checkout_time"), ({"checkout_time": 900}, "checkout_time"),
+                      ({"checkin_time": "15:00:00"}, "checkin_time"), ({"mac": "24a16054ab3d"}, "mac"),
+                      ({"status": "active"}, "status"), ({"timezone": "Mars/Base"}, "time zone"),
+                      ({"name": ""}, "name")]:
+        resp = client.patch(f"/api/v1/locks/{lock_id}", headers=H(t), json=bad)
+        assert resp.status_code == 400 and word in resp.get_json()["message"], (bad, resp.get_json())
+    assert client.patch(f"/api/v1/locks/{lock_id}", headers=H(t), data="x").status_code == 400
+    body = client.get(f"/api/v1/locks/{lock_id}", headers=H(t)).get_json()
+    assert (body["checkin_time"], body["checkout_time"], body["name"]) == ("16:30", "09:45", "Attic")
+    # another agency's token: 404, nothing changed
+    other = api_token()
+    assert client.patch(f"/api/v1/locks/{lock_id}", headers=H(other), json={"checkin_time": "12:00"}).status_code == 404
+    with app.app_context():
+        assert db.session.get(Lock, lock_id).checkin_time.strftime("%H:%M") == "16:30"
