@@ -22,8 +22,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from base64 import b64encode
 from pathlib import Path
+
+from tools import simlock_cloud
+from tools.cloudclient import ApiClient, CloudError, api_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -167,7 +169,6 @@ class Stack:
         self.children: list[Child] = []
         self.stopping = False
         self.ports: dict[str, int] = {}
-        self.notes: list[str] = []
 
     # paths
     @property
@@ -316,33 +317,19 @@ class Stack:
         st["agency_created"] = True
         self.save_state(st)
 
-    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None,
-            basic: tuple[str, str] | None = None) -> dict:
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if token:
-            headers["Authorization"] = "Bearer " + token
-        if basic:
-            headers["Authorization"] = "Basic " + b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
-        req = urllib.request.Request(self.web_url + "/api/v1" + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            raise StackError(f"{method} /api/v1{path} → {e.code}: {e.read().decode(errors='replace')}") from None
+    def api(self, token: str | None = None, basic: tuple[str, str] | None = None) -> ApiClient:
+        return ApiClient(api_url(self.web_url), token=token, basic=basic, timeout=10)
 
     def demo_token(self) -> str:
         st = self.state
-        if st.get("api_token"):
-            try:
-                self.api("GET", "/me", token=st["api_token"])
-                return st["api_token"]
-            except StackError:
-                pass
-        st["api_token"] = self.api("POST", "/tokens", {}, basic=(DEMO_EMAIL, st["demo_password"]))["token"]
+        try:
+            if st.get("api_token"):
+                status, _ = self.api(st["api_token"]).call("GET", "/me")
+                if status == 200:
+                    return st["api_token"]
+            st["api_token"] = self.api(basic=(DEMO_EMAIL, st["demo_password"])).new_token()
+        except CloudError as e:
+            raise StackError(f"getting an API token for the demo agency failed: {e}") from None
         self.save_state(st)
         return st["api_token"]
 
@@ -355,27 +342,11 @@ class Stack:
         self.start("mailer", [str(BIN / "flask"), "--app", "cloud", "mailer"])
 
     def start_bridge(self) -> None:
-        if not (ROOT / "cloud" / "bridge.py").exists():
-            self.notes.append("the MQTT bridge is not built yet (cloud/bridge.py): the lock stays offline")
-            return
         self.start("bridge", [str(BIN / "flask"), "--app", "cloud", "bridge"])
 
     def start_lock(self, token: str) -> None:
-        if not (ROOT / "tools" / "simlock").exists():
-            self.notes.append("the lock simulator is not built yet (tools/simlock): no simulated lock")
-            return
         lock_dir = self.var / "lock"
         st = self.state
-        if not st.get("lock_registered"):
-            say(f"registering the demo lock {DEMO_MAC}")
-            try:
-                self.api("POST", "/locks", {"mac": DEMO_MAC, "name": DEMO_LOCK_NAME, "address": DEMO_ADDRESS,
-                                           "timezone": DEMO_TZ}, token=token)
-            except StackError as e:
-                if "409" not in str(e) and "already" not in str(e).lower():
-                    raise
-            st["lock_registered"] = True
-            self.save_state(st)
         if st.get("lock_mqtt_port") != self.ports["mqtt"] or not (lock_dir / "flash" / "config.json").exists():
             say("provisioning the simulated lock")
             self.provision_lock(lock_dir, token)
@@ -386,37 +357,23 @@ class Stack:
         wait_http(f"http://127.0.0.1:{self.ports['keypad']}/state.json", 120, c)
 
     def provision_lock(self, lock_dir: Path, token: str) -> None:
-        """Give the simulated lock its identity from the cloud, as the installer does for a real one."""
-        simlock = [sys.executable, str(ROOT / "tools" / "simlock")]
-        helptext = subprocess.run(simlock + ["init", "--help"], capture_output=True, text=True, cwd=ROOT).stdout
-        if "--cloud" in helptext and not (lock_dir / "flash" / "config.json").exists():
-            r = subprocess.run(simlock + ["init", str(lock_dir), "--cloud", self.web_url, "--token", token,
-                                          "--mac", DEMO_MAC], env=self.cloud_env(), cwd=ROOT,
-                               capture_output=True, text=True, timeout=120)
-            if r.returncode != 0:
-                raise StackError(f"provisioning the simulated lock failed:\n{r.stdout}{r.stderr}")
+        """Give the simulated lock its identity from the cloud, as the installer does for a real one; a lock
+        made on an earlier run keeps its flash (codes, log) and only gets fresh credentials (the broker's
+        port may have moved)."""
+        if (lock_dir / "flash" / "config.json").exists():
+            try:
+                simlock_cloud.write_credentials(lock_dir / "flash", self.api(token), DEMO_MAC,
+                                                cloud_url=self.web_url)
+            except CloudError as e:
+                raise StackError(f"refreshing the simulated lock's credentials failed: {e}") from None
             return
-        if not (lock_dir / "flash" / "config.json").exists():
-            r = subprocess.run(simlock + ["init", str(lock_dir), "--lock-id", DEMO_MAC], cwd=ROOT,
-                               capture_output=True, text=True, timeout=60)
-            if r.returncode != 0:
-                raise StackError(f"creating the simulated lock failed:\n{r.stdout}{r.stderr}")
-        creds = self.api("POST", f"/locks/{DEMO_MAC}/provision", {}, token=token)
-        path = lock_dir / "flash" / "config.json"
-        cfg = json.loads(path.read_text())
-        cfg.update({"lock_id": creds["lock_id"], "secret": creds["secret"], "backup_digest": creds["backup_digest"],
-                    "mqtt": creds["mqtt"], "cloud_url": self.web_url})
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cfg, indent=1))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-        world = lock_dir / "world.json"
-        try:  # the simulator's own backup key is not the cloud's: forget it
-            w = json.loads(world.read_text())
-            w.pop("backup_key", None)
-            world.write_text(json.dumps(w))
-        except (OSError, ValueError):
-            pass
+        say(f"registering the demo lock {DEMO_MAC}")
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / "simlock"), "init", str(lock_dir),
+                            "--cloud", self.web_url, "--token", token, "--mac", DEMO_MAC, "--name", DEMO_LOCK_NAME,
+                            "--address", DEMO_ADDRESS, "--timezone", DEMO_TZ], env=self.cloud_env(), cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise StackError(f"provisioning the simulated lock failed:\n{r.stdout}{r.stderr}")
 
     # orchestration
     def run(self) -> int:
@@ -443,19 +400,15 @@ class Stack:
             f"  web site        {self.web_url}/",
             f"  demo login      {DEMO_EMAIL}  /  {self.state['demo_password']}",
             f"  mailbox (dev)   {self.web_url}/dev/mailbox/",
-        ]
-        if any(c.name == "lock" for c in self.children):
-            lines.append(f"  lock keypad     http://127.0.0.1:{p['keypad']}/   (simulated lock {DEMO_MAC})")
-        lines += [
+            f"  lock keypad     http://127.0.0.1:{p['keypad']}/   (simulated lock {DEMO_MAC})",
             f"  MQTT broker     127.0.0.1:{p['mqtt']}      SMTP sink  127.0.0.1:{p['smtp']}",
             f"  state           {self.var}   (logs in {self.log_dir})",
         ]
-        lines += ["  note: " + n for n in self.notes]
         lines += ["Press Ctrl-C to stop.", ""]
         print("\n".join(lines), flush=True)
         (self.var / "urls.json").write_text(json.dumps({
             "web": self.web_url + "/", "mailbox": self.web_url + "/dev/mailbox/",
-            "keypad": f"http://127.0.0.1:{p['keypad']}/" if any(c.name == "lock" for c in self.children) else None,
+            "keypad": f"http://127.0.0.1:{p['keypad']}/",
             "login": {"email": DEMO_EMAIL, "password": self.state["demo_password"]},
             "lock": DEMO_MAC, "ports": p, "pid": os.getpid(),
             "children": {c.name: c.proc.pid for c in self.children},  # each is also its process group id

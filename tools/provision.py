@@ -33,13 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cloud.models import InvalidMac, canonical_mac
 from tools import bundle as bundle_mod
+from tools.cloudclient import ApiClient, CloudUnreachable, api_url, describe
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE = 0, 1, 2
 EXIT_NO_BOARD, EXIT_NOT_MICROPYTHON, EXIT_TOKEN = 3, 4, 5
@@ -190,27 +190,14 @@ class Cloud:
 
     def __init__(self, url: str, token: str, timeout: float = 20):
         self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
+        self.api = ApiClient(api_url(url), token=token, timeout=timeout)
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}/api/v1{path}", data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Accept": "application/json",
-            **({"Content-Type": "application/json"} if data is not None else {})})
+        """(status, payload); an unreachable cloud or a refused token ends the install."""
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise InstallError(f"Cannot reach the cloud at {self.url}: {reason}. Check the --cloud URL and "
-                               f"this computer's network.", EXIT_CLOUD) from None
-        try:
-            payload = json.loads(raw) if raw else {}
-        except ValueError:
-            payload = {"message": raw[:200].decode(errors="replace")}
+            status, payload = self.api.call(method, path, body)
+        except CloudUnreachable as exc:
+            raise InstallError(f"{exc}. Check the --cloud URL and this computer's network.", EXIT_CLOUD) from None
         if status in (401, 403):
             raise InstallError(f"The cloud refused the token (HTTP {status}). Create a new API token for "
                                f"your agency (POST /api/v1/tokens or the account page) and pass it with "
@@ -218,8 +205,7 @@ class Cloud:
         return status, payload
 
     def unexpected(self, what: str, status: int, payload: Any) -> InstallError:
-        msg = payload.get("message") if isinstance(payload, dict) else None
-        return InstallError(f"The cloud could not {what} (HTTP {status}{': ' + msg if msg else ''}).", EXIT_CLOUD)
+        return InstallError(f"The cloud could not {what} (HTTP {status}{describe(payload)}).", EXIT_CLOUD)
 
     def register(self, mac: str, name: str, address: str | None, timezone: str) -> tuple[str, bool]:
         """Register the lock; returns (lock id, taken over an existing registration?).
@@ -268,8 +254,11 @@ class Cloud:
 
 
 def normalise_mac(raw: Any) -> str | None:
-    text = re.sub(r"[^0-9a-fA-F]", "", str(raw or "")).lower()
-    return text if len(text) == 12 else None
+    """The board's MAC in the cloud's canonical form, or None when it is not a device's MAC."""
+    try:
+        return canonical_mac(str(raw or ""))
+    except InvalidMac:
+        return None
 
 
 def pretty_mac(mac: str) -> str:

@@ -3,8 +3,8 @@
 Registers the MAC with the agency of TOKEN (POST /api/v1/locks; a 409 naming the same lock id means the
 agency already has it: that registration is taken), fetches its credentials (POST /api/v1/locks/<id>/provision)
 and writes the lock's flash: config.json with the secret, the backup digest and the mqtt section (plus the
-broker's CA certificate when --ca is given), and the world file. Prints the lock id. Owned by the link
-(issue #4); tools/simlock calls init_from_cloud().
+broker's CA certificate when --ca is given), and the world file. Prints the lock id. tools/simlock calls
+init_from_cloud(); tools/devstack calls write_credentials() to refresh a lock it already has.
 """
 from __future__ import annotations
 
@@ -12,30 +12,54 @@ import json
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from cloud.models import InvalidMac, canonical_mac
+from tools.cloudclient import ApiClient, CloudError, api_url
 
-def _call(url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else b""
-    req = urllib.request.Request(url, data=data, method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+# What a freshly made simulated lock has besides the cloud's credentials.
+SIM_DEFAULTS = {"relay_ms": 5000, "code_length": 4, "relay_active_high": True,
+                "wifi": {"ssid": "simulated", "password": ""}}
+
+
+def write_credentials(flash: Path, api: ApiClient, lock_id: str, ca: str | None = None,
+                      cloud_url: str | None = None) -> dict:
+    """Fetch the lock's credentials and write them into flash/config.json (atomically), keeping every other
+    setting already there; returns the cloud's provisioning reply."""
+    prov = api.request("POST", f"/locks/{lock_id}/provision", {})
+    path = flash / "config.json"
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        try:
-            return e.code, json.loads(e.read() or b"{}")
-        except ValueError:
-            return e.code, {}
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cfg = dict(SIM_DEFAULTS)
+    flash.mkdir(parents=True, exist_ok=True)
+    mqtt = dict(prov["mqtt"])
+    if ca:
+        shutil.copyfile(ca, flash / "ca.crt")
+        mqtt["ca"] = "ca.crt"
+    elif isinstance(cfg.get("mqtt"), dict) and cfg["mqtt"].get("ca"):
+        mqtt["ca"] = cfg["mqtt"]["ca"]
+    cfg.update({"lock_id": prov["lock_id"], "secret": prov["secret"], "backup_digest": prov["backup_digest"],
+                "mqtt": mqtt})
+    if cloud_url:
+        cfg["cloud_url"] = cloud_url
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cfg, indent=1))
+    tmp.chmod(0o600)  # it holds the lock's secret and broker password
+    tmp.replace(path)
+    return prov
 
 
-def canonical_mac(mac: str) -> str:
-    m = "".join(c for c in mac.lower() if c in "0123456789abcdef")
-    if len(m) != 12 or len(mac.replace(":", "").replace("-", "").replace(".", "")) != 12:
-        raise ValueError(f"malformed MAC {mac!r}: 12 hex digits")
-    return m
+def register(api: ApiClient, mac: str, name: str, address: str, timezone: str) -> str:
+    """The lock id of MAC in the token's agency, registering it if the agency does not have it yet."""
+    status, body = api.call("POST", "/locks", {"mac": mac, "name": name, "address": address,
+                                               "timezone": timezone})
+    if status == 201:
+        return body["id"]
+    if status == 409 and isinstance(body, dict) and body.get("lock_id"):
+        return body["lock_id"]  # this agency already registered it: take that registration
+    message = body.get("message", body) if isinstance(body, dict) else body
+    raise CloudError(f"registering {mac} failed ({status}): {message}", status, body)
 
 
 def init_from_cloud(a) -> int:
@@ -45,43 +69,17 @@ def init_from_cloud(a) -> int:
         return 2
     try:
         mac = canonical_mac(a.mac or "")
-    except ValueError as e:
-        print(f"simlock: {e}", file=sys.stderr)
+    except InvalidMac as e:
+        print(f"simlock: malformed MAC {a.mac!r}: {e}", file=sys.stderr)
         return 2
-    base = a.cloud.rstrip("/")
-    status, body = _call(f"{base}/api/v1/locks", a.token, {
-        "mac": mac, "name": a.name or f"Simulated lock {mac[-4:]}",
-        "address": a.address or "1 Simulation Street", "timezone": a.timezone or "UTC"})
-    if status == 201:
-        lock_id = body["id"]
-    elif status == 409 and body.get("lock_id"):
-        lock_id = body["lock_id"]  # this agency already registered it: take that registration
-    else:
-        print(f"simlock: registering {mac} failed ({status}): {body.get('message', body)}", file=sys.stderr)
+    api = ApiClient(api_url(a.cloud), token=a.token)
+    try:
+        lock_id = register(api, mac, a.name or f"Simulated lock {mac[-4:]}",
+                           a.address or "1 Simulation Street", a.timezone or "UTC")
+        prov = write_credentials(d / "flash", api, lock_id, a.ca)
+    except CloudError as e:
+        print(f"simlock: {e}", file=sys.stderr)
         return 1
-    status, prov = _call(f"{base}/api/v1/locks/{lock_id}/provision", a.token, {})
-    if status != 200:
-        print(f"simlock: provisioning {lock_id} failed ({status}): {prov.get('message', prov)}", file=sys.stderr)
-        return 1
-    flash = d / "flash"
-    flash.mkdir(parents=True, exist_ok=True)
-    mqtt = dict(prov["mqtt"])
-    if a.ca:
-        shutil.copyfile(a.ca, flash / "ca.crt")
-        mqtt["ca"] = "ca.crt"
-    cfg = {
-        "lock_id": prov["lock_id"],
-        "secret": prov["secret"],
-        "relay_ms": 5000,
-        "code_length": 4,
-        "relay_active_high": True,
-        "backup_digest": prov["backup_digest"],
-        "wifi": {"ssid": "simulated", "password": ""},
-        "mqtt": mqtt,
-    }
-    tmp = flash / "config.json.tmp"
-    tmp.write_text(json.dumps(cfg, indent=1))
-    tmp.replace(flash / "config.json")
     epoch = a.epoch if a.epoch is not None else int(time.time())
     world = {"epoch_ms": epoch * 1000, "rtc": bool(a.rtc), "rtc_offset": 0, "rtc_osf": False}
     (d / "world.json").write_text(json.dumps(world))

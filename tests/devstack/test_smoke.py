@@ -23,12 +23,11 @@ def test_starts_answers_and_stops_cleanly(devstack):
     assert status == 200
     status, page = get(urls["mailbox"])
     assert status == 200 and "Mailbox" in page
-    if urls.get("keypad"):
-        assert urls["keypad"] in out
-        status, body = get(urls["keypad"] + "state.json")
-        assert status == 200 and json.loads(body)["door"] in ("open", "closed")
-        status, page = get(urls["keypad"])
-        assert "data-key='#'" in page
+    assert urls["keypad"] in out
+    status, body = get(urls["keypad"] + "state.json")
+    assert status == 200 and json.loads(body)["door"] in ("open", "closed")
+    status, page = get(urls["keypad"])
+    assert "data-key='#'" in page
     assert devstack.urls["children"], "no child processes recorded"
 
     code = devstack.interrupt()

@@ -10,7 +10,6 @@ Every wait is on an event with a timeout; nothing sleeps for a fixed time.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -18,8 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cloud.broker import Mosquitto, free_port, wait_port  # noqa: E402
+from tools.cloudclient import ApiClient, api_url  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 FLASK = str(BIN / "flask") if (BIN / "flask").exists() else "flask"
@@ -222,10 +220,7 @@ class Stack:
                             self.owner_email, "--password", "e2e password 1"], env=self.env, cwd=str(ROOT),
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        req = urllib.request.Request(f"{self.url}/api/v1/tokens", data=b"", method="POST", headers={
-            "Authorization": "Basic " + base64.b64encode(f"{self.owner_email}:e2e password 1".encode()).decode()})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            self.token = json.loads(resp.read())["token"]
+        self.token = ApiClient(api_url(self.url), basic=(self.owner_email, "e2e password 1")).new_token()
         wait_until(lambda: self.metrics().get("connects"), 30, "the bridge to connect")
         return self
 
@@ -271,14 +266,8 @@ class Stack:
 
     # -------------------------------------------------------------- helpers
     def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+        """(status, body) of the agency's API at PATH (/api/v1/...), with the stack's token."""
+        return ApiClient(self.url, token=self.token).call(method, path, body)
 
     @contextmanager
     def db(self):

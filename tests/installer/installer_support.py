@@ -7,8 +7,6 @@ host-testing seam of tools/provision.py's probe (docs/installing.md, "Testing wi
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
 import signal
@@ -17,11 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tools.cloudclient import ApiClient, api_url
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -110,20 +108,11 @@ class Cloud:
         from cloud.domain import create_agency
         with self.app.app_context():
             create_agency(name=name, email=email, password=PASSWORD)
-        req = urllib.request.Request(f"{self.url}/api/v1/tokens", method="POST", headers={
-            "Authorization": "Basic " + base64.b64encode(f"{email}:{PASSWORD}".encode()).decode()})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())["token"]
+        return ApiClient(api_url(self.url), basic=(email, PASSWORD), timeout=10).new_token()
 
     def api(self, method: str, path: str, body: dict | None = None, token: str | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}/api/v1{path}", data=data, method=method, headers={
-            "Authorization": f"Bearer {token or self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+        """(status, body) of PATH under /api/v1, with the first agency's token unless another is given."""
+        return ApiClient(api_url(self.url), token=token or self.token, timeout=10).call(method, path, body)
 
     def mark_active(self, lock_id: str) -> None:
         """What the bridge does on the lock's first verified hello (cloud/domain.py lock_hello)."""
