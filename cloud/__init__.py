@@ -176,7 +176,7 @@ def _register_cli(app: Flask) -> None:
 
     @app.cli.command("bridge")
     def bridge_cmd():
-        """Run the MQTT bridge between the locks and the cloud (cloud/bridge.py)."""
+        """Run the MQTT bridge between the locks and the cloud (cloud/bridge/)."""
         from . import bridge  # imported here: the web and the mailer never load paho-mqtt
 
         sys.exit(bridge.main() or 0)

@@ -150,7 +150,7 @@ class Lock(db.Model):
     reported_revision: Mapped[Optional[int]] = mapped_column()
 
     agency: Mapped[Agency] = relationship()
-    # The bridge's view of the MQTT session (cloud/bridge.py); no row until the bridge first handles the lock.
+    # The bridge's view of the MQTT session (cloud/bridge/); no row until the bridge first handles the lock.
     connection: Mapped[Optional["BridgeLockState"]] = relationship(
         primaryjoin="foreign(BridgeLockState.lock_id) == Lock.id", viewonly=True, uselist=False)
 
@@ -201,7 +201,7 @@ class Lock(db.Model):
 
 
 class BridgeLockState(db.Model):
-    """Bridge-owned per-lock MQTT state (cloud/bridge.py writes it; the web only reads `online`).
+    """Bridge-owned per-lock MQTT state (cloud/bridge/ writes it; the web only reads `online`).
     No foreign key: the bridge may hold a row for a lock id before or after the lock row (migration 0002)."""
 
     __tablename__ = "bridge_lock_state"

@@ -283,7 +283,7 @@ class RecordingClient:
 
 @pytest.fixture
 def bridge(app):
-    """A real Bridge (cloud/bridge.py) without a broker: its MQTT client records the downlinks."""
+    """A real Bridge (cloud/bridge/) without a broker: its MQTT client records the downlinks."""
     from cloud.bridge import Bridge
     with app.app_context():
         b = Bridge(app, host="unused", port=0, username=None, password=None)

@@ -1,4 +1,4 @@
-"""The envelope both sides speak (device/protocol.py on MicroPython, cloud/bridge.py on CPython) agree on the
+"""The envelope both sides speak (device/protocol.py on MicroPython, cloud/bridge/ on CPython) agree on the
 exact bytes; a full 200-code desired state fits the downlink limit and parses on the unix port under the
 firmware's heap cap; tampering, oversize and malformed messages are refused with their reason."""
 from __future__ import annotations

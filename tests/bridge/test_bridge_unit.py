@@ -1,4 +1,4 @@
-"""The bridge's message handling without a broker (Bridge.handle / publish_due with a recording client), on
+"""The bridge's message handling without a broker (Bridge.handle / publish_due with a recording client; cloud/bridge/), on
 SQLite and, when TEST_POSTGRES_URL is set, PostgreSQL: every drop reason, counters, the will, dispatch to the
 domain, desired-state publication and expiry."""
 from __future__ import annotations

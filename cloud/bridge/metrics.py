@@ -1,0 +1,54 @@
+"""The bridge's counters (accepted messages by type, drops by reason): rate-limited logging and a JSON file."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from typing import Optional
+
+log = logging.getLogger("keydrop.bridge")
+
+LOG_LINES_PER_MINUTE = 20
+
+
+class Metrics:
+    def __init__(self, path: Optional[str] = None):
+        self.path = path
+        self.counts: Counter = Counter()
+        self.dirty = False
+        self._log_budget: dict[str, tuple[float, int]] = {}
+
+    def add(self, name: str, k: int = 1) -> None:
+        self.counts[name] += k
+        self.dirty = True
+
+    def drop(self, reason: str, lock_id: str = "?", level=logging.WARNING) -> None:
+        """Count a dropped uplink; log it (lock id + reason only) within a per-reason budget, so a flood of
+        garbage cannot flood the log (it is counted anyway)."""
+        self.add(reason)
+        if not level:
+            return
+        now = time.monotonic()
+        start, n = self._log_budget.get(reason, (now, 0))
+        if now - start >= 60.0:
+            if n > LOG_LINES_PER_MINUTE:
+                log.warning("%d more uplinks dropped for %s in the last minute", n - LOG_LINES_PER_MINUTE, reason)
+            start, n = now, 0
+        self._log_budget[reason] = (start, n + 1)
+        if n < LOG_LINES_PER_MINUTE:
+            log.log(level, "dropped uplink from %s: %s", lock_id, reason)
+
+    def write(self) -> None:
+        """Atomically replace the metrics file (if configured) with the current counters."""
+        self.dirty = False
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(dict(self.counts), f)
+        os.replace(tmp, self.path)
+
+    def summary(self) -> str:
+        return json.dumps(dict(self.counts), sort_keys=True)
