@@ -1,5 +1,5 @@
 """The ESP32 board: the only module that imports machine / network. Everything else gets pins and buses
-from here. On the host, device_tests/sim/board.py (same interface) shadows this module on the path.
+from here. On the host, sim/board/board.py (same interface) shadows this module on the path.
 
 Interface used by main.py and lock.py:
   Board(cfg)            pins from cfg["pins"]; the relay pin is driven released before anything else

@@ -1,5 +1,5 @@
 """Boot: config -> board -> lock -> (link) -> main loop, under a master exception handler that releases the
-relay. The board module is device/board.py on the ESP32 and device_tests/sim/board.py on the host (it comes
+relay. The board module is device/board.py on the ESP32 and sim/board/board.py on the host (it comes
 first on the module path there); nothing here knows which one it got."""
 import sys
 

@@ -1,1 +1,1 @@
-"""Firmware tests: they run the firmware on the MicroPython unix port (see device_tests/mpbuild.py)."""
+"""Firmware tests: they run the firmware on the MicroPython unix port with the simulated board of sim/."""

@@ -5,7 +5,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from device_tests import mpbuild
+from sim import mpbuild
 
 MP_DIR = Path(__file__).resolve().parent / "mp"
 

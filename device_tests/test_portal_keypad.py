@@ -1,4 +1,4 @@
-"""Virtual keypad page (device_tests/keypad_page.py) on the unix port, with a recording fake keypad."""
+"""Virtual keypad page (sim/demo/keypad_page.py) on the unix port, with a recording fake keypad."""
 import json
 import os
 import subprocess
@@ -17,7 +17,7 @@ from device_tests.test_portal import HEAP, MICROPYTHON, ROOT, free_port, mpylib 
 @pytest.fixture
 def page(mpylib):  # noqa: F811
     port = free_port()
-    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s:%s" % (ROOT / "device", ROOT / "device_tests", mpylib))
+    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s:%s:%s" % (ROOT / "device", ROOT / "sim" / "demo", ROOT / "device_tests", mpylib))
     proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=" + HEAP, str(ROOT / "device_tests" / "keypad_page_serve.py"),
                              str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = "http://127.0.0.1:%d" % port
@@ -89,7 +89,7 @@ def test_realtime_lock_opens_from_its_own_keypad_page(tmp_path):
     cfg = json.loads((d / "flash" / "config.json").read_text())
     cfg["relay_ms"] = 1500
     (d / "flash" / "config.json").write_text(json.dumps(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "device_tests.realtime_host", str(d), "--keypad-port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "sim.realtime_host", str(d), "--keypad-port", str(port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = "http://127.0.0.1:%d" % port
     try:
@@ -130,7 +130,7 @@ def _realtime_lock(tmp_path, keypad_port, setup_port, heap, lock_id="02cafe0000c
     d = tmp_path / "lock"
     subprocess.run([sys.executable, str(ROOT / "tools" / "simlock"), "init", str(d), "--backup-key", "5820",
                     "--lock-id", lock_id], check=True, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "device_tests.realtime_host", str(d), "--keypad-port",
+    proc = subprocess.Popen([sys.executable, "-m", "sim.realtime_host", str(d), "--keypad-port",
                              str(keypad_port), "--setup-port", str(setup_port), "--heap", heap],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return d, proc

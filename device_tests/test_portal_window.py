@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from device_tests import mpbuild, realtime_host, simdriver
+from sim import driver as simdriver, mpbuild, realtime_host
 from device_tests.test_portal import MICROPYTHON, free_port
 
 LOCK_ID = "02cafe0000dd"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from device_tests.simdriver import SimLock, init
+from sim.driver import SimLock, init
 
 BACKUP = "5821"
 T0 = 1767225600

@@ -331,7 +331,7 @@ class Stack:
 
 def run_mp(source: str, timeout: float = 60.0) -> str:
     """Run MicroPython source on the unix port with the host's umqtt.simple on the path; returns stdout."""
-    from device_tests import mpbuild
+    from sim import mpbuild
     env = dict(os.environ)
     mpbuild.build()
     env["MICROPYPATH"] = ".frozen:" + str(mpbuild.BUILD / "hostlib")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _run_device(tmp_path, source: str, heap: str = "128k") -> str:
-    from device_tests import mpbuild
+    from sim import mpbuild
     mpbuild.build()
     env = dict(os.environ, MICROPYPATH=".frozen:" + str(mpbuild.BUILD / "device"))
     r = subprocess.run([mpbuild.tool("micropython"), "-X", f"heapsize={heap}", "-c", source], env=env,
@@ -100,7 +100,7 @@ def test_full_firmware_installs_200_codes_from_the_wire_under_128k(tmp_path):
     """The real Lock on the simulated board, with the link, at the heap cap: a 200-code state goes through
     the link's receive path (verify + parse, as the worker thread does) and the main loop's install."""
     from cloud.bridge import Envelope, encode_state
-    from device_tests import mpbuild
+    from sim import mpbuild
     secret = os.urandom(32)
     lock_id = "24a16054ab3c"
     topic = f"lock/{lock_id}/down"

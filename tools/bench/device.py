@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from device_tests import mpbuild
+from sim import mpbuild
 
 SCRIPT = mpbuild.ROOT / "device_tests" / "mp" / "bench_fw.py"
 TARGET_US = 1000

@@ -1,7 +1,7 @@
 # Real-time mode of the simulated lock, for the demo (`make run`) and anything that talks to the lock over
 # the network. Simulator only: never bundled for a real lock.
 #
-# The unchanged firmware (main.py) runs on the simulated board of device_tests/sim/board.py, with two
+# The unchanged firmware (main.py) runs on the simulated board of sim/board/board.py, with two
 # differences: the world's virtual clock follows the host's clock instead of a script on stdin, and the
 # lock serves its virtual keypad page (keypad_page.py, microdot) on KEYPAD_PORT. The page presses keys
 # through the board's fake matrix pins, so the firmware's real timer-driven scan path runs.
@@ -12,6 +12,7 @@ import os
 import time
 
 import board as simboard
+import exitcodes
 
 _sleep_ms = getattr(time, "sleep_ms", None)
 _ticks_ms = getattr(time, "ticks_ms", None)
@@ -69,7 +70,7 @@ class RealtimeBoard(simboard.Board):
         simboard.emit({"event": "crash", "error": repr(exc)})
         self.world.save()
         import sys
-        sys.exit(simboard.CRASH_RC)
+        sys.exit(exitcodes.CRASH)
 
 
 def run():

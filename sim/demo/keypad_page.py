@@ -1,4 +1,4 @@
-# Virtual keypad page for the simulated lock (simulator and demo only: lives in device_tests/, never
+# Virtual keypad page for the simulated lock (simulator and demo only: lives in sim/demo/, never
 # bundled for a real lock). Served by the simulated lock itself through microdot, on the unix port.
 #
 # Injected collaborators:

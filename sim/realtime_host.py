@@ -1,6 +1,6 @@
 """Host side (CPython) of the simulated lock's real-time mode: `tools/simlock run DIR --keypad-port N`.
 
-Compiles what the real-time mode adds to the simulator build (device_tests/realtime.py, keypad_page.py and
+Compiles what the real-time mode adds to the simulator build (sim/demo/realtime.py, keypad_page.py and
 microdot, into build/demo/), then runs the firmware (`-m realtime`) on the unix port in real time, its JSON
 events on our stdout. Powers it up again after a simulated power cycle or crash, like `simlock run`. SIGTERM
 or SIGINT stop it.
@@ -14,14 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from device_tests import mpbuild
+from sim import mpbuild
+from sim.board import exitcodes
 
 ROOT = mpbuild.ROOT
 DEMO_BUILD = mpbuild.BUILD / "demo"
 HEAP = "256k"  # the firmware plus the link, microdot and the page: more than the lock alone
 _OWN = ("realtime", "keypad_page")
-POWER_CYCLE_RC = 75  # device_tests/sim/board.py
-CRASH_RC = 70
 
 
 def _compile(src: Path, out: Path) -> None:
@@ -41,7 +40,7 @@ def build() -> str:
     """Compile the simulator, the demo modules and microdot; return the MICROPYPATH."""
     mpbuild.build()
     for name in _OWN:
-        _compile(ROOT / "device_tests" / f"{name}.py", DEMO_BUILD / f"{name}.mpy")
+        _compile(ROOT / "sim" / "demo" / f"{name}.py", DEMO_BUILD / f"{name}.mpy")
     spec = importlib.util.find_spec("microdot")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("microdot is not installed in this Python (pip install -r requirements.txt)")
@@ -79,7 +78,7 @@ def run(sim_dir: str | os.PathLike, keypad_port: int, heap: str = HEAP, host: st
         rc = child.wait()
         if state["stop"]:
             return 0
-        if rc in (POWER_CYCLE_RC, CRASH_RC):
+        if rc in exitcodes.REBOOT:
             continue  # the board powers up again
         print(f'{{"event": "exit", "code": {rc}}}', flush=True)
         return rc

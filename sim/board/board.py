@@ -18,14 +18,13 @@ import json
 import os
 import sys
 
-import simnet  # the link's network seam (device_tests/sim/simnet.py, issue #4)
+import exitcodes  # the exit codes that tell the host to power the board up again
+import simnet  # the link's network seam (sim/board/simnet.py)
 
 _MASK = (1 << 62) - 1  # unix-port ticks period - 1 (a small int)
 _START = 20000  # ticks start 20 s before they wrap: exercises the firmware's ticks arithmetic
 KEYS = "123456789*0#"
 RTC_ADDR = 0x68  # ds3231.ADDR; the driver is imported only once an RTC is fitted, as the firmware does
-POWER_CYCLE_RC = 75
-CRASH_RC = 70
 
 _dir = os.getenv("SIMLOCK_DIR")
 if _dir:
@@ -256,7 +255,7 @@ class Board:
     def crashed(self, exc) -> None:
         emit({"event": "crash", "error": repr(exc)})
         self.world.save()
-        sys.exit(CRASH_RC)
+        sys.exit(exitcodes.CRASH)
 
     def mac(self) -> str:
         return self.lock.lock_id if self.lock is not None else "000000000000"
@@ -384,7 +383,7 @@ class Board:
         elif cmd == "power-cycle":
             emit({"event": "power", "state": "off"})
             w.save()
-            sys.exit(POWER_CYCLE_RC)
+            sys.exit(exitcodes.POWER_CYCLE)
         elif cmd == "crash":
             raise RuntimeError("simulated firmware fault")  # out of the main loop: the master handler runs
         elif cmd == "hold":

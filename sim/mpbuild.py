@@ -1,4 +1,4 @@
-"""Compile the firmware (device/*.py) and the simulated board (device_tests/sim/*.py) to .mpy with mpy-cross
+"""Compile the firmware (device/*.py) and the simulated board (sim/board/*.py) to .mpy with mpy-cross
 into build/, and say how to run them on the MicroPython unix port. Shared by device_tests, tools/simlock and
 tools/bench/device.py (CPython)."""
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _compile(src_dir: Path, out_dir: Path) -> None:
 def build() -> str:
     """Compile what changed; return the MICROPYPATH that runs the firmware on the simulated board."""
     _compile(ROOT / "device", BUILD / "device")
-    _compile(ROOT / "device_tests" / "sim", BUILD / "sim")
+    _compile(ROOT / "sim" / "board", BUILD / "sim")
     _compile(ROOT / "hostlib" / "umqtt", BUILD / "hostlib" / "umqtt")  # the host's umqtt.simple (link)
     return micropypath()
 
