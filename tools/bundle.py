@@ -31,6 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tools import mpycross
+
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_DIR = ROOT / "device"
 BUILD_DIR = ROOT / "build"
@@ -75,28 +77,6 @@ class Bundle:
         return "\n".join(lines)
 
 
-def mpy_cross_version() -> str:
-    """The version line of the mpy-cross this bundle uses (e.g. '... emitting mpy v6.3')."""
-    proc = _run_mpy_cross(["--version"])
-    return proc.stdout.strip()
-
-
-def mpy_major_version() -> int:
-    """The .mpy format major version mpy-cross emits (6 for MicroPython 1.20 and later)."""
-    m = re.search(r"mpy v(\d+)", mpy_cross_version())
-    if not m:
-        raise BundleError("cannot tell which .mpy version mpy-cross emits")
-    return int(m.group(1))
-
-
-def _run_mpy_cross(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run([sys.executable, "-m", "mpy_cross", *args], cwd=cwd,
-                              capture_output=True, text=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BundleError(f"mpy-cross could not run: {exc}") from exc
-
-
 def microdot_dir() -> Path:
     """The installed microdot package (PyPI), found the way Python itself would import it."""
     spec = importlib.util.find_spec("microdot")
@@ -130,11 +110,10 @@ def microdot_modules(device_dir: Path = DEVICE_DIR) -> list[str]:
 
 
 def _compile(src: Path, dest: Path, shown_name: str, target: str) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # -s keeps tracebacks on the board short (module name, not this machine's paths).
-    proc = _run_mpy_cross([*TARGETS[target], "-s", shown_name, "-o", str(dest), str(src)])
-    if proc.returncode != 0:
-        raise BundleError(f"mpy-cross failed on {src}:\n{(proc.stderr or proc.stdout).strip()}")
+    try:
+        mpycross.compile(src, dest, shown_name, TARGETS[target])
+    except mpycross.MpyCrossError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def build(target: str = "esp32", out: Path | None = None, device_dir: Path = DEVICE_DIR,
@@ -225,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(bundle.report())
-    print(mpy_cross_version())
+    print(mpycross.version())
     return 0
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from cloud.models import InvalidMac, canonical_mac
 from tools import bundle as bundle_mod
+from tools import mpycross
 from tools.cloudclient import ApiClient, CloudUnreachable, api_url, describe
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE = 0, 1, 2
@@ -271,7 +272,10 @@ def check_board(board: Board, info: dict[str, Any], target: str) -> str:
         raise InstallError(f"The board at {board.port} runs MicroPython for {info.get('platform')!r}; KeyDrop's "
                            f"firmware is for the ESP32 (see hardware/).", EXIT_NOT_MICROPYTHON)
     board_mpy = int(info.get("mpy") or 0) & 0xFF
-    ours = bundle_mod.mpy_major_version()
+    try:
+        ours = mpycross.mpy_major_version()
+    except mpycross.MpyCrossError as exc:
+        raise InstallError(str(exc), EXIT_UNEXPECTED) from None
     if board_mpy != ours:
         raise InstallError(f"The board's MicroPython ({info.get('version')}) loads .mpy v{board_mpy} files; this "
                            f"tool makes v{ours}. Flash MicroPython 1.20 or newer (docs/installing.md).",

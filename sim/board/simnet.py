@@ -1,4 +1,4 @@
-"""Simulated network for the simulated board (owned by the link, issue #4).
+"""Simulated network for the simulated board: the Wi-Fi station the link sees, and real-time idling.
 
 - SimWLAN: the station interface the link sees through board.wlan(): isconnected()/connect()/active().
   `!net down` makes it report disconnected (the link drops its connection, like a lost access point);

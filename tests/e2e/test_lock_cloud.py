@@ -1,4 +1,4 @@
-"""Lock ↔ cloud over a real broker, end to end (issue #4).
+"""Lock ↔ cloud over a real broker, end to end.
 
 One stack per module (mosquitto with TLS + per-lock ACL, web, mailer, bridge, SMTP sink) and one simulated
 lock "A" (the firmware on the MicroPython unix port, registered through the API by `tools/simlock init

@@ -1,4 +1,4 @@
-"""Fleet benchmark (issue #4): N simulated locks speaking the lock protocol (docs/protocol.md) against a real
+"""Fleet benchmark: N simulated locks speaking the lock protocol (docs/protocol.md) against a real
 mosquitto, one bridge process (`flask --app cloud bridge`) and the cloud's domain operations on SQLite.
 
 The locks are lightweight: one asyncio MQTT 3.1.1 client each, in this process, that verifies and parses every
