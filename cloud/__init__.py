@@ -156,6 +156,9 @@ def _register_cli(app: Flask) -> None:
         except KeyboardInterrupt:
             pass
 
+    from .firmware import cli as firmware_cli
+    app.cli.add_command(firmware_cli)
+
     from flask.cli import AppGroup
     agency = AppGroup("agency", help="Manage agencies (operators, tests).")
     app.cli.add_command(agency)

@@ -70,6 +70,9 @@ def from_environment() -> dict:
         "MQTT_PUBLIC_HOST": os.environ.get("MQTT_PUBLIC_HOST", "127.0.0.1"),
         "MQTT_PUBLIC_PORT": _int("MQTT_PUBLIC_PORT", 1883),
         "MQTT_PUBLIC_TLS": _bool("MQTT_PUBLIC_TLS", False),
+        # The firmware release key file (`flask --app cloud firmware keygen`): signs releases, and its public
+        # half goes to every lock in its provisioning. Never stored in the database.
+        "FIRMWARE_SIGNING_KEY": os.environ.get("FIRMWARE_SIGNING_KEY") or None,
         # Absolute links in emails (password reset, invitations).
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
         "PASSWORD_RESET_MAX_AGE_S": _int("PASSWORD_RESET_MAX_AGE_S", 3600),

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import codegen
 from .extensions import db
+from .firmware.release import public_key_hex
 from .mailer import enqueue
 from .models import (Agency, AuditEvent, BackupKeyRotation, Code, Lock, LockEvent, User, canonical_mac)
 from .timeutil import UTC, aware, fmt_local, from_epoch, is_valid_zone, to_epoch, utcnow
@@ -185,6 +186,8 @@ def provision(lock: Lock, *, by: User, config, remote_addr: str | None = None) -
         "backup_digest": lock.digest(lock.backup_key).hex(),
         "mqtt": {"host": config["MQTT_PUBLIC_HOST"], "port": int(config["MQTT_PUBLIC_PORT"]),
                  "tls": bool(config["MQTT_PUBLIC_TLS"]), "username": lock.id, "password": lock.mqtt_password},
+        # the release public key the lock checks firmware updates with (None: no release key configured)
+        "fw_pubkey": public_key_hex(config.get("FIRMWARE_SIGNING_KEY")),
     }
 
 

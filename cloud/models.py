@@ -344,3 +344,61 @@ class OutboxMail(db.Model):
     last_error: Mapped[Optional[str]] = mapped_column(sa.String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+# ---------------------------------------------------------------- firmware updates (docs/ota.md)
+
+
+class FirmwareRelease(db.Model):
+    """A signed application bundle (`flask --app cloud firmware build`). The signature comes from the release
+    key in the file FIRMWARE_SIGNING_KEY names; the database holds only the public half's work."""
+
+    __tablename__ = "firmware_release"
+    __table_args__ = (sa.UniqueConstraint("version", "target"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(sa.String(32))
+    target: Mapped[str] = mapped_column(sa.String(12))  # esp32 | host (the simulator)
+    size: Mapped[int] = mapped_column()
+    sha256: Mapped[str] = mapped_column(sa.String(64))   # hex, of the archive
+    signature: Mapped[str] = mapped_column(sa.String(128))  # hex Ed25519 over the manifest
+    flags: Mapped[int] = mapped_column(default=0)         # 1: may replace a higher version (downgrade)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FirmwareRollout(db.Model):
+    """One decision to move locks to a release: to named locks, an agency, or a share of the fleet. Halted by
+    itself when more than `max_rollback_share` of the locks it reached rolled back."""
+
+    __tablename__ = "firmware_rollout"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    release_id: Mapped[int] = mapped_column(sa.ForeignKey("firmware_release.id"), index=True)
+    scope: Mapped[str] = mapped_column(sa.String(80))      # "locks", "agency 3", "percent 10"
+    max_rollback_share: Mapped[float] = mapped_column(sa.Float, default=0.2)
+    state: Mapped[str] = mapped_column(sa.String(12), default="active")  # active | halted
+    halted_reason: Mapped[Optional[str]] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    release: Mapped[FirmwareRelease] = relationship()
+
+
+class LockFirmware(db.Model):
+    """Per lock: the release it should run and how far it got (written by the bridge from the lock's
+    hello, chunk requests and fwstatus reports)."""
+
+    __tablename__ = "lock_firmware"
+
+    lock_id: Mapped[str] = mapped_column(sa.ForeignKey("lock.id", ondelete="CASCADE"), primary_key=True)
+    rollout_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("firmware_rollout.id"), index=True)
+    release_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("firmware_release.id"))
+    # idle | announced | downloading | staged | updated | refused | rolled_back | halted
+    state: Mapped[str] = mapped_column(sa.String(16), default="idle")
+    progress: Mapped[int] = mapped_column(default=0)      # bytes of the bundle the lock has asked up to
+    last_error: Mapped[Optional[str]] = mapped_column(sa.String(120))
+    rollbacks: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    release: Mapped[Optional[FirmwareRelease]] = relationship()
+    rollout: Mapped[Optional[FirmwareRollout]] = relationship()

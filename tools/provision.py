@@ -53,7 +53,7 @@ MANIFEST_FILE = "keydrop_files.json"
 # The broker's CA certificate on the board (config.json's mqtt.ca names it), when --ca is given.
 CA_FILE = "ca.crt"
 # Keys of config.json this tool owns; every other key already on the board is kept as it is.
-MANAGED_KEYS = ("lock_id", "secret", "backup_digest", "mqtt", "cloud_url")
+MANAGED_KEYS = ("lock_id", "secret", "backup_digest", "mqtt", "cloud_url", "fw_pubkey")
 
 # Runs on the board. Prints one line: the marker and a JSON object. Uses only what every MicroPython port
 # has (sys, os, json), plus `network` on real hardware.
@@ -350,6 +350,8 @@ def build_config(existing: dict | None, lock_id: str, creds: dict, cloud_url: st
         "mqtt": mqtt,
         "cloud_url": cloud_url,
     })
+    if creds.get("fw_pubkey"):  # the release key firmware updates are checked with (docs/ota.md)
+        config["fw_pubkey"] = creds["fw_pubkey"]
     if wifi_ssid is not None:
         config["wifi"] = {"ssid": wifi_ssid, "password": wifi_password or ""}
     return config

@@ -41,6 +41,8 @@ def write_credentials(flash: Path, api: ApiClient, lock_id: str, ca: str | None 
         mqtt["ca"] = cfg["mqtt"]["ca"]
     cfg.update({"lock_id": prov["lock_id"], "secret": prov["secret"], "backup_digest": prov["backup_digest"],
                 "mqtt": mqtt})
+    if prov.get("fw_pubkey"):  # the release key firmware updates are checked with (docs/ota.md)
+        cfg["fw_pubkey"] = prov["fw_pubkey"]
     if cloud_url:
         cfg["cloud_url"] = cloud_url
     tmp = path.with_suffix(".tmp")
