@@ -14,8 +14,6 @@ from binascii import hexlify, unhexlify
 from time import ticks_add, ticks_diff, ticks_ms
 
 import bootstate
-import ed25519
-import fwbundle
 import store
 from version import VERSION
 
@@ -42,27 +40,52 @@ class Updater:
         self.confirm_ms = (m if type(m) is int and 0 < m <= 1440 else _CONFIRM_MIN) * 60000
         self.send = lambda obj: False  # set by the link: queue one uplink body (dict), True when queued
         self.boot = bootstate.load()
-        self.job = None    # dict: ver, target, size, sha, sig, flags, off, phase ("download" | "hash" | "unpack")
-        self.work = None   # the running generator (signature, hash, unpack or self-check)
-        self.work_kind = None
-        self.pending = None  # an announcement whose signature is being checked
+        self.job = None  # type: dict | None  # dict: ver, target, size, sha, sig, flags, off, phase ("download" | "hash" | "unpack")
+        self.work = None  # the running generator (signature, hash, unpack or self-check)
+        self.work_kind = None  # type: str | None
+        self.pending = None  # type: dict | None  # an announcement whose signature is being checked
         self.connected = False
-        self.asked_at = None
-        self.error = None
-        self.reboot_due = False
+        self.asked = False  # a chunk request is out (sent at asked_at)
+        self.asked_at = ticks_ms()
+        self.error = None  # type: str | None
+        self.reboot_due = None  # type: str | None  # why the lock must restart, once the door is idle
         self.answered = False
         self.checked = False
         self.t0 = ticks_ms()
         self._load_job()
         if self.boot["trial"]:
+            import fwbundle
+
             self.boot["stage"] = "running"  # reached the main loop: a crash from now on is not "at boot"
             bootstate.save(self.boot)
             self._start(fwbundle.check_steps(ARCHIVE, bootstate.slot_dir(self.boot["slot"])), "self_check")
 
+    def attach(self, link) -> None:
+        """Plug into the link: the two downlink types (parsed in its worker thread), their handlers on the main
+        loop, its send, and its events (connected, offline, the signed time answering the hello)."""
+        dl = link.session.downlink
+        dl.parser("fw", _parse_release)
+        dl.parser("fwchunk", _parse_chunk)
+        link.handle(Release, lambda m, now: self.on_release(m.ver, m.target, m.size, m.sha, m.sig, m.flags))
+        link.handle(Chunk, lambda m, now: self.on_chunk(m.ver, m.off, m.data))
+        self.send = link.send
+        self.lock.add_listener(self._on_event)
+
+    def _on_event(self, event: str, data: dict) -> None:
+        if event != "link":
+            return
+        st = data.get("state")
+        if st == "connected":
+            self.on_connected()
+        elif st == "offline":
+            self.on_disconnected()
+        elif data.get("ok") is True and "time" in data:
+            self.on_answer()
+
     # ---------------------------------------------------------------- inputs
     def on_connected(self) -> None:
         self.connected = True
-        self.asked_at = None
+        self.asked = False
         last = self.boot.get("last")
         if last:  # repeated on every connection: the cloud counts a rollback once (by `rollbacks`)
             self._report("rolled_back", last["ver"], reason=last["reason"], rollbacks=self.boot["rollbacks"])
@@ -79,6 +102,9 @@ class Updater:
         job = self.job
         if ver == VERSION or (job is not None and job["ver"] == ver) or self.work is not None:
             return  # running it, fetching it, or busy checking (the cloud announces again at the next hello)
+        import ed25519
+        import fwbundle
+
         reason = self._refusal(ver, tgt, size, flags)
         if reason is not None:
             self._refuse(ver, reason)
@@ -86,7 +112,7 @@ class Updater:
         msg = fwbundle.manifest(ver, tgt, size, sha, flags)
         if job is not None:  # the cloud's target moved on while this one was half fetched
             self.job = None
-            _remove(JOB)
+            store.remove(JOB)
         self.pending = {"ver": ver, "target": tgt, "size": size, "sha": hexlify(sha).decode(),
                         "sig": hexlify(sig).decode(), "flags": flags, "off": 0, "phase": "download"}
         self._start(ed25519.verify_steps(self.key, msg, sig), "signature")
@@ -105,7 +131,7 @@ class Updater:
         if job["off"] == job["size"]:
             job["phase"] = "hash"
         self._save_job()
-        self.asked_at = None
+        self.asked = False
         if job["phase"] == "hash":
             self._start(_hash_steps(ARCHIVE), "hash")
 
@@ -116,9 +142,10 @@ class Updater:
         job = self.job
         if job is not None and job["phase"] == "download" and self.connected:
             t = ticks_ms()
-            if self.asked_at is None or ticks_diff(t, self.asked_at) >= _RETRY_MS:
+            if not self.asked or ticks_diff(t, self.asked_at) >= _RETRY_MS:
                 if self.send({"v": 1, "t": "fwget", "ver": job["ver"], "off": job["off"],
                               "len": min(CHUNK, job["size"] - job["off"])}):
+                    self.asked = True
                     self.asked_at = t
         if self.boot["trial"]:
             if self.checked and self.answered:
@@ -129,24 +156,30 @@ class Updater:
             elif ticks_diff(ticks_ms(), ticks_add(self.t0, self.confirm_ms)) >= 0:
                 self._roll_back("no_ack")
         if self.reboot_due and not self.lock.busy():
-            self.board.reboot("update")
+            self.board.reboot(self.reboot_due)
 
     def _start(self, gen, kind: str) -> None:
         self.work = gen
         self.work_kind = kind
 
     def _step(self) -> None:
-        kind = self.work_kind
+        import fwbundle
+
+        kind = self.work_kind or ""
+        gen = self.work
         try:
             for _ in range(_STEPS):
-                r = next(self.work)
+                r = next(gen)  # type: ignore
                 if r is not None:
                     self.work = None
                     self._done(kind, r)
                     return
         except StopIteration:
             self.work = None
-            self._done(kind, True)
+            if kind == "self_check":
+                self.checked = True
+            else:
+                self._done(kind, True)
         except (fwbundle.BundleError, OSError) as e:
             self.work = None
             reason = e.args[0] if isinstance(e, fwbundle.BundleError) else "flash"
@@ -156,8 +189,10 @@ class Updater:
                 self._fail(reason)
 
     def _done(self, kind: str, r) -> None:
+        job = self.pending if kind == "signature" else self.job
+        if job is None:
+            return
         if kind == "signature":
-            job = self.pending
             self.pending = None
             if r is not True:
                 self._refuse(job["ver"], "bad_signature")
@@ -166,25 +201,27 @@ class Updater:
             self._save_job()
             self._report("downloading", job["ver"])
         elif kind == "hash":
-            if hexlify(r).decode() != self.job["sha"]:
+            if hexlify(r).decode() != job["sha"]:
                 self._fail("bad_hash")
                 return
-            self.job["phase"] = "unpack"
+            import fwbundle
+
+            job["phase"] = "unpack"
             self._save_job()
             self._start(fwbundle.unpack_steps(ARCHIVE, bootstate.slot_dir(bootstate.spare(self.boot))), "unpack")
         elif kind == "unpack":
-            ver = self.job["ver"]
+            ver = job["ver"]
             bootstate.stage(self.boot, bootstate.spare(self.boot), ver)
             bootstate.save(self.boot)  # the switch: from here the next boot runs the new version on trial
             self.job = None
-            _remove(JOB)
+            store.remove(JOB)
             self._report("staged", ver)
-            self.reboot_due = True
-        elif kind == "self_check":
-            self.checked = True
+            self.reboot_due = "update"
 
     # ---------------------------------------------------------------- outcomes
     def _refusal(self, ver, tgt, size, flags):
+        import fwbundle
+
         new = fwbundle.parse_version(ver)
         if new is None:
             return "bad_version"
@@ -213,7 +250,7 @@ class Updater:
         ver = self.job["ver"] if self.job else None
         self.job = None
         self.work = None
-        _remove(JOB)
+        store.remove(JOB)
         _remove(ARCHIVE)
         self._refuse(ver, reason)
 
@@ -222,7 +259,7 @@ class Updater:
         bootstate.rollback(self.boot, reason, self.lock.boot_count)
         bootstate.save(self.boot)
         self.error = reason
-        self.reboot_due = True
+        self.reboot_due = "rollback"
 
     def _report(self, state: str, ver, **extra) -> None:
         body = {"v": 1, "t": "fwstatus", "state": state, "ver": ver, "fw": VERSION}
@@ -241,7 +278,7 @@ class Updater:
         except ValueError:
             return
         if not isinstance(job, dict) or job.get("ver") == VERSION or self.boot["trial"]:
-            _remove(JOB)  # finished (the switch happened just before the cut) or superseded by a trial
+            store.remove(JOB)  # finished (the switch happened just before the cut) or superseded by a trial
             return
         self.job = job
         if job["phase"] != "download":  # hash and unpack start over from the downloaded archive
@@ -258,6 +295,61 @@ class Updater:
         return {"version": VERSION, "trial": self.boot["trial"], "rollbacks": self.boot["rollbacks"],
                 "target": job["ver"] if job else None, "phase": job["phase"] if job else self.work_kind,
                 "progress": job["off"] if job else None, "error": self.error}
+
+
+class Release:
+    """A release announcement (HMAC-verified; its Ed25519 signature is checked on the main loop)."""
+
+    def __init__(self, ver, target, size, sha, sig, flags) -> None:
+        self.ver = ver
+        self.target = target
+        self.size = size
+        self.sha = sha
+        self.sig = sig
+        self.flags = flags
+
+
+class Chunk:
+    """Bytes off..off+len(data) of release ver's bundle."""
+
+    def __init__(self, ver, off, data) -> None:
+        self.ver = ver
+        self.off = off
+        self.data = data
+
+
+def _field(obj, key, kind):
+    v = obj.get(key)
+    if not isinstance(v, kind) or isinstance(v, bool):
+        import protocol
+
+        raise protocol.ProtocolError("malformed")
+    return v
+
+
+def _parse_release(obj):
+    sha = _hex(_field(obj, "sha", str), 32)
+    sig = _hex(_field(obj, "sig", str), 64)
+    if sha is None or sig is None:
+        import protocol
+
+        raise protocol.ProtocolError("malformed")
+    return Release(_field(obj, "ver", str), _field(obj, "target", str), _field(obj, "size", int), sha, sig,
+                   _field(obj, "flags", int))
+
+
+def _parse_chunk(obj):
+    from binascii import a2b_base64
+
+    d = _field(obj, "d", str)
+    obj["d"] = None
+    try:
+        data = a2b_base64(d)
+    except ValueError:
+        import protocol
+
+        raise protocol.ProtocolError("malformed")
+    return Chunk(_field(obj, "ver", str), _field(obj, "off", int), data)
 
 
 def _hash_steps(path: str):

@@ -96,3 +96,10 @@ def load(name: str):
             os.rename(path, name)
         return data
     return None
+
+
+def remove(name: str) -> None:
+    """Forget name and its copies; the current file goes last, so a cut in between leaves it as it was."""
+    _remove(name + ".tmp")
+    _remove(name + ".bak")
+    _remove(name)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from .. import domain
 from ..extensions import db
+from ..firmware import rollout as fw_rollout
 from ..models import BridgeLockState, Lock
 from ..timeutil import utcnow
 from .envelope import V, is_int
@@ -105,6 +106,9 @@ def on_hello(bridge, up: Uplink) -> None:
     lock = _lock(up.lock_id)
     res = domain.lock_hello(lock, firmware=fw, boot_count=boot, lock_time=ltime, revision=rev)
     bridge.reply(up.lock_id, {"v": V, "t": "time", "now": int(time.time()), "nonce": nonce})
+    announce = fw_rollout.on_hello(up.lock_id, fw)  # a lock that should move to another release hears it now
+    if announce is not None:
+        bridge.reply(up.lock_id, announce)
     if res.get("push"):
         bridge.publisher.push_state(lock)  # also re-creates a retained message lost by a broker restart
 

@@ -14,6 +14,7 @@ from typing import Optional
 from ..extensions import db
 from ..models import BridgeLockState
 from .credentials import BrokerCredentials
+from . import firmware as _firmware  # noqa: F401  (registers the firmware uplinks)
 from .dispatch import HANDLERS, dispatch
 from .envelope import Keyring
 from .metrics import Metrics

@@ -1,0 +1,390 @@
+"""Firmware updates on the unix port under the heap cap: the Ed25519 verifier against PyNaCl, the updater's
+path from announcement to staged slot, its refusals, power cuts at random file operations, the boot
+selector's trial and rollback, the self-check. The fixture (keys, signed releases, archives) is made by
+device_tests/test_ota.py with the cloud's own release code and PyNaCl."""
+import json
+import os
+import random
+from binascii import unhexlify
+
+import bootstate
+import ed25519
+import fwbundle
+import ota
+import store
+
+FIX = json.load(open(os.getenv("OTA_FIXTURE")))
+ROOT = os.getenv("TEST_TMP")
+PUB = FIX["pubkey"]
+_n = [0]
+
+
+def _rmtree(path):
+    try:
+        fwbundle.remove_tree(path)
+    except OSError:
+        pass
+
+
+def fresh():
+    os.chdir(ROOT)
+    _n[0] += 1
+    d = ROOT + "/ota%d" % _n[0]
+    _rmtree(d)
+    os.mkdir(d)
+    os.chdir(d)
+
+
+class FakeLock:
+    boot_count = 3
+
+    def __init__(self):
+        self.listeners = []
+
+    def busy(self):
+        return False
+
+    def add_listener(self, fn):
+        self.listeners.append(fn)
+
+
+class FakeBoard:
+    def __init__(self):
+        self.reboots = []
+
+    def reboot(self, reason):
+        self.reboots.append(reason)
+
+
+class Rig:
+    """An updater wired to a fake link that answers its chunk requests from a release's archive."""
+
+    def __init__(self, rel=None):
+        self.lock = FakeLock()
+        self.board = FakeBoard()
+        self.sent = []
+        self.status = []
+        self.u = ota.Updater(self.lock, self.board, {"fw_pubkey": PUB})
+        self.u.send = self._send
+        self.rel = rel
+        self.u.on_connected()
+
+    def _send(self, obj):
+        self.sent.append(obj)
+        if obj["t"] == "fwstatus":
+            self.status.append(obj)
+        return True
+
+    def announce(self, rel=None):
+        r = rel or self.rel
+        self.u.on_release(r["ver"], r["target"], r["size"], unhexlify(r["sha"]), unhexlify(r["sig"]), r["flags"])
+
+    def run(self, passes=4000):
+        """Poll, answering every chunk request, until the updater wants to reboot or goes quiet."""
+        for _ in range(passes):
+            n = len(self.sent)
+            self.u.poll(0)
+            for m in self.sent[n:]:
+                if m["t"] == "fwget":
+                    self.serve(m)
+            del self.sent[n:]  # keep only the reports (the test's own heap is capped too)
+            if self.board.reboots:
+                return
+
+    def serve(self, m):
+        with open(self.rel["archive"], "rb") as f:
+            f.seek(m["off"])
+            data = f.read(m["len"])
+        self.u.asked = False
+        self.u.on_chunk(m["ver"], m["off"], data)
+
+    def reports(self, state=None):
+        return [m for m in self.status if state is None or m["state"] == state]
+
+
+def _slot_ok(slot, archive):
+    for _ in fwbundle.check_steps(archive, bootstate.slot_dir(slot)):
+        pass
+    return True
+
+
+def test_ed25519_against_pynacl():
+    for line in open(FIX["vectors"]):
+        pk, msg, sig, valid = line.split()
+        valid = valid == "1"
+        assert ed25519.verify(unhexlify(pk), unhexlify(msg.replace("-", "")), unhexlify(sig)) == valid, (pk, msg, sig, valid)
+
+
+def test_sha512_against_hashlib():
+    import sha512
+
+    for line in open(FIX["sha512"]):
+        msg, want = line.split()
+        assert sha512.sha512(unhexlify(msg.replace("-", ""))) == unhexlify(want), len(msg)
+
+
+def test_update_is_staged_and_switched():
+    fresh()
+    r = Rig(FIX["releases"]["good"])
+    r.announce()
+    r.run()
+    assert r.board.reboots[0] == "update", r.status
+    st = bootstate.load()
+    assert st["slot"] == "a" and st["trial"] and st["ver"] == r.rel["ver"] and st["good"] is None
+    assert _slot_ok("a", r.rel["archive"])
+    assert r.reports("staged") and not r.reports("refused")
+
+
+def _refused(rel_name, want):
+    fresh()
+    r = Rig(FIX["releases"][rel_name])
+    r.announce()
+    r.run(200)
+    got = [m["reason"] for m in r.reports("refused")]
+    assert got == [want], (rel_name, got)
+    assert not r.board.reboots
+    assert bootstate.load()["slot"] is None  # the running version is untouched
+
+
+def test_bad_signature_refused():
+    _refused("bad_sig", "bad_signature")
+
+
+def test_wrong_hash_refused():
+    _refused("bad_hash", "bad_hash")
+
+
+def test_downgrade_refused():
+    _refused("old", "downgrade")
+
+
+def test_wrong_target_refused():
+    _refused("esp32", "wrong_target")
+
+
+def test_oversize_refused():
+    fresh()
+    r = Rig(FIX["releases"]["good"])
+    rel = dict(r.rel)
+    rel["size"] = ota.MAX_SIZE + 1
+    r.announce(rel)
+    assert [m["reason"] for m in r.reports("refused")] == ["oversize"]
+
+
+class PowerCut(Exception):
+    pass
+
+
+class Cutter:
+    """Stands in for open/os in the updater's modules; cuts the power at file operation n (a write is cut
+    after a random number of its bytes)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.ops = 0
+        cut = self
+
+        class FakeOs:
+            @staticmethod
+            def rename(a, b):
+                cut.tick()
+                os.rename(a, b)
+
+            @staticmethod
+            def remove(a):
+                cut.tick()
+                os.remove(a)
+
+            @staticmethod
+            def mkdir(a):
+                cut.tick()
+                os.mkdir(a)
+
+            @staticmethod
+            def rmdir(a):
+                cut.tick()
+                os.rmdir(a)
+
+            stat = staticmethod(os.stat)
+            ilistdir = staticmethod(os.ilistdir)
+
+        self.os = FakeOs
+
+    def tick(self):
+        self.ops += 1
+        if self.ops == self.n:
+            raise PowerCut()
+
+    def open(self, path, mode="r"):
+        f = open(path, mode)
+        if "w" not in mode and "+" not in mode:
+            return f
+        self.tick()
+        return CutFile(self, f)
+
+
+class CutFile:
+    def __init__(self, cut, f):
+        self.cut = cut
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.f.close()
+
+    def seek(self, n):
+        self.f.seek(n)
+
+    def write(self, b):
+        c = self.cut
+        c.ops += 1
+        if c.ops == c.n:
+            k = random.getrandbits(16) % (len(b) + 1)
+            self.f.write(bytes(b)[:k])
+            self.f.close()
+            raise PowerCut()
+        return self.f.write(b)
+
+
+_MODS = (ota, fwbundle, store)
+
+
+def _install(cut):
+    for m in _MODS:
+        m.open = cut.open
+        m.os = cut.os
+
+
+def _uninstall():
+    for m in _MODS:
+        m.open = open
+        m.os = os
+
+
+def test_power_cut_at_random_points_leaves_a_bootable_lock():
+    rel = FIX["releases"]["good"]
+    random.seed(7)
+    total = 0
+    for trial in range(int(os.getenv("OTA_CUTS") or "25")):
+        fresh()
+        n = random.getrandbits(16) % 400 + 1
+        cuts = 0
+        while True:
+            r = None
+            cut = Cutter(n)
+            _install(cut)
+            try:
+                r = Rig(rel)
+                r.announce()
+                r.run()
+                done = bool(r.board.reboots)
+            except PowerCut:
+                done = False
+                cuts += 1
+            finally:
+                _uninstall()
+            # after any cut, the boot state names a complete slot (or the factory application)
+            st = bootstate.load()
+            assert st["slot"] is None or _slot_ok(st["slot"], rel["archive"]), (trial, n, st)
+            if done or st["slot"] == "a":
+                break
+            n = 10**9  # power back: no more cuts, it must resume and finish
+        st = bootstate.load()
+        assert st["slot"] == "a" and st["trial"], (trial, n, st)
+        total += cuts
+    assert total > 0
+
+
+def test_resume_asks_from_where_it_stopped():
+    fresh()
+    rel = FIX["releases"]["good"]
+    r = Rig(rel)
+    r.announce()
+    for _ in range(100):  # signature, then three chunks
+        n = len(r.sent)
+        r.u.poll(0)
+        for m in r.sent[n:]:
+            if m["t"] == "fwget" and m["off"] < 3 * ota.CHUNK:
+                r.serve(m)
+    r2 = Rig(rel)  # a reboot: a new updater reading ota.bin
+    r2.u.poll(0)
+    gets = [m for m in r2.sent if m["t"] == "fwget"]
+    assert gets and gets[0]["off"] == 3 * ota.CHUNK, gets
+
+
+def _boot_select():
+    import boot
+
+    return boot._select()
+
+
+def test_selector_trial_then_rollback_when_not_confirmed():
+    fresh()
+    r = Rig(FIX["releases"]["good"])
+    r.announce()
+    r.run()
+    d, trial = _boot_select()
+    assert d == "app/a" and trial
+    # it crashed before the updater ran (stage still "booting"): the next boot rolls back
+    d, trial = _boot_select()
+    st = bootstate.load()
+    assert d is None and not trial and st["rollbacks"] == 1 and st["last"]["reason"] == "crash_at_boot", st
+
+
+def test_trial_confirms_after_self_check_and_signed_answer():
+    fresh()
+    r = Rig(FIX["releases"]["good"])
+    r.announce()
+    r.run()
+    _boot_select()
+    t = Rig(FIX["releases"]["good"])  # the new version's updater, on trial
+    assert bootstate.load()["stage"] == "running"
+    for _ in range(200):
+        t.u.poll(0)
+    assert bootstate.load()["trial"]  # self-check passed, but no signed answer yet
+    t.u.on_answer()
+    t.u.poll(0)
+    st = bootstate.load()
+    assert not st["trial"] and st["good"] == "a" and t.reports("confirmed"), st
+    # a reboot now keeps the new version
+    d, trial = _boot_select()
+    assert d == "app/a" and not trial
+
+
+def test_failed_self_check_rolls_back():
+    fresh()
+    r = Rig(FIX["releases"]["good"])
+    r.announce()
+    r.run()
+    _boot_select()
+    with open("app/a/lock.mpy", "r+b") as f:
+        f.seek(10)
+        f.write(b"\x00\x01\x02")
+    t = Rig(FIX["releases"]["good"])
+    t.u.on_answer()
+    for _ in range(200):
+        t.u.poll(0)
+    st = bootstate.load()
+    assert t.board.reboots[0] == "rollback" and st["slot"] is None and st["last"]["reason"].startswith("self_check")
+
+
+def test_no_signed_answer_in_time_rolls_back():
+    fresh()
+    r = Rig(FIX["releases"]["good"])
+    r.announce()
+    r.run()
+    _boot_select()
+    t = Rig(FIX["releases"]["good"])
+    t.u.confirm_ms = 0
+    t.u.poll(0)
+    st = bootstate.load()
+    assert st["slot"] is None and st["last"]["reason"] == "no_ack" and t.board.reboots
+    # the good version reports the rollback when it connects
+    g = Rig(FIX["releases"]["good"])
+    rb = g.reports("rolled_back")
+    assert rb and rb[0]["reason"] == "no_ack" and rb[0]["rollbacks"] == 1, g.sent
+    # and refuses the failed version if it is announced again
+    g.announce()
+    assert g.reports("refused")[-1]["reason"] == "failed_before"
