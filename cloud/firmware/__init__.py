@@ -68,7 +68,7 @@ def build(version: str, device_dir: Path, target: str, allow_downgrade: bool) ->
 @click.option("--percent", type=float, default=None, help="A stable share of the whole fleet, e.g. 10.")
 @click.option("--halt-share", type=float, default=0.2, show_default=True,
               help="Halt the rollout when more than this share of its locks rolled back.")
-def rollout(version, target, locks, agency, percent, halt_share) -> None:
+def rollout_cmd(version, target, locks, agency, percent, halt_share) -> None:
     """Send a release to locks; each fetches it at its next hello."""
     from .. import models
     from ..models import canonical_mac
