@@ -35,13 +35,18 @@ def create_app(config_overrides: dict | None = None) -> Flask:
 
     from . import models  # noqa: F401  (register the tables)
     from .api import bp as api_bp
-    from .auth import bp as auth_bp, load_user
+    from .auth import bp as auth_bp, load_user, staff_views  # noqa: F401  (staff_views adds the staff pages)
     from .codes import bp as codes_bp
     from .locks import bp as locks_bp
 
+    from .account import bp as account_bp
+    from .auth.roles import ROLE_LABELS, can
+
     app.before_request(_refuse_nul_characters)
     app.before_request(load_user)
+    app.after_request(_security_headers)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(account_bp)
     app.register_blueprint(locks_bp)
     app.register_blueprint(codes_bp)
     app.register_blueprint(api_bp)
@@ -50,6 +55,8 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     init_devmail(app)  # dev-only mailbox page, only when DEV_MAILBOX_DIR is configured (tools/devstack)
 
     app.jinja_env.filters["local"] = fmt_local
+    from .timeutil import DEFAULT_TIMEZONE
+    app.jinja_env.globals.update(can=can, ROLE_LABELS=ROLE_LABELS, DEFAULT_TZ=DEFAULT_TIMEZONE)
 
     @app.get("/")
     def index():
@@ -87,6 +94,24 @@ def create_app(config_overrides: dict | None = None) -> Flask:
 
     _register_cli(app)
     return app
+
+
+# Scripts and styles come only from /static: no inline code, so an injected <script> or style attribute
+# does nothing. The dev mailbox shows mails as they are sent (inline styles) inside a sandboxed frame.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+DEV_MAILBOX_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; "
+                   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def _security_headers(response):
+    """Headers on every response, pages, API, static files and errors alike."""
+    h = response.headers
+    h.setdefault("Content-Security-Policy", DEV_MAILBOX_CSP if request.blueprint == "devmail" else CSP)
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 # What a user reads for these statuses, on pages and in the API (`{"message": …}`).

@@ -38,10 +38,11 @@ def from_environment() -> dict:
         "SECRET_KEY_IS_RANDOM": secret_key is None,
         "SQLALCHEMY_DATABASE_URI": _database_url(),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
-        # Session cookie: HttpOnly always, SameSite=Lax, Secure when served over HTTPS.
+        # Session cookie: HttpOnly always, SameSite=Lax, Secure unless SESSION_COOKIE_SECURE=0 (the dev stack
+        # serves plain http on 127.0.0.1; browsers would not send a Secure cookie back to other http hosts).
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", True),
         "PERMANENT_SESSION_LIFETIME": _int("SESSION_LIFETIME_S", 12 * 3600),
         "WTF_CSRF_TIME_LIMIT": None,  # tokens live as long as the session
         # Request bodies above this are refused with 413 (forms and API bodies are a few KB at most).

@@ -70,24 +70,6 @@ def create_agency(*, name: str, email: str, password: str) -> tuple[Agency, User
     return agency, owner
 
 
-def invite_staff(owner: User, *, email: str, name: str = "", link: str | None = None) -> User:
-    """Owner adds a staff account; it gets an email with a link to choose a password (see auth views)."""
-    if not owner.is_owner:
-        raise DomainError("Only the agency's owner can invite staff.")
-    email = User.normalize_email(email)
-    if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
-        raise Conflict("An account with this email already exists.")
-    user = User(agency_id=owner.agency_id, email=email, name=name.strip(), role="staff",
-                password_hash=None, created_at=utcnow())
-    db.session.add(user)
-    db.session.flush()
-    if link is not None:
-        enqueue(email, "invite", f"{owner.agency.name} invited you to KeyDrop",
-                agency=owner.agency, inviter=owner, link=link(user) if callable(link) else link)
-    db.session.commit()
-    return user
-
-
 def audit(agency_id: int, action: str, *, user: User | None = None, lock_id: str | None = None,
           remote_addr: str | None = None) -> AuditEvent:
     ev = AuditEvent(agency_id=agency_id, user_id=user.id if user else None, lock_id=lock_id,

@@ -27,15 +27,46 @@ from .timeutil import utcnow
 log = logging.getLogger("keydrop.mailer")
 
 
-def enqueue(recipient: str, template: str, subject: str, **context) -> OutboxMail:
-    """Render email/<template>.txt and .html and queue them for `recipient` in the current transaction."""
-    subject = " ".join(subject.split())[:200]  # user text (a multi-line address) must not break the header
+def enqueue(recipient: str, template: str, subject: str, *, sender_name: str | None = None,
+            reply_to: str | None = None, **context) -> OutboxMail:
+    """Render email/<template>.txt and .html and queue them for `recipient` in the current transaction.
+    sender_name / reply_to (see from_agency) make the mail come from an agency rather than from KeyDrop."""
+    subject = _one_line(subject)[:200]  # user text (a multi-line address) must not break the header
+    context.setdefault("base_url", current_app.config["PUBLIC_BASE_URL"].rstrip("/"))
     text = render_template(f"email/{template}.txt", **context)
     html = render_template(f"email/{template}.html", subject=subject, **context)
     row = OutboxMail(recipient=recipient, subject=subject, text_body=text, html_body=html, kind=template,
-                     status="pending", attempts=0, next_attempt_at=utcnow(), created_at=utcnow())
+                     sender_name=_one_line(sender_name)[:120] or None if sender_name else None,
+                     reply_to=reply_to, status="pending", attempts=0, next_attempt_at=utcnow(),
+                     created_at=utcnow())
     db.session.add(row)
     return row
+
+
+def from_agency(agency) -> dict:
+    """enqueue() arguments for a mail sent on behalf of `agency`: its name as the sender's name, replies to
+    its owner's address (the agency's contact address)."""
+    return {"sender_name": agency.name, "reply_to": agency.owner.email}
+
+
+def absolute_url(endpoint: str, **values) -> str:
+    """A link for an email: PUBLIC_BASE_URL + the endpoint's path (mails are rendered outside any request)."""
+    path = current_app.url_map.bind("localhost").build(endpoint, values)  # works in the bridge (no request)
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + path
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _sender(row: OutboxMail):
+    """The From header: the configured sender, under the agency's name when the mail speaks for one."""
+    from email.utils import parseaddr
+    default = current_app.config["MAIL_DEFAULT_SENDER"]
+    if not row.sender_name:
+        return default
+    address = parseaddr(default if isinstance(default, str) else default[1])[1]
+    return (row.sender_name, address)
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -71,7 +102,8 @@ def run_pending(now: datetime | None = None, limit: int = 100) -> dict:
         if not _claim(row_id, now):
             continue  # another worker got it
         row = db.session.get(OutboxMail, row_id)
-        msg = Message(subject=row.subject, recipients=[row.recipient], body=row.text_body, html=row.html_body)
+        msg = Message(subject=row.subject, recipients=[row.recipient], body=row.text_body, html=row.html_body,
+                      sender=_sender(row), reply_to=row.reply_to)
         try:
             mail.send(msg)
         except Exception as exc:  # SMTP down, refused, timeout…

@@ -42,8 +42,13 @@ class User(db.Model):
     name: Mapped[str] = mapped_column(sa.String(120), default="")
     # None until an invited staff member chooses a password.
     password_hash: Mapped[Optional[str]] = mapped_column(sa.String(255))
-    role: Mapped[str] = mapped_column(sa.String(10), default="staff")  # owner | staff
+    role: Mapped[str] = mapped_column(sa.String(10), default="staff")  # owner | manager | staff (auth/roles.py)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Every session carries the value it was opened with; bumping it (logout, password change, removal) ends
+    # all of the person's sessions at once, on every device.
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Set when the agency removed the person: they can no longer log in; the history keeps their name.
+    removed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     agency: Mapped[Agency] = relationship(back_populates="users")
 
@@ -52,7 +57,9 @@ class User(db.Model):
         return email.strip().lower()
 
     def set_password(self, password: str) -> None:
+        """Also ends every session the person has open (see auth.load_user)."""
         self.password_hash = generate_password_hash(password, method="scrypt")
+        self.session_version = (self.session_version or 0) + 1
 
     def check_password(self, password: str) -> bool:
         return self.password_hash is not None and check_password_hash(self.password_hash, password)
@@ -60,6 +67,11 @@ class User(db.Model):
     @property
     def is_owner(self) -> bool:
         return self.role == "owner"
+
+    @property
+    def is_invited(self) -> bool:
+        """Invited and not yet joined (no password chosen)."""
+        return self.password_hash is None and self.removed_at is None
 
     @property
     def password_fingerprint(self) -> str:
@@ -75,6 +87,7 @@ class ApiToken(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    label: Mapped[str] = mapped_column(sa.String(80), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
@@ -85,9 +98,9 @@ class ApiToken(db.Model):
         return hashlib.sha256(token.encode()).hexdigest()
 
     @classmethod
-    def issue(cls, user: User) -> tuple["ApiToken", str]:
+    def issue(cls, user: User, label: str = "") -> tuple["ApiToken", str]:
         token = "kd_" + secrets.token_urlsafe(32)
-        return cls(user=user, token_hash=cls.hash(token)), token
+        return cls(user=user, token_hash=cls.hash(token), label=label, created_at=utcnow()), token
 
 
 # ---------------------------------------------------------------- locks
@@ -134,7 +147,7 @@ class Lock(db.Model):
     checkout_time: Mapped[time] = mapped_column(sa.Time, default=DEFAULT_CHECKOUT)
     secret: Mapped[bytes] = mapped_column(sa.LargeBinary(32))
     backup_key: Mapped[str] = mapped_column(sa.String(4))
-    status: Mapped[str] = mapped_column(sa.String(12), default="registered")  # registered | active
+    status: Mapped[str] = mapped_column(sa.String(12), default="registered")  # registered | active | retired
     registered_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user_account.id"))
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
@@ -148,6 +161,10 @@ class Lock(db.Model):
     acked_revision: Mapped[int] = mapped_column(default=0)
     # Revision the lock said it holds in its last hello (may be lower than acked after a wipe).
     reported_revision: Mapped[Optional[int]] = mapped_column()
+    # Set when the agency took the lock out of service (domain.decommission_lock); the row then lives on under
+    # an archive id so that its MAC is free again and its history stays readable.
+    decommissioned_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    decommissioned_mac: Mapped[Optional[str]] = mapped_column(sa.String(12))
 
     agency: Mapped[Agency] = relationship()
     # The bridge's view of the MQTT session (cloud/bridge/); no row until the bridge first handles the lock.
@@ -180,8 +197,12 @@ class Lock(db.Model):
         return self.connection.online_changed_at if self.online is not None else None
 
     @property
+    def is_decommissioned(self) -> bool:
+        return self.status == "retired"
+
+    @property
     def mac_display(self) -> str:
-        return format_mac(self.id)
+        return format_mac(self.decommissioned_mac or self.id)
 
     def digest(self, code: str) -> bytes:
         """HMAC-SHA256(secret, code as ASCII): what the lock stores and compares instead of the code."""
@@ -235,6 +256,11 @@ class Code(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     revoked_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user_account.id"))
+    # Lock revision without this code (set with revoked_at); removed_at is set when the lock acknowledges it.
+    revoked_revision: Mapped[Optional[int]] = mapped_column()
+    removed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Language of the guest's email and page ("en" | "fr", cloud/i18n.py).
+    locale: Mapped[str] = mapped_column(sa.String(5), default="en", server_default="en")
     # Lock revision that first carries this code; on_lock_at is set when the lock acknowledges it.
     revision: Mapped[int] = mapped_column()
     on_lock_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
@@ -337,6 +363,9 @@ class OutboxMail(db.Model):
     text_body: Mapped[str] = mapped_column(sa.Text)
     html_body: Mapped[Optional[str]] = mapped_column(sa.Text)
     kind: Mapped[str] = mapped_column(sa.String(32), default="")
+    # From: "<sender_name> <MAIL_DEFAULT_SENDER's address>" and Reply-To, when the mail speaks for an agency.
+    sender_name: Mapped[Optional[str]] = mapped_column(sa.String(120))
+    reply_to: Mapped[Optional[str]] = mapped_column(sa.String(254))
     status: Mapped[str] = mapped_column(sa.String(10), default="pending")  # pending|sending|sent|failed
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,6 +8,10 @@ import sqlalchemy as sa
 
 UTC = timezone.utc
 
+# The one default time zone: a lock registered without one (web form, API, installer, simulator) gets it, and
+# pages show times that belong to no lock (an account's tokens) in it.
+DEFAULT_TIMEZONE = "Europe/Paris"
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)

@@ -254,6 +254,8 @@ class Stack:
             "MQTT_BROKER_PIDFILE": str(self.var / "mqtt" / "mosquitto.pid"),
             # one web process: the in-memory rate limiter is fine; a demo should not lock itself out
             "RATELIMIT_ENABLED": "0",
+            # plain http on this machine: the only place cookies go without the Secure flag
+            "SESSION_COOKIE_SECURE": "0",
         })
         env.pop("DEV_MAILBOX_DIR_DISABLED", None)
         return env

@@ -200,9 +200,9 @@ class Cloud:
         except CloudUnreachable as exc:
             raise InstallError(f"{exc}. Check the --cloud URL and this computer's network.", EXIT_CLOUD) from None
         if status in (401, 403):
-            raise InstallError(f"The cloud refused the token (HTTP {status}). Create a new API token for "
-                               f"your agency (POST /api/v1/tokens or the account page) and pass it with "
-                               f"--token.", EXIT_TOKEN)
+            raise InstallError(f"The cloud refused the token (HTTP {status}). Create a new API token on the "
+                               f"web site's Account page (/account, API tokens; owner or manager) and pass "
+                               f"it with --token.", EXIT_TOKEN)
         return status, payload
 
     def unexpected(self, what: str, status: int, payload: Any) -> InstallError:

@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, current_app, g, jsonify, request
 
+from ..auth.passwords import verify
+from ..auth.roles import FORBIDDEN_MESSAGE, can
 from ..domain import DomainError, generate_code, provision, register_lock, revoke_code, update_lock
 from ..extensions import db, limiter
 from ..models import ApiToken, Code, InvalidMac, Lock, User
@@ -47,11 +49,15 @@ def token_required(view):
         row = None
         if scheme.lower() == "bearer" and token.strip():
             row = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == ApiToken.hash(token.strip())))
-        if row is None:
+        if row is None or row.user.removed_at is not None:
             resp = jsonify(message="Missing or invalid API token (Authorization: Bearer <token>).")
             return resp, 401, {"WWW-Authenticate": 'Bearer realm="keydrop"'}
         g.user = row.user
         g.api_token = row
+        now = utcnow()
+        if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= 60:
+            row.last_used_at = now  # at most one write a minute per token: "last used" on the account page
+            db.session.commit()
         return view(*args, **kwargs)
     return wrapped
 
@@ -129,9 +135,15 @@ def tokens():
         return jsonify(message="Use HTTP Basic auth with your email and password."), 401, \
             {"WWW-Authenticate": 'Basic realm="keydrop"'}
     user = db.session.scalar(sa.select(User).where(User.email == User.normalize_email(auth.username)))
-    if user is None or not user.check_password(auth.password or ""):
+    if not verify(user, auth.password or ""):
         return jsonify(message="Wrong email or password."), 401, {"WWW-Authenticate": 'Basic realm="keydrop"'}
-    row, token = ApiToken.issue(user)
+    if not can(user, "manage_tokens"):
+        return jsonify(message=FORBIDDEN_MESSAGE), 403
+    body = request.get_json(silent=True)
+    label = body.get("label") if isinstance(body, dict) else None
+    if label is not None and (not isinstance(label, str) or len(label) > 80):
+        raise ApiError(400, "label must be a string of at most 80 characters.")
+    row, token = ApiToken.issue(user, label=(label or "").strip() or "API")
     db.session.add(row)
     db.session.commit()
     return jsonify(token=token), 201

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 
 from ..auth import login_required
+from ..auth.roles import can, permission_required
 from ..domain import DomainError, register_lock, reveal_backup_key
 from ..extensions import db
 from ..models import AuditEvent, BackupKeyRotation, Code, Lock, LockEvent
 from ..scoping import agency_lock_or_404, agency_locks
-from ..timeutil import utcnow, zone_names
+from ..timeutil import to_epoch, utcnow, zone_names
 from .forms import EmptyForm, LockForm
 
 bp = Blueprint("locks", __name__, url_prefix="/locks")
@@ -58,19 +59,29 @@ def _lock_page(lock: Lock, form: EmptyForm, backup_key: str | None):
                            rotations=rotations, upcoming=upcoming, form=form, backup_key=backup_key, now=now)
 
 
+# After a reveal, the lock page shows the key for this long without recording another reveal (reloads).
+REVEAL_WINDOW_S = 300
+
+
 @bp.get("/<lock_id>")
 @login_required
 def show(lock_id: str):
-    return _lock_page(agency_lock_or_404(g.user.agency_id, lock_id), EmptyForm(), None)
+    lock = agency_lock_or_404(g.user.agency_id, lock_id)
+    granted = session.get("revealed") or {}
+    shown = (can(g.user, "reveal_backup_key") and granted.get("lock") == lock.id
+             and granted.get("until", 0) > to_epoch(utcnow()) and not lock.is_decommissioned)
+    body = _lock_page(lock, EmptyForm(), lock.backup_key if shown else None)
+    # the key is never in a URL, the session cookie or a cache; the page holding it is not stored
+    return body, 200, {"Cache-Control": "no-store"}
 
 
 @bp.post("/<lock_id>/backup-key")
 @login_required
+@permission_required("reveal_backup_key")
 def reveal(lock_id: str):
+    """POST-redirect-GET: the reveal is recorded once; reloading the page that shows the key records nothing."""
     lock = agency_lock_or_404(g.user.agency_id, lock_id)
-    form = EmptyForm()
-    if not form.validate_on_submit():
-        return redirect(url_for("locks.show", lock_id=lock.id))
-    key = reveal_backup_key(lock, by=g.user, remote_addr=request.remote_addr)
-    # rendered, not redirected: the key never sits in a URL, a flash cookie or a cache
-    return _lock_page(lock, form, key), 200, {"Cache-Control": "no-store"}
+    if EmptyForm().validate_on_submit() and not lock.is_decommissioned:
+        reveal_backup_key(lock, by=g.user, remote_addr=request.remote_addr)
+        session["revealed"] = {"lock": lock.id, "until": to_epoch(utcnow()) + REVEAL_WINDOW_S}
+    return redirect(url_for("locks.show", lock_id=lock.id) + "#backup")

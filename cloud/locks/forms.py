@@ -3,7 +3,7 @@ from wtforms import StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from ..models import InvalidMac, canonical_mac
-from ..timeutil import is_valid_zone
+from ..timeutil import DEFAULT_TIMEZONE, is_valid_zone
 
 
 class LockForm(FlaskForm):
@@ -12,7 +12,7 @@ class LockForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)],
                        description="How your team calls it, e.g. “Rue Oberkampf, 3rd floor”")
     address = TextAreaField("Property address", validators=[DataRequired(), Length(max=500)])
-    timezone = StringField("Time zone", validators=[DataRequired(), Length(max=64)], default="Europe/Paris",
+    timezone = StringField("Time zone", validators=[DataRequired(), Length(max=64)], default=DEFAULT_TIMEZONE,
                            description="IANA name, e.g. Europe/Paris, America/New_York")
 
     def validate_mac(self, field):

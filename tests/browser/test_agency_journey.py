@@ -4,6 +4,7 @@ both mails arrive at the SMTP server."""
 import csv
 import io
 import os
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -36,11 +37,18 @@ def page(live_server):
 def test_agency_journey(app, page, smtp_server, deliver_mail, tmp_path):
     from playwright.sync_api import expect
 
-    # sign up
+    # sign up: the address is confirmed by a mail before the agency exists
     page.goto("/signup")
     page.fill("#agency_name", "Harbour Lets")
     page.fill("#email", "owner@harbour.example.com")
+    page.click("main button[type=submit]")
+    expect(page.locator("#signup-sent")).to_contain_text("owner@harbour.example.com")
+    deliver_mail()
+    [confirm] = smtp_server.to("owner@harbour.example.com")
+    link = re.search(r"http://keydrop.example.com(/signup/confirm/\S+)", smtp_server.text(confirm)).group(1)
+    page.goto(link)
     page.fill("#password", "a long passphrase")
+    page.fill("#confirm", "a long passphrase")
     page.click("main button[type=submit]")
     expect(page.locator("header")).to_contain_text("Harbour Lets")
 
@@ -92,7 +100,7 @@ def test_agency_journey(app, page, smtp_server, deliver_mail, tmp_path):
         page.click("#export-csv")
     path = tmp_path / "codes.csv"
     dl.value.save_as(path)
-    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
     assert [(r["code"], r["customer_name"], r["time_zone"]) for r in rows] == [(code, "Mary Anning", "Europe/London")]
 
     # revoke (confirm dialog)

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud import codegen, domain
+from cloud.staff import invite_staff
 from cloud.extensions import db
 from cloud.models import BackupKeyRotation, Code, Lock, LockEvent, OutboxMail, User
 
@@ -277,7 +278,7 @@ def test_staff_generated_code_also_mails_the_staff_member(app, make_agency, make
     now = datetime.now(UTC).replace(microsecond=0)
     with app.app_context():
         owner = db.session.get(User, ag.owner_id)
-        staff = domain.invite_staff(owner, email="staff@example.com")
+        staff = invite_staff(owner, email="staff@example.com")
         domain.generate_code(_lock(lock_id), valid_from=now, valid_until=now + timedelta(days=1), by=staff)
         assert {m.recipient for m in _mails("code_agency")} == {ag.email, "staff@example.com"}
 

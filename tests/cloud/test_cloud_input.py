@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from cloud import domain
+from cloud.staff import invite_staff
 from cloud.extensions import db
 from cloud.models import Code, Lock, User
 
@@ -212,13 +213,14 @@ def test_every_form_post_needs_its_csrf_token(app, strict_app, make_agency, make
     with c.session_transaction() as s:  # logged in (the login form itself is in the list below)
         with strict_app.app_context():
             user = db.session.get(User, ag.owner_id)
-            s["uid"], s["pf"] = user.id, user.password_fingerprint
+            s["uid"], s["sv"] = user.id, user.session_version
     tried = []
     for rule in strict_app.url_map.iter_rules():
         if "POST" not in rule.methods or rule.rule.startswith("/api/"):
             continue
         url = (rule.rule.replace("<lock_id>", lock_id).replace("<int:code_id>", str(code_id))
-               .replace("<token>", "t"))
+               .replace("<token>", "t").replace("<int:user_id>", str(ag.owner_id))
+               .replace("<int:token_id>", "1"))
         resp = c.post(url, data={"email": ag.email, "password": ag.password})
         assert resp.status_code == 400, (rule.rule, resp.status_code)
         assert "The form expired or was not sent from this site" in resp.data.decode(), rule.rule
@@ -233,7 +235,7 @@ def test_csv_neutralises_a_formula_in_the_generating_staff_email(app, client, ma
     ag = make_agency()
     lock_id = make_lock(ag)
     with app.app_context():
-        staff = domain.invite_staff(db.session.get(User, ag.owner_id), email="=1+1@example.com")
+        staff = invite_staff(db.session.get(User, ag.owner_id), email="=1+1@example.com")
         now = datetime.now(UTC)
         domain.generate_code(db.session.get(Lock, lock_id), valid_from=now, valid_until=now + timedelta(days=1),
                              by=staff)

@@ -17,12 +17,15 @@ def _csrf(page: bytes) -> str:
 
 
 def test_csrf_required_on_forms(strict_app, make_agency):
+    ag = make_agency()
     c = strict_app.test_client()
-    resp = c.post("/signup", data={"agency_name": "X", "email": "csrf@example.com", "password": "long enough pw"})
+    resp = c.post("/signup", data={"agency_name": "X", "email": "csrf@example.com"})
     assert resp.status_code == 400
     token = _csrf(c.get("/signup").data)
-    resp = c.post("/signup", data={"agency_name": "X", "email": "csrf@example.com", "password": "long enough pw",
-                                   "csrf_token": token})
+    resp = c.post("/signup", data={"agency_name": "X", "email": "csrf@example.com", "csrf_token": token})
+    assert resp.status_code == 200 and b"Check your email" in resp.data
+    resp = c.post("/login", data={"email": ag.email, "password": ag.password,
+                                  "csrf_token": _csrf(c.get("/login").data)})
     assert resp.status_code == 302
     # logged in: POST buttons need the token too
     assert c.post("/logout").status_code == 400
@@ -30,14 +33,13 @@ def test_csrf_required_on_forms(strict_app, make_agency):
     assert c.post("/logout", data={"csrf_token": _csrf(page)}).status_code == 302
 
 
-def test_session_cookie_flags(strict_app):
+def test_session_cookie_flags(strict_app, make_agency):
+    ag = make_agency()
     c = strict_app.test_client()
-    c.get("/signup")
-    token = _csrf(c.get("/signup").data)
-    resp = c.post("/signup", data={"agency_name": "X", "email": "cookie@example.com", "password": "long enough pw",
-                                   "csrf_token": token})
+    resp = c.post("/login", data={"email": ag.email, "password": ag.password,
+                                  "csrf_token": _csrf(c.get("/login").data)})
     cookie = resp.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
 
 
 def test_login_signup_and_token_are_rate_limited(strict_app):

@@ -13,12 +13,17 @@ from cloud.models import AuditEvent, Code, Lock, User
 UTC = timezone.utc
 
 
-def _signup(client, email="boss@agency.example.com", name="Sunny Stays"):
-    return client.post("/signup", data={"agency_name": name, "email": email, "password": "long enough pw"})
+def _signup(client, smtp_server, deliver_mail, email="boss@agency.example.com", name="Sunny Stays"):
+    """Sign up through the form and the confirmation mail; returns the confirmation page's response."""
+    resp = client.post("/signup", data={"agency_name": name, "email": email})
+    assert resp.status_code == 200 and b"Check your email" in resp.data
+    deliver_mail()
+    link = re.search(r"http://keydrop.example.com(/signup/confirm/\S+)", smtp_server.text(smtp_server.to(email)[-1]))
+    return client.post(link.group(1), data={"password": "long enough pw", "confirm": "long enough pw"})
 
 
-def test_signup_login_logout(client):
-    resp = _signup(client)
+def test_signup_login_logout(client, smtp_server, deliver_mail):
+    resp = _signup(client, smtp_server, deliver_mail)
     assert resp.status_code == 302 and resp.headers["Location"] == "/locks/"
     assert b"Sunny Stays" in client.get("/locks/").data
     client.post("/logout")
@@ -30,13 +35,24 @@ def test_signup_login_logout(client):
     assert b"Locks" in client.get("/locks/").data
 
 
-def test_signup_refuses_duplicate_email_and_short_password(client):
-    _signup(client)
-    client.post("/logout")
-    resp = _signup(client, email="Boss@Agency.example.com")
-    assert resp.status_code == 200 and b"already exists" in resp.data
-    resp = client.post("/signup", data={"agency_name": "X", "email": "x@example.com", "password": "short"})
-    assert resp.status_code == 200 and b"at least 8" in resp.data
+def test_signup_never_says_an_account_exists_and_refuses_weak_passwords(app, client, smtp_server, deliver_mail):
+    _signup(client, smtp_server, deliver_mail)
+    client.post("/logout", follow_redirects=True)
+    fresh = client.post("/signup", data={"agency_name": "Other", "email": "new@agency.example.com"})
+    again = client.post("/signup", data={"agency_name": "Other", "email": "Boss@Agency.example.com"})
+    assert again.status_code == fresh.status_code == 200
+    assert again.data.decode().replace("boss@", "new@") == fresh.data.decode()  # the same page, but the address
+    deliver_mail()
+    [reminder] = [m for m in smtp_server.to("boss@agency.example.com") if "/signup/confirm/" not in smtp_server.text(m)]
+    assert "already has an account" in smtp_server.text(reminder) and "/password/forgot" in smtp_server.text(reminder)
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(User.id))) == 1  # nothing created before confirmation
+    link = re.search(r"(/signup/confirm/\S+)", smtp_server.text(smtp_server.to("new@agency.example.com")[0])).group(1)
+    for weak, message in [("short", "at least 8"), ("password", "Choose a longer"), ("12345678", "Choose a longer"),
+                          ("new@agency.example.com", "Choose a longer")]:
+        resp = client.post(link, data={"password": weak, "confirm": weak})
+        assert resp.status_code == 200 and message in resp.data.decode(), weak
+    assert client.post(link, data={"password": "long enough pw", "confirm": "long enough pw"}).status_code == 302
 
 
 def test_password_reset_by_email(app, client, smtp_server, make_agency, deliver_mail):
@@ -69,7 +85,7 @@ def test_owner_invites_staff(app, client, smtp_server, make_agency, login, deliv
     staff_client = app.test_client()
     assert staff_client.post(link, data={"password": "staff password", "confirm": "staff password"}).status_code == 302
     assert ag.name.encode() in staff_client.get("/locks/").data
-    assert staff_client.get("/staff").status_code == 404  # staff cannot invite
+    assert staff_client.get("/staff").status_code == 403  # staff cannot invite
     with app.app_context():
         u = db.session.scalar(sa.select(User).where(User.email == "helper@example.com"))
         assert u.agency_id == ag.id and u.role == "staff"
@@ -211,8 +227,13 @@ def test_lock_page_shows_access_log_and_reveals_backup_key(app, client, make_age
     page = client.get(f"/locks/{lock_id}").data.decode()
     assert "lockout" in page and "(Lin)" in page and "no trusted time" in page
     assert f'id="backup-key">{key}<' not in page
-    page = client.post(f"/locks/{lock_id}/backup-key").data.decode()
-    assert f'id="backup-key">{key}<' in page
+    resp = client.post(f"/locks/{lock_id}/backup-key")  # POST-redirect-GET: the key is never in the POST's answer
+    assert resp.status_code == 302 and key not in resp.data.decode()
+    for _ in range(2):  # shown after the redirect, and on a reload, without recording another reveal
+        resp = client.get(resp.headers.get("Location") or f"/locks/{lock_id}")
+        assert f'id="backup-key">{key}<' in resp.data.decode() and resp.headers["Cache-Control"] == "no-store"
+    with client.session_transaction() as s:  # the reveal window (5 min) is over
+        s["revealed"]["until"] = 0
     assert f'id="backup-key">{key}<' not in client.get(f"/locks/{lock_id}").data.decode()
     with app.app_context():
         [audit] = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "reveal_backup_key")).all()

@@ -1,0 +1,107 @@
+"""Staff roles (cloud/auth/roles.py): what staff may not do, on the pages and the API; managing people."""
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from cloud.extensions import db
+from cloud.models import ApiToken, AuditEvent, User
+from cloud.staff import OTHER_AGENCY_MESSAGE, invite_staff
+
+
+def _member(app, ag, email, role, password="a fine staff passphrase"):
+    """A joined member of `ag` with `role` (invited by the owner, password chosen)."""
+    with app.app_context():
+        user = invite_staff(db.session.get(User, ag.owner_id), email=email, role=role)
+        user.set_password(password)
+        db.session.commit()
+        return type("Member", (), {"id": user.id, "email": email, "password": password})
+
+
+def _login(client, who):
+    resp = client.post("/login", data={"email": who.email, "password": who.password})
+    assert resp.status_code == 302
+    return client
+
+
+def test_staff_cannot_reveal_keys_manage_staff_or_tokens(app, make_agency, make_lock):
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    staff = _login(app.test_client(), _member(app, ag, "s@example.com", "staff"))
+    page = staff.get(f"/locks/{lock_id}").data.decode()
+    assert "Reveal the backup key" not in page and "Only the owner and managers" in page
+    assert staff.post(f"/locks/{lock_id}/backup-key").status_code == 403
+    assert staff.get("/staff").status_code == 403
+    assert staff.post("/staff", data={"email": "x@example.com"}).status_code == 403
+    assert staff.post("/account/tokens", data={"label": "mine"}).status_code == 403
+    assert "Staff</a>" not in staff.get("/locks/").data.decode()
+    api = app.test_client().post("/api/v1/tokens", auth=("s@example.com", "a fine staff passphrase"))
+    assert api.status_code == 403 and "role" in api.get_json()["message"]
+    # what staff do every day still works
+    assert staff.get(f"/locks/{lock_id}/codes/new").status_code == 200
+    assert staff.get("/codes/").status_code == 200
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(AuditEvent.id))) == 0
+        assert db.session.scalar(sa.select(sa.func.count(ApiToken.id))) == 0
+
+
+def test_manager_can_what_staff_cannot(app, make_agency, make_lock):
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    manager = _login(app.test_client(), _member(app, ag, "m@example.com", "manager"))
+    assert manager.post(f"/locks/{lock_id}/backup-key").status_code == 302
+    assert manager.get("/staff").status_code == 200
+    assert manager.post("/staff", data={"email": "new@example.com", "role": "staff"}).status_code == 302
+    assert app.test_client().post("/api/v1/tokens", auth=("m@example.com", "a fine staff passphrase")).status_code == 201
+
+
+def test_roles_change_remove_and_resend(app, client, make_agency, login, smtp_server, deliver_mail):
+    ag = make_agency()
+    login(client, ag)
+    assert client.post("/staff", data={"email": "helper@example.com", "name": "Helper", "role": "staff"}).status_code == 302
+    with app.app_context():
+        uid = db.session.scalar(sa.select(User.id).where(User.email == "helper@example.com"))
+    assert "invitation sent" in client.get("/staff").data.decode()
+    client.post(f"/staff/{uid}/resend")
+    deliver_mail()
+    mails = smtp_server.to("helper@example.com")
+    assert len(mails) == 2 and all(ag.name in m["Subject"] for m in mails)
+    link = re.search(r"(/password/reset/\S+)", smtp_server.text(mails[-1])).group(1)
+    helper = app.test_client()
+    assert helper.post(link, data={"password": "helper passphrase ok", "confirm": "helper passphrase ok"}).status_code == 302
+    # promoted: can now open the staff page; demoted again: cannot, and their API tokens end with the role
+    client.post(f"/staff/{uid}/role", data={"role": "manager"})
+    assert helper.get("/staff").status_code == 200
+    token = app.test_client().post("/api/v1/tokens", auth=("helper@example.com", "helper passphrase ok")).get_json()["token"]
+    client.post(f"/staff/{uid}/role", data={"role": "staff"})
+    assert helper.get("/staff").status_code == 403
+    assert app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    # nobody can make someone owner, or change / remove the owner
+    assert b"one owner" in client.post(f"/staff/{uid}/role", data={"role": "owner"}, follow_redirects=True).data
+    client.post(f"/staff/{ag.owner_id}/remove")
+    with app.app_context():
+        assert db.session.get(User, ag.owner_id).removed_at is None
+    # removed: the open session ends, logging in is refused, the page no longer lists them
+    assert client.post(f"/staff/{uid}/remove").status_code == 302
+    assert helper.get("/locks/").status_code == 302
+    assert helper.post("/login", data={"email": "helper@example.com", "password": "helper passphrase ok"}).status_code == 200
+    assert 'data-member="helper@example.com"' not in client.get("/staff").data.decode()
+    # and can be invited back
+    assert client.post("/staff", data={"email": "helper@example.com", "role": "staff"}).status_code == 302
+
+
+def test_an_address_of_another_agency_is_refused_with_a_clear_message(app, client, make_agency, login):
+    other = make_agency()
+    login(client, make_agency())
+    resp = client.post("/staff", data={"email": other.email.upper(), "role": "staff"})
+    assert resp.status_code == 200 and "another agency" in resp.data.decode()
+    assert "An account belongs to" in OTHER_AGENCY_MESSAGE
+
+
+def test_the_permission_table_is_the_only_source(app):
+    from cloud.auth.roles import PERMISSIONS, can, permission_required
+    staff = type("U", (), {"role": "staff"})
+    assert not any(can(staff, p) for p in PERMISSIONS)
+    assert can(type("U", (), {"role": "manager"}), "manage_webhooks")
+    with pytest.raises(KeyError):
+        permission_required("no_such_permission")
