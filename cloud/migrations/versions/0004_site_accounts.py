@@ -1,7 +1,7 @@
 """site: session versions, staff removal, token labels, code removal/locale, retired locks, mail sender
 
 Revision ID: 0004_site_accounts
-Revises: 0002
+Revises: 0003_feeds_checkin
 Create Date: 2026-12-01 21:30:00
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0004_site_accounts'
-down_revision = '0002'
+down_revision = '0003_feeds_checkin'
 branch_labels = None
 depends_on = None
 
