@@ -1,7 +1,7 @@
 """site: session versions, staff removal, token labels, code removal/locale, retired locks, mail sender
 
-Revision ID: 0004_site_accounts
-Revises: 0003_feeds_checkin
+Revision ID: 0005_site_accounts
+Revises: 0004_ota_firmware
 Create Date: 2026-12-01 21:30:00
 
 """
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0004_site_accounts'
-down_revision = '0003_feeds_checkin'
+revision = '0005_site_accounts'
+down_revision = '0004_ota_firmware'
 branch_labels = None
 depends_on = None
 
