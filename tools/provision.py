@@ -2,10 +2,11 @@
 
     python -m tools.provision --port /dev/ttyUSB0 --cloud https://keydrop.example --token TOKEN \\
         [--name "Flat 3"] [--address "..."] [--timezone Europe/Paris] \\
-        [--wifi-ssid SSID --wifi-password PASS] [--wait 120 | --no-wait] [--no-reset] [--resume]
+        [--wifi-ssid SSID --wifi-password PASS] [--wait 120 | --no-wait] [--no-reset] [--resume] [--production]
 
 Steps, each reported as it runs:
-  1. board     read the board's MAC (its lock id), MicroPython version and flash over mpremote
+  1. board     read the board's MAC (its lock id), MicroPython version and flash over mpremote; with
+               --production also its eFuses, and stop unless it is hardened (tools/hardening.py)
   2. bundle    compile device/ and microdot with mpy-cross (tools/bundle.py)
   3. register  POST /api/v1/locks; a MAC already registered in the same agency is taken over
   4. copy      copy the firmware (unchanged files are skipped by mpremote's hash check)
@@ -22,6 +23,7 @@ Exit codes (docs/installing.md):
   2 bad command line or value (--address)      7 cloud unreachable or unexpected cloud reply
   3 no board at PORT                           8 copying to the board failed
   4 the device is not (a usable) MicroPython   9 the lock did not come online within --wait
+                                              10 --production: the board is not hardened (what is missing)
 """
 from __future__ import annotations
 
@@ -39,12 +41,13 @@ from typing import Any
 
 from cloud.models import InvalidMac, canonical_mac
 from tools import bundle as bundle_mod
-from tools import mpycross
+from tools import hardening, mpycross
 from tools.cloudclient import ApiClient, CloudUnreachable, api_url, describe
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE = 0, 1, 2
 EXIT_NO_BOARD, EXIT_NOT_MICROPYTHON, EXIT_TOKEN = 3, 4, 5
 EXIT_OTHER_AGENCY, EXIT_CLOUD, EXIT_COPY, EXIT_NOT_ONLINE = 6, 7, 8, 9
+EXIT_NOT_HARDENED = 10
 
 STEPS = 7
 CONFIG_FILE = "config.json"
@@ -106,8 +109,8 @@ def walk(d, out):
             out.append(p)
     return out
 r['files'] = walk('.', [])
-print('KEYDROP-PROBE', json.dumps(r))
 """
+PROBE_REPLY = "\nprint('KEYDROP-PROBE', json.dumps(r))\n"
 
 
 class InstallError(Exception):
@@ -167,8 +170,9 @@ class Board:
         errors = [line for line in lines if re.search(r"error|mpremote:", line, re.I)]
         raise _BoardCommandFailed((errors or lines or [f"mpremote exited with {proc.returncode}"])[-1])
 
-    def probe(self) -> dict[str, Any]:
-        proc = self.run(["exec", PROBE], timeout=45)
+    def probe(self, production: bool = False) -> dict[str, Any]:
+        """What the board is and holds; with production, also its raw eFuse words (tools/hardening.py)."""
+        proc = self.run(["exec", PROBE + (hardening.PROBE if production else "") + PROBE_REPLY], timeout=45)
         for line in proc.stdout.splitlines():
             if line.startswith("KEYDROP-PROBE "):
                 try:
@@ -285,6 +289,15 @@ def check_board(board: Board, info: dict[str, Any], target: str) -> str:
     return target
 
 
+def check_hardened(board: Board, info: dict[str, Any]) -> None:
+    """--production: stop, before the cloud or the flash is touched, unless the board is hardened."""
+    gaps = hardening.missing(info.get("efuse"))
+    if gaps:
+        raise InstallError(f"The board at {board.port} is not hardened for production; nothing was installed. "
+                           f"Missing:\n" + "".join(f"  - {g}\n" for g in gaps)
+                           + f"The steps are in {hardening.GUIDE}.", EXIT_NOT_HARDENED)
+
+
 def stale_files(info: dict[str, Any], bundle: bundle_mod.Bundle) -> list[str]:
     """Files on the board a fresh install must remove: what the previous install put there and the new
     firmware no longer has, and sources that would shadow a compiled module (MicroPython prefers .py)."""
@@ -377,7 +390,7 @@ def install(args: argparse.Namespace) -> int:
 
     # 1. board
     try:
-        info = board.probe()
+        info = board.probe(production=args.production)
     except _BoardCommandFailed as exc:
         raise InstallError(f"The board at {args.port} failed the probe: {exc}", EXIT_NOT_MICROPYTHON) from None
     mac = normalise_mac(info.get("mac"))
@@ -385,8 +398,11 @@ def install(args: argparse.Namespace) -> int:
         raise InstallError(f"Could not read the MAC address of the board at {args.port} "
                            f"(got {info.get('mac')!r}).", EXIT_NOT_MICROPYTHON)
     target = check_board(board, info, args.target)
+    if args.production:
+        check_hardened(board, info)
     say(1, "board", f"MicroPython {info.get('version')} on {info.get('machine') or info.get('platform')}; "
-                    f"MAC {pretty_mac(mac)} -> lock id {mac}")
+                    f"MAC {pretty_mac(mac)} -> lock id {mac}" + ("; hardened (eFuses checked)" if args.production
+                                                                else ""))
 
     # 2. bundle (before the cloud is touched: a broken checkout changes nothing anywhere)
     try:
@@ -423,6 +439,8 @@ def install(args: argparse.Namespace) -> int:
         write_board_file(board, CA_FILE, args.ca.read_bytes())
     config = build_config(info.get("config"), lock_id, creds, args.cloud.rstrip("/"),
                           args.wifi_ssid, args.wifi_password, CA_FILE if args.ca else None)
+    if args.production:
+        config["production"] = True  # the production image attaches no REPL from the next boot on
     write_board_file(board, CONFIG_FILE, (json.dumps(config, indent=1, sort_keys=True) + "\n").encode())
     write_board_file(board, MANIFEST_FILE, json.dumps(sorted(f.dest for f in bundle.files)).encode())
     wifi = (config.get("wifi") or {}).get("ssid")
@@ -461,7 +479,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  description="Install the KeyDrop firmware on a board and register it.",
                                  epilog="Exit codes: 0 ok, 1 unexpected, 2 usage, 3 no board, 4 not MicroPython, "
                                         "5 token refused, 6 MAC owned by another agency, 7 cloud error, "
-                                        "8 copy failed, 9 not online in time. See docs/installing.md.")
+                                        "8 copy failed, 9 not online in time, 10 not hardened (--production). "
+                                        "See docs/installing.md.")
     ap.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0, COM3)")
     ap.add_argument("--cloud", required=True, help="base URL of the KeyDrop cloud (e.g. https://keydrop.example)")
     ap.add_argument("--token", default=os.environ.get("KEYDROP_TOKEN"),
@@ -483,6 +502,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--build-dir", type=Path, help="where bundles are built (default build/)")
     ap.add_argument("--device-dir", type=Path, default=bundle_mod.DEVICE_DIR,
                     help="firmware sources to install (default: device/ of this checkout)")
+    ap.add_argument("--production", action="store_true",
+                    help="install only on a hardened board (flash encryption, secure boot v2, JTAG and download "
+                         "mode off, the KeyDrop production image); say what is missing otherwise")
     ap.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     ap.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
     args = ap.parse_args(argv)
