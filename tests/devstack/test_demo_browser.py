@@ -5,11 +5,12 @@ door open there."""
 import os
 import re
 import shutil
-import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,17 +28,6 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
         b.close()
-
-
-def wait_for(fn, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture
@@ -76,7 +66,7 @@ def test_demo_end_to_end(devstack, browser, shots):
     def active():
         page.reload()
         return page.locator(f"{row} .badge").inner_text().strip() == "active"
-    wait_for(active, 90, "the simulated lock to be active", interval=1)
+    wait_until(active, 90, "the simulated lock to be active", every=1)
     page.click(f"{row} a")
     page.wait_for_selector("h1 .badge.active")
 
@@ -95,7 +85,7 @@ def test_demo_end_to_end(devstack, browser, shots):
         page.goto(urls["mailbox"])
         link = page.locator(f"#mails a:has-text('Code {code} for')")
         return link.count() > 0 and link
-    wait_for(mail_listed, 30, "the code mail in the mailbox").first.click()
+    wait_until(mail_listed, 30, "the code mail in the mailbox", every=0.5).first.click()
     text = page.locator("#text").inner_text()
     m = re.search(r"Code:\s+(\d{4})", text)
     assert m, text
@@ -106,7 +96,7 @@ def test_demo_end_to_end(devstack, browser, shots):
     def on_lock():
         page.goto(urls["web"].rstrip("/") + f"/locks/{urls['lock']}")
         return "(on the lock)" in page.locator("dl.facts").inner_text()
-    wait_for(on_lock, 60, "the new code to reach the lock", interval=1)
+    wait_until(on_lock, 60, "the new code to reach the lock", every=1)
 
     # type the code from the mail on the lock's own keypad page and see the door open
     pad = browser.new_page()

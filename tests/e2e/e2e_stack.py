@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cloud.broker import Mosquitto, free_port, wait_port  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402,F401  (the e2e tests import it from here)
 from tools.cloudclient import ApiClient, api_url  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
@@ -37,17 +38,6 @@ BRIDGE_PASSWORD = "bridge-test-password"
 
 def mosquitto_available() -> bool:
     return os.path.exists(os.environ.get("KEYDROP_MOSQUITTO", "/usr/sbin/mosquitto"))
-
-
-def wait_until(pred, timeout: float, what: str = "condition", every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 class Proc:
