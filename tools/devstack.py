@@ -162,7 +162,64 @@ class Child:
 
 # -- the stack ---------------------------------------------------------------------------------------------
 
+class Demo:
+    """The demo's data: its agency, API token and simulated lock, made through the cloud on the first run and
+    reused on later ones (remembered in the stack's state file)."""
+
+    def __init__(self, stack: "Stack"):
+        self.stack = stack
+
+    def agency(self) -> None:
+        st = self.stack.state
+        if st.get("agency_created"):
+            return
+        say(f"creating the demo agency ({DEMO_EMAIL})")
+        r = self.stack.flask("agency", "create", "--name", DEMO_AGENCY, "--email", DEMO_EMAIL,
+                             "--password", st["demo_password"], check=False)
+        if r.returncode != 0 and "already" not in (r.stdout + r.stderr).lower():
+            raise StackError(f"creating the demo agency failed:\n{r.stdout}{r.stderr}")
+        st["agency_created"] = True
+        self.stack.save_state(st)
+
+    def api(self, token: str | None = None, basic: tuple[str, str] | None = None) -> ApiClient:
+        return ApiClient(api_url(self.stack.web_url), token=token, basic=basic, timeout=10)
+
+    def token(self) -> str:
+        st = self.stack.state
+        try:
+            if st.get("api_token"):
+                status, _ = self.api(st["api_token"]).call("GET", "/me")
+                if status == 200:
+                    return st["api_token"]
+            st["api_token"] = self.api(basic=(DEMO_EMAIL, st["demo_password"])).new_token()
+        except CloudError as e:
+            raise StackError(f"getting an API token for the demo agency failed: {e}") from None
+        self.stack.save_state(st)
+        return st["api_token"]
+
+    def provision_lock(self, lock_dir: Path, token: str) -> None:
+        """Give the simulated lock its identity from the cloud, as the installer does for a real one; a lock
+        made on an earlier run keeps its flash (codes, log) and only gets fresh credentials (the broker's
+        port may have moved)."""
+        if (lock_dir / "flash" / "config.json").exists():
+            try:
+                simlock_cloud.write_credentials(lock_dir / "flash", self.api(token), DEMO_MAC,
+                                                cloud_url=self.stack.web_url)
+            except CloudError as e:
+                raise StackError(f"refreshing the simulated lock's credentials failed: {e}") from None
+            return
+        say(f"registering the demo lock {DEMO_MAC}")
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / "simlock"), "init", str(lock_dir),
+                            "--cloud", self.stack.web_url, "--token", token, "--mac", DEMO_MAC,
+                            "--name", DEMO_LOCK_NAME, "--address", DEMO_ADDRESS, "--timezone", DEMO_TZ],
+                           env=self.stack.cloud_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise StackError(f"provisioning the simulated lock failed:\n{r.stdout}{r.stderr}")
+
+
 class Stack:
+    """The processes of `make run`: their ports, environment, start order and supervision."""
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.var = Path(args.var).resolve()
@@ -307,34 +364,6 @@ class Stack:
     def init_db(self) -> None:
         self.flask("db", "upgrade")
 
-    def demo_agency(self) -> None:
-        st = self.state
-        if st.get("agency_created"):
-            return
-        say(f"creating the demo agency ({DEMO_EMAIL})")
-        r = self.flask("agency", "create", "--name", DEMO_AGENCY, "--email", DEMO_EMAIL,
-                       "--password", st["demo_password"], check=False)
-        if r.returncode != 0 and "already" not in (r.stdout + r.stderr).lower():
-            raise StackError(f"creating the demo agency failed:\n{r.stdout}{r.stderr}")
-        st["agency_created"] = True
-        self.save_state(st)
-
-    def api(self, token: str | None = None, basic: tuple[str, str] | None = None) -> ApiClient:
-        return ApiClient(api_url(self.web_url), token=token, basic=basic, timeout=10)
-
-    def demo_token(self) -> str:
-        st = self.state
-        try:
-            if st.get("api_token"):
-                status, _ = self.api(st["api_token"]).call("GET", "/me")
-                if status == 200:
-                    return st["api_token"]
-            st["api_token"] = self.api(basic=(DEMO_EMAIL, st["demo_password"])).new_token()
-        except CloudError as e:
-            raise StackError(f"getting an API token for the demo agency failed: {e}") from None
-        self.save_state(st)
-        return st["api_token"]
-
     def start_web(self) -> None:
         c = self.start("web", [str(BIN / "flask"), "--app", "cloud", "run", "--host", "127.0.0.1",
                                "--port", str(self.ports["web"]), "--no-reload", "--no-debugger"])
@@ -351,31 +380,12 @@ class Stack:
         st = self.state
         if st.get("lock_mqtt_port") != self.ports["mqtt"] or not (lock_dir / "flash" / "config.json").exists():
             say("provisioning the simulated lock")
-            self.provision_lock(lock_dir, token)
+            Demo(self).provision_lock(lock_dir, token)
             st["lock_mqtt_port"] = self.ports["mqtt"]
             self.save_state(st)
         c = self.start("lock", [sys.executable, str(ROOT / "tools" / "simlock"), "run", str(lock_dir),
                                 "--keypad-port", str(self.ports["keypad"])])
         wait_http(f"http://127.0.0.1:{self.ports['keypad']}/state.json", 120, c)
-
-    def provision_lock(self, lock_dir: Path, token: str) -> None:
-        """Give the simulated lock its identity from the cloud, as the installer does for a real one; a lock
-        made on an earlier run keeps its flash (codes, log) and only gets fresh credentials (the broker's
-        port may have moved)."""
-        if (lock_dir / "flash" / "config.json").exists():
-            try:
-                simlock_cloud.write_credentials(lock_dir / "flash", self.api(token), DEMO_MAC,
-                                                cloud_url=self.web_url)
-            except CloudError as e:
-                raise StackError(f"refreshing the simulated lock's credentials failed: {e}") from None
-            return
-        say(f"registering the demo lock {DEMO_MAC}")
-        r = subprocess.run([sys.executable, str(ROOT / "tools" / "simlock"), "init", str(lock_dir),
-                            "--cloud", self.web_url, "--token", token, "--mac", DEMO_MAC, "--name", DEMO_LOCK_NAME,
-                            "--address", DEMO_ADDRESS, "--timezone", DEMO_TZ], env=self.cloud_env(), cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise StackError(f"provisioning the simulated lock failed:\n{r.stdout}{r.stderr}")
 
     # orchestration
     def run(self) -> int:
@@ -385,9 +395,10 @@ class Stack:
         self.start_smtp()
         self.start_broker(exe)
         self.init_db()
-        self.demo_agency()
+        demo = Demo(self)
+        demo.agency()
         self.start_web()
-        token = self.demo_token()
+        token = demo.token()
         self.start_mailer()
         self.start_bridge()
         self.start_lock(token)

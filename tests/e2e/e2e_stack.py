@@ -230,9 +230,6 @@ class Stack:
         finally:
             self.stop()
 
-    def _bridge_connected(self) -> bool:
-        return "connected to" in self.bridge.tail(200)
-
     def _proc(self, name, args) -> Proc:
         p = Proc(name, args, self.env, self.logs).start()
         self.procs.append(p)

@@ -80,11 +80,9 @@ class Cloud:
     """The real Flask app (cloud.create_app) on a werkzeug server thread, with two agencies and tokens."""
 
     def __init__(self, tmp: Path):
-        try:
-            from cloud import create_app
-        except ImportError as exc:  # pragma: no cover - the cloud is part of this repository
-            pytest.skip(f"cloud app not importable: {exc}")
         from werkzeug.serving import make_server
+
+        from cloud import create_app
         self.app = create_app({
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'cloud.sqlite3'}",
             "RATELIMIT_ENABLED": False,
