@@ -1,7 +1,9 @@
 """Fixtures for the installer tests (helpers in installer_support.py)."""
 import pytest
 
-from installer_support import MICROPYTHON, Cloud, PtyBoard
+from installer_support import MICROPYTHON, PtyBoard
+
+from tests.live_cloud import LiveCloud
 
 
 @pytest.fixture
@@ -27,6 +29,6 @@ def board(make_board):
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
-    c = Cloud(tmp_path_factory.mktemp("cloud"))
+    c = LiveCloud(tmp_path_factory.mktemp("cloud"))
     yield c
     c.close()

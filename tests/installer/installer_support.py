@@ -1,5 +1,5 @@
 """Helpers for the installer tests: a "board" that is the MicroPython unix port behind a pseudo-terminal
-(socat), and the real cloud app served over HTTP from a thread, with a temporary SQLite database.
+(socat), and the tool run as an installer runs it. The cloud they install against is tests/live_cloud.py.
 
 The board's flash is a temporary directory: the unix port's filesystem root is its working directory.
 The unix port has no `network` module, so the board's MAC is the file `keydrop_mac` there: that is the
@@ -10,21 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tools.cloudclient import ApiClient, api_url
+from tests.live_cloud import LiveCloud
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MICROPYTHON = shutil.which("micropython", path=str(BIN)) or shutil.which("micropython")
-PASSWORD = "installer-test-pw-1"
 
 
 class PtyBoard:
@@ -70,69 +67,13 @@ class PtyBoard:
                 self.proc.wait(5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cloud:
-    """The real Flask app (cloud.create_app) on a werkzeug server thread, with two agencies and tokens."""
-
-    def __init__(self, tmp: Path):
-        from werkzeug.serving import make_server
-
-        from cloud import create_app
-        self.app = create_app({
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'cloud.sqlite3'}",
-            "RATELIMIT_ENABLED": False,
-            "TESTING": True,
-            "MQTT_PUBLIC_HOST": "mqtt.test.invalid",
-            "MQTT_PUBLIC_PORT": 8883,
-            "MQTT_PUBLIC_TLS": True,
-        })
-        with self.app.app_context():
-            from flask_migrate import upgrade
-            upgrade()
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.token = self.new_agency("Seaside Rentals", "owner@seaside.test")
-        self.other_token = self.new_agency("Other Homes", "owner@other.test")
-
-    def new_agency(self, name: str, email: str) -> str:
-        from cloud.domain import create_agency
-        with self.app.app_context():
-            create_agency(name=name, email=email, password=PASSWORD)
-        return ApiClient(api_url(self.url), basic=(email, PASSWORD), timeout=10).new_token()
-
-    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None):
-        """(status, body) of PATH under /api/v1, with the first agency's token unless another is given."""
-        return ApiClient(api_url(self.url), token=token or self.token, timeout=10).call(method, path, body)
-
-    def mark_active(self, lock_id: str) -> None:
-        """What the bridge does on the lock's first verified hello (cloud/domain.py lock_hello)."""
-        from cloud.domain import lock_hello
-        from cloud.extensions import db
-        from cloud.models import Lock
-        with self.app.app_context():
-            lock = db.session.get(Lock, lock_id)
-            lock_hello(lock, firmware="test", boot_count=1, lock_time=None, revision=0)
-
-    def close(self):
-        self.server.shutdown()
-        self.thread.join(5)
-
-
 def run_tool(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """python -m tools.provision, as an installer runs it, from the repository root."""
     return subprocess.run([sys.executable, "-m", "tools.provision", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 
-def tool_args(board: PtyBoard, cloud: Cloud, *extra: str, token: str | None = None) -> list[str]:
+def tool_args(board: PtyBoard, cloud: LiveCloud, *extra: str, token: str | None = None) -> list[str]:
     """The unix port needs --resume (a soft reset ends it) and --no-reset (it has no machine.reset)."""
     return ["--port", board.port, "--cloud", cloud.url, "--token", token or cloud.token, "--resume",
             "--no-reset", "--build-dir", str(board.flash.parent / "build"), *extra]

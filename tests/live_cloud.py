@@ -1,0 +1,60 @@
+"""The real cloud app (cloud.create_app) served over HTTP from a thread, on a temporary SQLite database
+migrated with Alembic, with two agencies and their API tokens: what the installer and tool tests talk to."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from tools.cloudclient import ApiClient, api_url
+
+PASSWORD = "installer-test-pw-1"
+
+
+class LiveCloud:
+    """The real Flask app (cloud.create_app) on a werkzeug server thread, with two agencies and tokens."""
+
+    def __init__(self, tmp: Path):
+        from werkzeug.serving import make_server
+
+        from cloud import create_app
+        self.app = create_app({
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'cloud.sqlite3'}",
+            "RATELIMIT_ENABLED": False,
+            "TESTING": True,
+            "MQTT_PUBLIC_HOST": "mqtt.test.invalid",
+            "MQTT_PUBLIC_PORT": 8883,
+            "MQTT_PUBLIC_TLS": True,
+        })
+        with self.app.app_context():
+            from flask_migrate import upgrade
+            upgrade()
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)  # port 0: the system picks a free one
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.token = self.new_agency("Seaside Rentals", "owner@seaside.test")
+        self.other_token = self.new_agency("Other Homes", "owner@other.test")
+
+    def new_agency(self, name: str, email: str) -> str:
+        from cloud.domain import create_agency
+        with self.app.app_context():
+            create_agency(name=name, email=email, password=PASSWORD)
+        return ApiClient(api_url(self.url), basic=(email, PASSWORD), timeout=10).new_token()
+
+    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None):
+        """(status, body) of PATH under /api/v1, with the first agency's token unless another is given."""
+        return ApiClient(api_url(self.url), token=token or self.token, timeout=10).call(method, path, body)
+
+    def mark_active(self, lock_id: str) -> None:
+        """What the bridge does on the lock's first verified hello (cloud/domain.py lock_hello)."""
+        from cloud.domain import lock_hello
+        from cloud.extensions import db
+        from cloud.models import Lock
+        with self.app.app_context():
+            lock = db.session.get(Lock, lock_id)
+            lock_hello(lock, firmware="test", boot_count=1, lock_time=None, revision=0)
+
+    def close(self):
+        self.server.shutdown()
+        self.thread.join(5)
