@@ -64,7 +64,8 @@ def missing(efuse: Any) -> list[str]:
         return ["its eFuses cannot be read: --production checks a classic ESP32 (v3.0 or newer) running "
                 "MicroPython; this board reports another chip, or no eFuse words"]
     try:
-        rdata0, rdata6 = int(efuse["rdata0"]), int(efuse["rdata6"])
+        # machine.mem32 hands a word with bit 31 set back as a negative int: keep the 32 bits
+        rdata0, rdata6 = int(efuse["rdata0"]) & 0xFFFFFFFF, int(efuse["rdata6"]) & 0xFFFFFFFF
     except (KeyError, TypeError, ValueError):
         return ["its eFuse words are unreadable (the probe's reply lacks rdata0/rdata6)"]
     out = []

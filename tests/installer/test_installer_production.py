@@ -90,5 +90,6 @@ def test_each_efuse_bit_is_needed():
     assert "flash encryption is off" in hardening.missing(dict(HARDENED, rdata0=0x08310184))[0]
     assert "'vfs'" in hardening.missing(dict(HARDENED, vfs_encrypted=None))[0]
     assert "production image" in hardening.missing(dict(HARDENED, machine="Generic ESP32 module with ESP32"))[0]
+    assert hardening.missing(dict(HARDENED, rdata0=HARDENED["rdata0"] - (1 << 32))) == []  # mem32's sign
     assert "cannot be read" in hardening.missing(None)[0]
     assert "unreadable" in hardening.missing({"rdata0": "x"})[0]
