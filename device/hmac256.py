@@ -21,12 +21,19 @@ class Hmac256:
         self._ip = bytes(ip)
         self._op = bytes(op)
 
+    def start(self):
+        """The inner hash, to be fed the message in parts and handed to finish()."""
+        return hashlib.sha256(self._ip)
+
+    def finish(self, inner) -> bytes:
+        o = hashlib.sha256(self._op)
+        o.update(inner.digest())
+        return o.digest()
+
     def digest(self, msg) -> bytes:
         h = hashlib.sha256(self._ip)
         h.update(msg)
-        o = hashlib.sha256(self._op)
-        o.update(h.digest())
-        return o.digest()
+        return self.finish(h)
 
 
 def hmac_sha256(key: bytes, msg) -> bytes:

@@ -3,12 +3,11 @@
 payload = hex(HMAC-SHA256(secret, b"KD1\\0" + topic + b"\\0" + body)) + body, body = compact JSON object.
 The MAC covers the exact body bytes; the receiver verifies before parsing.
 """
-import hashlib
 import json
 from binascii import a2b_base64, hexlify
 
 from be32 import u32 as _u32
-from hmac256 import equal
+from hmac256 import Hmac256, equal
 
 V = 1
 PREFIX = b"KD1\x00"
@@ -20,37 +19,24 @@ LOG_BATCH = 16
 
 
 class ProtocolError(Exception):
-    """reason (args[0]) is one of: oversize, bad_signature, malformed, bad_version, unknown_type."""
+    """reason (args[0]) is one of: oversize, bad_signature, malformed, bad_version, unknown_type, wrong_topic."""
 
 
 class Envelope:
     """Signs and opens messages for one lock. Holds the HMAC pads, never exposes the secret."""
 
     def __init__(self, secret, lock_id):
-        k = bytearray(64)
-        key = bytes(secret)
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        k[: len(key)] = key
-        ip = bytearray(64)
-        op = bytearray(64)
-        for i in range(64):
-            ip[i] = k[i] ^ 0x36
-            op[i] = k[i] ^ 0x5C
-        self._ip = bytes(ip)
-        self._op = bytes(op)
+        self._hmac = Hmac256(bytes(secret))
         self.up = ("lock/%s/up" % lock_id).encode()
         self.down = ("lock/%s/down" % lock_id).encode()
 
     def mac(self, topic, body):
-        h = hashlib.sha256(self._ip)
+        h = self._hmac.start()
         h.update(PREFIX)
         h.update(topic)
         h.update(b"\x00")
         h.update(body)
-        o = hashlib.sha256(self._op)
-        o.update(h.digest())
-        return o.digest()
+        return self._hmac.finish(h)
 
     def seal(self, topic, obj):
         """obj (dict) -> payload bytes for topic."""

@@ -40,12 +40,11 @@ def build() -> str:
     """Compile what changed; return the MICROPYPATH that runs the firmware on the simulated board."""
     _compile(ROOT / "device", BUILD / "device")
     _compile(ROOT / "sim" / "board", BUILD / "sim")
-    _compile(ROOT / "hostlib" / "umqtt", BUILD / "hostlib" / "umqtt")  # the host's umqtt.simple (link)
     return micropypath()
 
 
 def micropypath() -> str:
-    return ":".join([".frozen", str(BUILD / "sim"), str(BUILD / "device"), str(BUILD / "hostlib")])
+    return ":".join([".frozen", str(BUILD / "sim"), str(BUILD / "device")])
 
 
 def env(sim_dir: str | os.PathLike | None = None, extra_path: list[str] | None = None) -> dict:

@@ -13,8 +13,8 @@ The result is a tree that mirrors the board's flash, in build/<target>/ (gitigno
 for the MicroPython unix port. Bytecode-only .mpy files are the same for both today; the target keeps
 native code (@micropython.native / viper), should the firmware ever use it, right for the chip.
 
-The official ESP32 firmware already freezes `umqtt.simple` and `umqtt.robust`, so the bundle does not
-carry an MQTT client. The lock's own config.json is written by tools/provision.py, never by the bundle:
+The bundle carries the lock's own MQTT client (device/mqtt.py, docs/firmware.md "MQTT client"): the
+firmware does not use the `umqtt` frozen into the official image. The lock's own config.json is written by tools/provision.py, never by the bundle:
 the bundle holds no secret and can be shared.
 """
 from __future__ import annotations

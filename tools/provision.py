@@ -81,11 +81,6 @@ except ImportError:
     except OSError:
         r['mac'] = None
 try:
-    import umqtt.simple
-    r['umqtt'] = True
-except ImportError:
-    r['umqtt'] = False
-try:
     with open('config.json') as f:
         r['config'] = json.loads(f.read())
 except (OSError, ValueError):
@@ -414,9 +409,6 @@ def install(args: argparse.Namespace) -> int:
     free = info.get("free")
     if isinstance(free, int) and free < bundle.total // 2:
         print(f"          warning: only {free} bytes free on the board; the copy may not fit", flush=True)
-    if not info.get("umqtt") and not any("umqtt" in f.dest for f in bundle.files):
-        print("          warning: this MicroPython has no umqtt.simple (the official ESP32 firmware freezes it); "
-              "use an official build or `mpremote mip install umqtt.simple`", flush=True)
 
     # 3. register
     name = args.name or f"Lock {mac}"

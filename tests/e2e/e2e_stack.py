@@ -317,11 +317,11 @@ class Stack:
 
 
 def run_mp(source: str, timeout: float = 60.0) -> str:
-    """Run MicroPython source on the unix port with the host's umqtt.simple on the path; returns stdout."""
+    """Run MicroPython source on the unix port with the firmware (its MQTT client included) on the path."""
     from sim import mpbuild
     env = dict(os.environ)
     mpbuild.build()
-    env["MICROPYPATH"] = ".frozen:" + str(mpbuild.BUILD / "hostlib")
+    env["MICROPYPATH"] = ".frozen:" + str(mpbuild.BUILD / "device")
     r = subprocess.run(mpbuild.command() + ["-c", source], env=env, capture_output=True, text=True,
                        timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -482,7 +482,7 @@ def test_tls_needs_the_right_ca(stack, tmp_path):
     # and the lock's own client (MicroPython, mbedTLS) refuses a broker its CA did not sign
     out = run_mp(f"""
 import ssl, socket
-from umqtt.simple import MQTTClient
+from mqtt import MQTTClient
 def der(p):
     from binascii import a2b_base64
     return a2b_base64(b"".join(l for l in p.split(b"\\n") if l and not l.startswith(b"-----")))

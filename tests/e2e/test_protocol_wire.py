@@ -119,13 +119,14 @@ cfg = config.load()
 b = board.Board(cfg)
 lk = Lock(b, cfg)
 L = link.start(lk, cfg, b)
-L._started = True          # no network thread: we feed the receive path directly
+S = L.session
+S.start = lambda: None     # no network thread: we feed the receive path directly
 gc.collect()
 print('free before', gc.mem_free())
 f = open('wire.bin', 'rb')
-n = f.readinto(L._rx)      # the payload arrives in the link's boot-time buffer, as the client does it
+n = f.readinto(S.downlink.rx)  # the payload arrives in the link's boot-time buffer, as the client does it
 f.close()
-L._on_msg({topic!r}.encode(), memoryview(L._rx)[:n])
+S.on_message({topic!r}.encode(), memoryview(S.downlink.rx)[:n])
 print(L.status()['counts'])
 L.poll(b.ticks_ms())
 gc.collect()

@@ -1,21 +1,18 @@
-# KeyDrop host-side MQTT 3.1.1 client with the umqtt.simple API.
-#
-# The ESP32 firmware image freezes micropython-lib's umqtt.simple; PyPI has no installable copy, so the
-# host (the MicroPython unix port running the firmware) uses this independent implementation of the same
-# public API. device/link.py uses only that API (plus `sock`, which umqtt.simple also exposes), so the
-# firmware runs unchanged on either.
-#
-# I/O: after the (blocking, timed-out) TCP connect and TLS handshake the socket is non-blocking and every wait
-# goes through select.poll with the connect timeout as the deadline; a TCP socket timeout under a TLS socket
-# makes mbedTLS return partial writes on the unix port, which would lose bytes.
-#
-# Differences from umqtt.simple that callers may rely on here but must not require:
-# - `max_packet`: incoming packets larger than this are read in chunks and discarded (counted in
-#   `dropped`) instead of being allocated. 0 = no limit.
-# - `rx_buf`: a bytearray for incoming payloads up to its size: read into it without allocating (the
-#   callback then gets a memoryview valid only during the call). None = allocate per message.
-# - the message handed to the callback is a bytearray (bytes-like, has .decode()): no second copy of it.
-# - PUBACK/SUBACK arriving late (outside publish()/subscribe()) are consumed, never left in the stream.
+"""KeyDrop's MQTT 3.1.1 client, the same code on the ESP32 and in the simulator (docs/firmware.md, "MQTT client").
+
+Its API follows micropython-lib's umqtt.simple (MQTTClient(client_id, server, port, user, password, keepalive,
+ssl) . connect . set_callback . set_last_will . subscribe . publish . check_msg . wait_msg . ping . disconnect),
+and adds what the lock's memory plan needs, which umqtt.simple cannot do:
+- `max_packet`: an incoming packet larger than this is read in 256-byte chunks and discarded (counted in
+  `dropped`), never allocated whole. 0 = no limit.
+- `rx_buf`: a bytearray for incoming payloads up to its size, read into without allocating (the callback then
+  gets a memoryview valid only during the call). None = allocate per message.
+- PUBACK/SUBACK arriving late (outside publish()/subscribe()) are consumed, never left in the stream.
+
+I/O: after the (blocking, timed-out) TCP connect and TLS handshake the socket is non-blocking and every wait
+goes through select.poll with the connect timeout as the deadline: a TCP socket timeout under a TLS socket
+makes mbedTLS return partial writes, which would lose bytes.
+"""
 import select
 import socket
 import struct
@@ -38,16 +35,14 @@ def _varlen(n):
 
 
 class MQTTClient:
-    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
-                 ssl=None, ssl_params={}):
+    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None):
         if port == 0:
             port = 8883 if ssl else 1883
         self.client_id = client_id
-        self.sock = None
+        self.sock = None  # type: socket.socket  # type: ignore[assignment]  # set by connect()
         self.server = server
         self.port = port
-        self.ssl = ssl
-        self.ssl_params = ssl_params
+        self.ssl = ssl  # an SSLContext (verification is the caller's to configure), or None for plain TCP
         self.pid = 0
         self.cb = None
         self.user = user
@@ -145,12 +140,9 @@ class MQTTClient:
         self._raw = self.sock
         self.sock.settimeout(timeout)
         self.sock.connect(addr)
-        if self.ssl:
-            if self.ssl is True:
-                import ssl as _ssl
-                self.sock = _ssl.wrap_socket(self.sock, **self.ssl_params)
-            else:
-                self.sock = self.ssl.wrap_socket(self.sock, server_hostname=self.server)
+        if self.ssl is not None:
+            # the name is sent (SNI) and checked against the broker's certificate
+            self.sock = self.ssl.wrap_socket(self.sock, server_hostname=self.server)
         self.sock.setblocking(False)
         flags = 0x02 if clean_session else 0
         payload = self._str(self.client_id)
@@ -281,7 +273,7 @@ class MQTTClient:
                 if not k:
                     raise OSError(-1, "mqtt: connection closed")
                 got += k
-            msg = mv[:sz]
+            msg = mv[:sz]  # type: object
         else:
             msg = self._read(sz) if sz else b""
         if op & 6 == 2:

@@ -1,4 +1,4 @@
-"""The host's umqtt.simple-compatible client (hostlib/umqtt/simple.py) on the MicroPython unix port against a
+"""The lock's MQTT client (device/mqtt.py) on the MicroPython unix port against a
 real mosquitto: connect with credentials and a last will, subscribe, QoS 0/1 publish, retained delivery,
 ping, oversize packets dropped without allocation, the will published when the connection dies."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ def broker(tmp_path_factory):
 def test_client_round_trip_on_the_unix_port(broker):
     out = run_mp(f"""
 import time
-from umqtt.simple import MQTTClient
+from mqtt import MQTTClient
 got = []
 c = MQTTClient('mp1', '127.0.0.1', {broker.port}, 'alice', 'alice-pw', 30)
 c.set_callback(lambda t, m: got.append((t, len(m))))
@@ -54,7 +54,7 @@ c.sock.close()   # no DISCONNECT: the broker publishes the will
 
 def test_wrong_password_is_refused(broker):
     out = run_mp(f"""
-from umqtt.simple import MQTTClient, MQTTException
+from mqtt import MQTTClient, MQTTException
 c = MQTTClient('mp2', '127.0.0.1', {broker.port}, 'alice', 'nope', 30)
 try:
     c.connect(True, 5)

@@ -1,0 +1,315 @@
+"""The link's session (connectivity, like mqtt_as's MQTT_base): a worker thread owns Wi-Fi, TLS, the MQTT
+client (device/mqtt.py), connect with a signed last will, failover between the configured brokers, keepalive,
+reconnect backoff with full jitter, and publishing. It may block (a hanging connect, a TLS handshake, a broker
+that stops answering): the main loop never waits for it. The two sides exchange named messages (linkmsg)
+through two bounded lists guarded by a _thread lock (the unix port has no GIL).
+
+The session knows nothing of what the messages mean: that is the policy's (link.py)."""
+import _thread
+import gc
+import select
+import time
+from time import ticks_diff, ticks_ms
+
+from micropython import const
+
+import protocol as P
+from backoff import ceiling, jitter
+from linkmsg import Down, Refused, State, Up
+from mqtt import MQTTClient
+from upcounter import UpCounter
+
+_KEEPALIVE = const(30)         # seconds announced to the broker
+_PING_MS = const(15000)
+_DEAD_MS = const(45000)
+_CONNECT_TIMEOUT = const(10)   # seconds, socket timeout for connect and blocking reads
+_BACKOFF_FIRST_MS = const(1000)
+_BACKOFF_MAX_MS = const(60000)
+_NEXT_HOST_MS = const(200)     # pause before trying the next broker of the list
+_INQ = const(8)                # downlink messages waiting for the main loop
+_INQ_CONTROL = const(2)        # slots beyond _INQ for Up/Down: a full queue never hides a connection change
+_OUTQ = const(16)
+
+
+class LinkError(Exception):
+    """A configuration the link refuses to run with (the message says what to fix)."""
+
+
+def brokers(m: dict) -> list:
+    """mqtt.hosts (a list of "host" or "host:port"), else mqtt.host, as [(host, port)]; the port defaults to
+    mqtt.port, else 8883 with TLS and 1883 without."""
+    port = int(m.get("port") or (8883 if m.get("tls") else 1883))
+    out = []
+    for h in m.get("hosts") or [m.get("host") or "127.0.0.1"]:
+        h = str(h)
+        i = h.rfind(":")
+        out.append((h[:i], int(h[i + 1:])) if i > 0 else (h, port))
+    return out
+
+
+def _der(data):
+    """The first certificate of a PEM file -> DER (mbedTLS wants PEM NUL-terminated; DER avoids the question)."""
+    if not data.startswith(b"-----BEGIN"):
+        return data
+    from binascii import a2b_base64
+    end = data.find(b"-----END")
+    body = b"".join(ln.strip() for ln in data[:end].split(b"\n") if ln.strip() and not ln.startswith(b"-----"))
+    return a2b_base64(body)
+
+
+class Session:
+    def __init__(self, cfg: dict, board, lock_id: str, env, downlink) -> None:
+        m = cfg["mqtt"]
+        self.board = board
+        self.env = env
+        self.hosts = brokers(m)
+        self.tls = bool(m.get("tls", False))
+        self.user = m.get("username") or lock_id
+        self.password = m.get("password")
+        self.client_id = "kd-" + lock_id
+        self.wifi = cfg.get("wifi") or {}
+        self._mu = _thread.allocate_lock()
+        self._inq = []  # type: list
+        self._outq = []  # type: list
+        self._stop = False
+        self._started = False
+        self.counts = {}  # type: dict
+        self.connected = False   # single words written by the worker, read by the main loop
+        self.last_error = None  # type: str | None
+        self.host = None  # type: str | None  # the broker of the current session
+        # the CA is read and decoded at boot: once sessions have come and gone the heap is too fragmented
+        # for the ~1 KB of an RSA certificate; a lock configured for TLS without a CA never connects
+        self._ca = None
+        self._ctx = None  # type: object
+        self._refusal = None
+        if self.tls:
+            try:
+                with open(m["ca"], "rb") as f:
+                    self._ca = _der(f.read())
+            except (KeyError, TypeError, OSError, ValueError):
+                self._refusal = "tls: no CA certificate (set mqtt.ca to the broker CA's file)"
+        self.counter = UpCounter()
+        self.downlink = downlink
+        self._client = None  # type: MQTTClient | None
+
+    # ---------------------------------------------------------------- both threads
+    def count(self, what: str) -> None:
+        self._mu.acquire()
+        self.counts[what] = self.counts.get(what, 0) + 1
+        self._mu.release()
+
+    def _put(self, q, item, cap: int) -> bool:
+        self._mu.acquire()
+        try:
+            if len(q) >= cap:
+                return False
+            q.append(item)
+            return True
+        finally:
+            self._mu.release()
+
+    def _pop(self, q):
+        self._mu.acquire()
+        try:
+            return q.pop(0) if q else None
+        finally:
+            self._mu.release()
+
+    # ---------------------------------------------------------------- main loop side
+    def send(self, obj: dict) -> bool:
+        """Queue an uplink body (sealed with the next counter value when it is published)."""
+        if not self.connected:
+            return False
+        if not self._put(self._outq, obj, _OUTQ):
+            self.count("outq_full")
+            return False
+        return True
+
+    def take(self):
+        """What the worker received since the last call (a list of linkmsg messages), or None."""
+        self._mu.acquire()
+        try:
+            if not self._inq:
+                return None
+            items = self._inq[:]
+            del self._inq[:]
+            return items
+        finally:
+            self._mu.release()
+
+    def rssi(self):
+        """The Wi-Fi signal (dBm), or None when the radio cannot say."""
+        try:
+            return self.board.wlan().status("rssi")
+        except Exception:
+            return None
+
+    def done(self, msg, adopted: bool) -> None:
+        self.downlink.done(msg, adopted)
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            _thread.stack_size(16 * 1024)
+        except Exception:
+            pass
+        _thread.start_new_thread(self._worker, ())
+
+    def stop(self) -> None:
+        self._stop = True
+        self.downlink.stop = True
+
+    # ---------------------------------------------------------------- worker thread
+    def _net_up(self) -> bool:
+        try:
+            w = self.board.wlan()
+        except Exception:
+            return False
+        if w is None:
+            return False
+        if w.isconnected():
+            return True
+        ssid = self.wifi.get("ssid")
+        if ssid:
+            try:
+                w.connect(ssid, self.wifi.get("password") or "")
+            except Exception:
+                pass
+            t0 = ticks_ms()
+            while not w.isconnected() and ticks_diff(ticks_ms(), t0) < 10000 and not self._stop:
+                time.sleep_ms(100)
+        return w.isconnected()
+
+    def _ssl(self):
+        """The TLS context, built once: the broker must present a chain to the configured CA, for its name."""
+        if not self.tls:
+            return None
+        if self._refusal is not None:
+            raise LinkError(self._refusal)
+        if self._ctx is None:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED  # MicroPython's client context defaults to CERT_NONE
+            ctx.load_verify_locations(cadata=self._ca)
+            self._ctx = ctx
+        return self._ctx
+
+    def _sleep(self, ms: int) -> None:
+        t0 = ticks_ms()
+        while not self._stop and ticks_diff(ticks_ms(), t0) < ms:
+            time.sleep_ms(50)
+
+    def _worker(self) -> None:
+        i = 0          # the broker to try next
+        failed = 0     # connection attempts failed in a row (all brokers)
+        while not self._stop:
+            up = False
+            err = None
+            try:
+                if self._net_up():
+                    host, port = self.hosts[i]
+                    self.host = host
+                    up = self._run(host, port)
+                else:
+                    err = "wifi"
+            except MemoryError as e:  # backs off like any other failure
+                err = repr(e)
+            except Exception as e:
+                err = repr(e)
+            up = up or self.connected  # it came up, then ended with an error
+            self.last_error = err
+            c = self._client
+            self._client = None
+            if c is not None:
+                try:
+                    c.sock.close()
+                except Exception:
+                    pass
+            if self.connected:
+                self.connected = False
+                self._put(self._inq, Down(err), _INQ + _INQ_CONTROL)
+            gc.collect()
+            if up:
+                failed = 0  # a session that came up: retry the same broker first
+                wait = jitter(_BACKOFF_FIRST_MS)
+            else:
+                failed += 1
+                if err != "wifi":
+                    i = (i + 1) % len(self.hosts)
+                n = len(self.hosts)
+                if err != "wifi" and failed % n:
+                    wait = _NEXT_HOST_MS  # the next broker of the list right away
+                else:  # a full round of failures (or no Wi-Fi): back off
+                    rounds = (failed + n - 1) // n
+                    wait = jitter(ceiling(rounds, _BACKOFF_FIRST_MS, _BACKOFF_MAX_MS))
+            self._sleep(wait)
+
+    def _run(self, host: str, port: int) -> bool:
+        """One MQTT session with host; returns whether it came up (it ends by raising, or on stop)."""
+        self._mu.acquire()
+        del self._outq[:]  # what was queued for a previous session is regenerated by the main loop
+        self._mu.release()
+        c = MQTTClient(self.client_id, host, port, self.user, self.password, _KEEPALIVE, self._ssl())
+        dl = self.downlink
+        c.set_callback(self.on_message)
+        w = self.counter.next()
+        c.set_last_will(self.env.up, self.env.seal_up({"v": P.V, "t": "will", "n": w}), False, 1)
+        c.max_packet = P.MAX_DOWN + 256  # larger packets are dropped unread (and reported), never allocated
+        c.rx_buf = dl.rx
+        self._client = c
+        c.connect(True, _CONNECT_TIMEOUT)
+        c.subscribe(self.env.down, 1)
+        self.connected = True
+        self.last_error = None
+        self._put(self._inq, Up(w), _INQ + _INQ_CONTROL)
+        poller = select.poll()
+        poller.register(c.sock, select.POLLIN)
+        last_rx = last_tx = ticks_ms()
+        dropped = c.dropped
+        while not self._stop:
+            if not self.board.wlan().isconnected():
+                raise OSError("wifi lost")
+            item = self._pop(self._outq)
+            while item is not None:
+                item["n"] = self.counter.next()
+                c.publish(self.env.up, self.env.seal_up(item), False, 1)
+                last_tx = ticks_ms()
+                item = self._pop(self._outq)
+            ev = poller.poll(50)
+            if ev:
+                for _, flags in ev:
+                    if flags & (select.POLLHUP | select.POLLERR) and not flags & select.POLLIN:
+                        raise OSError("connection lost")
+                last_rx = ticks_ms()
+            for _ in range(4):  # also drains what the TLS layer already buffered
+                if c.check_msg() is None:
+                    break
+                last_rx = ticks_ms()
+            if c.dropped != dropped:  # a message too big for the lock: refused, reported, not retried
+                dropped = c.dropped
+                self._deliver(Refused("oversize"))
+            now = ticks_ms()
+            if ticks_diff(now, last_tx) >= _PING_MS:
+                c.ping()
+                last_tx = now
+            if ticks_diff(now, last_rx) >= _DEAD_MS:
+                raise OSError("keepalive timeout")
+        try:
+            c.disconnect()
+        except Exception:
+            pass
+        return True
+
+    def on_message(self, topic, payload) -> None:
+        """The client's callback (worker thread): parse and hand over to the main loop."""
+        self._deliver(self.downlink.parse(topic, payload, isinstance(payload, memoryview)))
+
+    def _deliver(self, msg) -> None:
+        if isinstance(msg, Refused):
+            self.count(msg.reason)  # every drop is counted, whether or not the main loop hears of it
+        if not self._put(self._inq, msg, _INQ):
+            self.count("inq_full")
+            if isinstance(msg, State):
+                self.downlink.done(msg, False)
