@@ -2,11 +2,11 @@
 parser registered for the message's type ("t"). Never raises: every drop comes back as a Refused message (the
 session counts it under its reason), so a flood of forged messages costs a counter, not the session.
 
-Memory: the payload is (or is copied into) the boot-time receive buffer `rx`; a state's code records are
-decoded from it into one of two boot-time staging buffers and blanked in place before json.loads, so a full
-200-code state allocates nothing large (the unix port's 64-bit heap at 128k is fragmented to ~7 KB blocks
-after boot). The code set installed by the main loop keeps (adopts) the buffer it was decoded into; the next
-state is decoded into the other one.
+Memory: two boot-time buffers of MAX_DOWN bytes, one receiving (`rx`), the other held by the installed code
+set. A state's code records are decoded in place in the receiving buffer (protocol.take_b64), so a full
+200-code state allocates nothing large (the unix port's 64-bit heap at 128k is fragmented to ~7 KB blocks after
+boot). When the main loop has installed it, that code set keeps (adopts) the buffer and the other one, whose
+code set is garbage now, receives the next message (receiving); until then the session waits (wait_installed).
 """
 import gc
 import time
@@ -18,10 +18,10 @@ from linkmsg import LogAck, Refused, State, Time
 class Downlink:
     def __init__(self, env) -> None:
         self.env = env
-        self.rx = bytearray(P.MAX_DOWN)
-        self._recbufs = (bytearray(P.MAX_CODES * P.REC), bytearray(P.MAX_CODES * P.REC))
+        self._bufs = (bytearray(P.MAX_DOWN), bytearray(P.MAX_DOWN))
         self._held = -1      # index of the buffer the lock's code set holds (-1: none, e.g. after boot)
         self._staged = -1    # index of the buffer with records the main loop has not installed yet
+        self.rx = self._bufs[0]
         self.stop = False    # set when the link stops: a parse waiting for the main loop gives up
         self._parsers = {"time": _time, "logack": _logack}
 
@@ -43,18 +43,18 @@ class Downlink:
             payload = None
             body = self.env.verify(self.env.down, memoryview(rx)[:n])
             blob = None
-            free = -1
             if rx.find(b'"t":"state"', P.SIG_LEN, n) >= 0:
-                free = self._staging_buffer()
-                k = P.take_b64(rx, P.SIG_LEN, n, b'"c":"', self._recbufs[free])
-                if k >= 0:
-                    blob = memoryview(self._recbufs[free])[:k]
+                gc.collect()  # the old code set's leftovers are garbage now: give the parse a clean heap
+                r = P.take_b64(rx, P.SIG_LEN, n, b'"c":"')
+                if r is not None:
+                    blob = memoryview(rx)[r[0]: r[0] + r[1]]
+                    body = memoryview(rx)[r[2]:n]
             obj = P.loads(body)
             body = None
             t = obj.get("t")
             if t == "state":
                 rev, codes, backup = P.parse_state(obj, blob)
-                msg = State(rev, codes, backup, free if blob is not None else -1)
+                msg = State(rev, codes, backup, (0 if rx is self._bufs[0] else 1) if blob is not None else -1)
                 self._staged = msg.buf
                 return msg
             fn = self._parsers.get(t)
@@ -71,17 +71,22 @@ class Downlink:
         gc.collect()
         return Refused(reason)
 
-    def _staging_buffer(self) -> int:
-        while self._staged >= 0 and not self.stop:  # the previous state is not installed yet
+    def wait_installed(self) -> None:
+        """Worker thread, after handing over a State: wait until the main loop is through with it, so the next
+        message is not received over records it may be installing."""
+        while self._staged >= 0 and not self.stop:
             time.sleep_ms(5)
-        gc.collect()  # the old code set's buffers are garbage now: give the parse a clean heap
-        return 1 if self._held == 0 else 0
 
     def done(self, msg, adopted: bool) -> None:
-        """The main loop is through with a State: its code set adopted msg.buf, or not."""
-        if adopted and msg.buf >= 0:
+        """Main loop: through with a State; its code set adopted msg.buf (-1: records of its own), or not."""
+        if adopted:
             self._held = msg.buf
         self._staged = -1
+
+    def receiving(self):
+        """Worker thread, before each read: the buffer no code set holds (the client's rx_buf)."""
+        self.rx = self._bufs[1 if self._held == 0 else 0]
+        return self.rx
 
 
 def _time(obj):

@@ -15,8 +15,8 @@ from micropython import const
 
 import accesslog
 import protocol as P
-from backoff import jitter
 from linkmsg import Down, LogAck, Refused, State, Time, Up
+from session import jitter
 from version import VERSION
 
 _LOG_RESEND_MS = const(10000)

@@ -12,7 +12,7 @@ from hmac256 import Hmac256, equal
 V = 1
 PREFIX = b"KD1\x00"
 SIG_LEN = 64
-MAX_DOWN = 12288  # a full state (200 codes) is 11.9 KB
+MAX_DOWN = 12288  # a full state (200 codes) is 11.9 KB; also holds its 8.8 KB of decoded records
 MAX_UP = 4096
 MAX_CODES = 200
 LOG_BATCH = 16
@@ -84,31 +84,33 @@ def loads(body):
     return obj
 
 
-def take_b64(buf, start, end, key, out):
+def take_b64(buf, start, end, key):
     """In a *verified* body held in the mutable buf[start:end]: decode the base64 string value of `key`
-    (e.g. b'"c":"') into `out` chunk by chunk and blank it in place (the value becomes "" followed by
-    spaces, still valid JSON), so json.loads never allocates the long string. Returns the decoded length,
-    or -1 when the key is absent or the value does not fit (the caller then parses normally)."""
+    (e.g. b'"c":"') in place, chunk by chunk (the decoded bytes trail the text they come from), then move the
+    body's text before the value up against the value's closing quote, so that the body reads as valid JSON
+    with that value empty and json.loads never allocates the long string.
+
+    Returns (data_offset, data_length, body_offset): the decoded bytes are buf[data_offset:+data_length], the
+    JSON is buf[body_offset:end]. None when the key is absent, the value is not base64, or it is too short to
+    leave room for the moved text (a small value: the caller then parses normally)."""
     i = buf.find(key, start, end)
     if i < 0:
-        return -1
+        return None
     a = i + len(key)
     j = buf.find(b'"', a, end)
-    if j < 0 or (j - a) % 4 or (j - a) // 4 * 3 > len(out) + 2:
-        return -1
+    head = a - start
+    if j < 0 or (j - a) % 4 or (j - a) - (j - a) // 4 * 3 < head:
+        return None
     mv = memoryview(buf)
     o = 0
     step = 256  # base64 characters per chunk (a multiple of 4)
     for k in range(a, j, step):
         d = a2b_base64(mv[k: min(k + step, j)])
-        if o + len(d) > len(out):
-            return -1
-        out[o: o + len(d)] = d
+        buf[a + o: a + o + len(d)] = d
         o += len(d)
-    buf[a] = 0x22  # closing quote right away ...
-    for k in range(a + 1, j + 1):
-        buf[k] = 0x20  # ... and spaces up to the old closing quote
-    return o
+    b = j - head
+    buf[b:j] = mv[start:a]  # the text up to and including `"c":"`, then the old closing quote and the rest
+    return a, o, b
 
 
 def _int(x):
@@ -143,7 +145,7 @@ class CodeList:
 
 def parse_state(obj, blob=None):
     """A verified "state" body -> (revision, CodeList, backup_digest|None). Validates everything first.
-    blob: the records already decoded by take_b64 (then obj["c"] is "")."""
+    blob: the records already decoded in place by take_b64 (then obj["c"] is "")."""
     try:
         rev = _int(obj["rev"])
         n = _int(obj["n"])

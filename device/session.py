@@ -7,6 +7,7 @@ through two bounded lists guarded by a _thread lock (the unix port has no GIL).
 The session knows nothing of what the messages mean: that is the policy's (link.py)."""
 import _thread
 import gc
+import os
 import select
 import time
 from time import ticks_diff, ticks_ms
@@ -14,10 +15,9 @@ from time import ticks_diff, ticks_ms
 from micropython import const
 
 import protocol as P
-from backoff import ceiling, jitter
+import store
 from linkmsg import Down, Refused, State, Up
 from mqtt import MQTTClient
-from upcounter import UpCounter
 
 _KEEPALIVE = const(30)         # seconds announced to the broker
 _PING_MS = const(15000)
@@ -29,10 +29,25 @@ _NEXT_HOST_MS = const(200)     # pause before trying the next broker of the list
 _INQ = const(8)                # downlink messages waiting for the main loop
 _INQ_CONTROL = const(2)        # slots beyond _INQ for Up/Down: a full queue never hides a connection change
 _OUTQ = const(16)
+LINK_FILE = "link.bin"
+_STEP = const(64)  # counter values per persisted high-water mark
 
 
-class LinkError(Exception):
-    """A configuration the link refuses to run with (the message says what to fix)."""
+def jitter(cap_ms: int) -> int:
+    """A uniform wait in [0, cap_ms] (24 random bits: fine-grained enough for an hour)."""
+    r = os.urandom(3)
+    return ((r[0] << 16 | r[1] << 8 | r[2]) * (cap_ms + 1)) >> 24
+
+
+def ceiling(failures: int, first_ms: int, max_ms: int) -> int:
+    """The wait's ceiling after `failures` failures in a row: first_ms doubling up to max_ms."""
+    if failures < 1:
+        return 0
+    c = first_ms
+    while failures > 1 and c < max_ms:
+        c *= 2
+        failures -= 1
+    return min(c, max_ms)
 
 
 def brokers(m: dict) -> list:
@@ -187,13 +202,14 @@ class Session:
         if not self.tls:
             return None
         if self._refusal is not None:
-            raise LinkError(self._refusal)
+            raise ValueError(self._refusal)
         if self._ctx is None:
             import ssl
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.verify_mode = ssl.CERT_REQUIRED  # MicroPython's client context defaults to CERT_NONE
             ctx.load_verify_locations(cadata=self._ca)
             self._ctx = ctx
+            self._ca = None  # parsed into the context: the bytes can go
         return self._ctx
 
     def _sleep(self, ms: int) -> None:
@@ -257,7 +273,7 @@ class Session:
         w = self.counter.next()
         c.set_last_will(self.env.up, self.env.seal_up({"v": P.V, "t": "will", "n": w}), False, 1)
         c.max_packet = P.MAX_DOWN + 256  # larger packets are dropped unread (and reported), never allocated
-        c.rx_buf = dl.rx
+        c.rx_buf = dl.receiving()
         self._client = c
         c.connect(True, _CONNECT_TIMEOUT)
         c.subscribe(self.env.down, 1)
@@ -284,6 +300,7 @@ class Session:
                         raise OSError("connection lost")
                 last_rx = ticks_ms()
             for _ in range(4):  # also drains what the TLS layer already buffered
+                c.rx_buf = dl.receiving()
                 if c.check_msg() is None:
                     break
                 last_rx = ticks_ms()
@@ -304,7 +321,14 @@ class Session:
 
     def on_message(self, topic, payload) -> None:
         """The client's callback (worker thread): parse and hand over to the main loop."""
-        self._deliver(self.downlink.parse(topic, payload, isinstance(payload, memoryview)))
+        dl = self.downlink
+        msg = dl.parse(topic, payload, isinstance(payload, memoryview))
+        self._deliver(msg)
+        if isinstance(msg, State):
+            dl.wait_installed()
+            c = self._client
+            if c is not None:  # this packet's buffer may be the installed code set's now: never read into it
+                c.rx_buf = dl.receiving()
 
     def _deliver(self, msg) -> None:
         if isinstance(msg, Refused):
@@ -313,3 +337,35 @@ class Session:
             self.count("inq_full")
             if isinstance(msg, State):
                 self.downlink.done(msg, False)
+
+
+class UpCounter:
+    """The uplink counter (docs/protocol.md, Freshness): strictly increasing across reboots, with a high-water
+    mark persisted every _STEP values, so it costs one flash write per _STEP messages, not one per message."""
+
+    def __init__(self) -> None:
+        hi = 1
+        data = store.load(LINK_FILE)
+        if data is not None and len(data) == 8:
+            hi = 0
+            for b in bytes(data):
+                hi = (hi << 8) | b
+            if hi < 1:
+                hi = 1
+        # after a reboot continue above the persisted mark: values up to it may have been used
+        self.value = hi - 1
+        self._hi = hi
+
+    def next(self) -> int:
+        n = self.value + 1
+        if n >= self._hi:
+            hi = n + _STEP
+            b = bytearray(8)
+            v = hi
+            for i in range(7, -1, -1):
+                b[i] = v & 0xFF
+                v >>= 8
+            store.save(LINK_FILE, b)
+            self._hi = hi
+        self.value = n
+        return n

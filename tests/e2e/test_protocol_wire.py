@@ -126,9 +126,13 @@ print('free before', gc.mem_free())
 f = open('wire.bin', 'rb')
 n = f.readinto(S.downlink.rx)  # the payload arrives in the link's boot-time buffer, as the client does it
 f.close()
-S.on_message({topic!r}.encode(), memoryview(S.downlink.rx)[:n])
-print(L.status()['counts'])
-L.poll(b.ticks_ms())
+import _thread, time
+# the worker thread's callback hands the state over, then waits until the main loop has installed it
+_thread.start_new_thread(S.on_message, ({topic!r}.encode(), memoryview(S.downlink.rx)[:n]))
+t0 = time.ticks_ms()
+while lk.revision != 4242 and time.ticks_diff(time.ticks_ms(), t0) < 20000:
+    L.poll(b.ticks_ms())
+    time.sleep_ms(5)
 gc.collect()
 print(L.status()['counts'])
 print('installed', lk.revision, lk.codes.count, 'free after', gc.mem_free())
