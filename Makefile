@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 TYPINGS := typings/.installed
 STUBS   := micropython-esp32-stubs==1.29.0.post1
 
-.PHONY: all venv run test test-device test-cloud check-device bench clean
+.PHONY: all venv run test test-device test-cloud check-device bench fuzz clean
 
 all: test
 
@@ -41,6 +41,10 @@ check-device: $(TYPINGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench
+
+## make fuzz: a longer run of the firmware's downlink fuzzing (FUZZ_EXAMPLES batches of 50 to 100 payloads)
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-400} $(BIN)/python -m pytest -q -s -W ignore device_tests/test_fuzz_downlink.py
 
 clean:
 	rm -rf $(VENV) typings build .pytest_cache .mypy_cache

@@ -15,8 +15,8 @@ from micropython import const
 
 import accesslog
 import protocol as P
+from backoff import jitter
 from linkmsg import Down, LogAck, Refused, State, Time, Up
-from session import jitter
 from version import VERSION
 
 _LOG_RESEND_MS = const(10000)
@@ -41,6 +41,8 @@ class Link:
         self._shown_error = None  # type: str | None
         self._refused_at = {}  # type: dict  # reason -> ticks of its last access-log record
         self._booted = ticks_ms()
+        # probed once, before the worker thread starts: probing later would starve that thread of memory
+        self._block = largest_block()
 
     def handle(self, cls, fn) -> None:
         """Apply messages of class cls with fn(msg, now)."""
@@ -150,9 +152,8 @@ class Link:
     # ---------------------------------------------------------------- what the lock sends by itself
     def health(self) -> dict:
         """How the lock is doing, in each hello (docs/protocol.md, hello)."""
-        gc.collect()
         return {"uptime": ticks_diff(ticks_ms(), self._booted) // 1000, "heap_free": gc.mem_free(),
-                "heap_block": largest_block(), "rssi": self.session.rssi()}
+                "heap_block": self._block, "rssi": self.session.rssi()}
 
     def _upload(self) -> None:
         # network timeouts run on the real clock (ticks_ms), not the main loop's `now` (same on the ESP32;
@@ -192,7 +193,8 @@ class Link:
 
 
 def largest_block() -> int:
-    """The largest heap block that can be allocated now (to 64 bytes): what a big message could get."""
+    """The largest heap block that can be allocated now (to 64 bytes). It allocates that much for a moment:
+    only while no other thread runs."""
     lo = 0
     hi = gc.mem_free() + 64
     while hi - lo > 64:

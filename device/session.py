@@ -7,7 +7,6 @@ through two bounded lists guarded by a _thread lock (the unix port has no GIL).
 The session knows nothing of what the messages mean: that is the policy's (link.py)."""
 import _thread
 import gc
-import os
 import select
 import time
 from time import ticks_diff, ticks_ms
@@ -16,6 +15,7 @@ from micropython import const
 
 import protocol as P
 import store
+from backoff import ceiling, jitter
 from linkmsg import Down, Refused, State, Up
 from mqtt import MQTTClient
 
@@ -31,23 +31,6 @@ _INQ_CONTROL = const(2)        # slots beyond _INQ for Up/Down: a full queue nev
 _OUTQ = const(16)
 LINK_FILE = "link.bin"
 _STEP = const(64)  # counter values per persisted high-water mark
-
-
-def jitter(cap_ms: int) -> int:
-    """A uniform wait in [0, cap_ms] (24 random bits: fine-grained enough for an hour)."""
-    r = os.urandom(3)
-    return ((r[0] << 16 | r[1] << 8 | r[2]) * (cap_ms + 1)) >> 24
-
-
-def ceiling(failures: int, first_ms: int, max_ms: int) -> int:
-    """The wait's ceiling after `failures` failures in a row: first_ms doubling up to max_ms."""
-    if failures < 1:
-        return 0
-    c = first_ms
-    while failures > 1 and c < max_ms:
-        c *= 2
-        failures -= 1
-    return min(c, max_ms)
 
 
 def brokers(m: dict) -> list:

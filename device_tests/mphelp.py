@@ -20,8 +20,10 @@ def run_mp(module: str, tmp: Path, env_extra: dict | None = None, heap: str = mp
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_mp_script(script: str, tmp: Path, heap: str = mpbuild.HEAP, timeout: float = 300):
+def run_mp_script(script: str, tmp: Path, heap: str = mpbuild.HEAP, timeout: float = 300,
+                  env_extra: dict | None = None):
     env = mpbuild.env(None, extra_path=[str(MP_DIR)])
     env["TEST_TMP"] = str(tmp)
+    env.update(env_extra or {})
     return subprocess.run(mpbuild.command(heap) + [str(MP_DIR / script)], env=env, cwd=str(mpbuild.ROOT),
                           capture_output=True, text=True, timeout=timeout)
