@@ -12,7 +12,7 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from . import codegen
+from . import broker_credentials, codegen
 from .extensions import db
 from .firmware.release import public_key_hex
 from .mailer import enqueue
@@ -100,6 +100,7 @@ def register_lock(agency: Agency, *, mac: str, name: str, address: str, timezone
         db.session.rollback()
         return register_lock(agency, mac=mac, name=name, address=address, timezone=timezone, by=by)
     log.info("lock %s registered by agency %s", mac, agency.id)
+    broker_credentials.grant([lock.id])  # the lock can log in to the broker as soon as it is provisioned
     return lock
 
 

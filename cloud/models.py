@@ -134,6 +134,12 @@ DEFAULT_CHECKIN = time(15, 0)
 DEFAULT_CHECKOUT = time(11, 0)
 
 
+def mqtt_password(secret: bytes) -> str:
+    """A lock's broker password: hex HMAC-SHA256(secret, b"mqtt-password"), first 32 hex digits (the installer
+    writes it into the lock's config; cloud/broker_credentials.py gives it to the broker)."""
+    return hmac.new(secret, b"mqtt-password", hashlib.sha256).hexdigest()[:32]
+
+
 class Lock(db.Model):
     __tablename__ = "lock"
 
@@ -210,8 +216,7 @@ class Lock(db.Model):
 
     @property
     def mqtt_password(self) -> str:
-        """Broker password: hex HMAC-SHA256(secret, b"mqtt-password"), first 32 hex digits."""
-        return hmac.new(self.secret, b"mqtt-password", hashlib.sha256).hexdigest()[:32]
+        return mqtt_password(self.secret)
 
     def bump_revision(self) -> int:
         """Bump desired_revision in SQL (row-locking UPDATE), so concurrent writers serialise on the lock."""

@@ -274,6 +274,9 @@ class Stack:
         state = self.load_state()
         if not state.get("secret_key"):
             state["secret_key"] = secrets.token_hex(32)  # sessions survive a restart of the stack
+        for key in ("bridge_password", "mqtt_admin_password"):
+            if not state.get(key):
+                state[key] = secrets.token_hex(16)
         if not state.get("demo_password"):
             state["demo_password"] = "demo-" + secrets.token_urlsafe(6)
         self.save_state(state)
@@ -307,8 +310,11 @@ class Stack:
             "MQTT_PUBLIC_HOST": "127.0.0.1",
             "MQTT_PUBLIC_PORT": str(self.ports["mqtt"]),
             "MQTT_PUBLIC_TLS": "0",
-            "MQTT_BROKER_DIR": str(self.var / "mqtt"),
-            "MQTT_BROKER_PIDFILE": str(self.var / "mqtt" / "mosquitto.pid"),
+            # the bridge's login, and the cloud's admin login for the locks' broker logins (dynamic security)
+            "MQTT_USERNAME": "bridge",
+            "MQTT_PASSWORD": self.state["bridge_password"],
+            "MQTT_ADMIN_USERNAME": "keydrop-admin",
+            "MQTT_ADMIN_PASSWORD": self.state["mqtt_admin_password"],
             # one web process: the in-memory rate limiter is fine; a demo should not lock itself out
             "RATELIMIT_ENABLED": "0",
             # plain http on this machine: the only place cookies go without the Secure flag
@@ -353,12 +359,14 @@ class Stack:
         wait_tcp(self.ports["smtp"], 20, c)
 
     def start_broker(self, exe: str) -> None:
-        mqtt_dir = self.var / "mqtt"
-        os.environ["KEYDROP_MOSQUITTO"] = exe
-        from cloud import broker
-        conf = broker.write_config(mqtt_dir, port=self.ports["mqtt"], anonymous=False)
-        c = self.start("mosquitto", [exe, "-c", str(conf)])
-        (mqtt_dir / "mosquitto.pid").write_text(str(c.proc.pid))
+        from tools.mosquitto import DYNSEC_PLUGIN, Mosquitto
+        if not os.path.exists(DYNSEC_PLUGIN):
+            raise StackError(f"mosquitto's dynamic-security plugin is missing ({DYNSEC_PLUGIN}): install mosquitto "
+                             f"2.0 or later, or name the plugin with KEYDROP_DYNSEC_PLUGIN=/path/to/it.so")
+        # the broker's state (its locks' logins) stays in VAR/mqtt across runs
+        broker = Mosquitto(self.var / "mqtt", port=self.ports["mqtt"], bridge_password=self.state["bridge_password"],
+                           admin_password=self.state["mqtt_admin_password"])
+        c = self.start("mosquitto", [exe, "-c", str(broker.conf)])
         wait_tcp(self.ports["mqtt"], 20, c)
 
     def init_db(self) -> None:

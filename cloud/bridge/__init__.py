@@ -6,7 +6,7 @@ Where things are:
 - dispatch.py     uplink → domain: a table of handlers by message type (add new uplink types there)
 - publisher.py    desired states → retained `state` downlinks
 - session.py      the paho MQTT session (subscription, inbox, publish)
-- credentials.py  the managed broker's password file / ACL
+- credentials.py  reconciles the broker's lock logins with the database (cloud/broker_credentials.py)
 - metrics.py      counters (accepted, dropped by reason), rate-limited drop logging, the metrics file
 - runner.py       the Bridge that wires them, its main loop, configuration and the CLI entry point
 """

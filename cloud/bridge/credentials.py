@@ -1,42 +1,36 @@
-"""Keeps the managed mosquitto's password file / ACL in step with the registered locks (MQTT_BROKER_DIR)."""
+"""Runs the broker-login reconcile (cloud/broker_credentials.py) from the bridge: at start and every few minutes."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Optional
-
-import sqlalchemy as sa
+import time
 
 from ..extensions import db
 
 log = logging.getLogger("keydrop.bridge")
 
+RETRY_S = 10.0  # after a failed reconcile (broker unreachable or slow), try again this soon
+
 
 class BrokerCredentials:
-    """Rewrites the broker's credentials when a lock was registered since the last sync, then SIGHUPs it."""
+    """Heals what a registration or decommission could not tell the broker at the time (it was down)."""
 
-    def __init__(self, broker_dir: Optional[str], pidfile: Optional[str], username: Optional[str],
-                 password: Optional[str]):
-        self.broker_dir, self.pidfile = broker_dir, pidfile
-        self.username, self.password = username, password
-        self._sig = None
+    def __init__(self, config, every: float = 300.0):
+        self.config, self.every = config, every
+        self._next = 0.0
 
     @property
     def enabled(self) -> bool:
-        return bool(self.broker_dir)
+        from ..broker_credentials import session_configured
+        return session_configured(self.config)
 
     def sync(self, force: bool = False) -> None:
-        if not self.broker_dir:
+        if not self.enabled or (not force and time.monotonic() < self._next):
             return
-        from .. import broker
-        from ..models import Lock
-        sig = tuple(db.session.execute(sa.select(sa.func.count(Lock.id), sa.func.max(Lock.registered_at))).one())
-        if sig == self._sig and not force:
-            return
-        users = {lid: broker.lock_mqtt_password(bytes(sec))
-                 for lid, sec in db.session.execute(sa.select(Lock.id, Lock.secret))}
-        users[self.username] = self.password
-        broker.write_auth(Path(self.broker_dir), users, self.username)
-        broker.hup(self.pidfile)
-        self._sig = sig
-        log.info("broker credentials written for %d locks", len(users) - 1)
+        from ..broker_credentials import DynSecError, reconcile
+        try:
+            reconcile(self.config)
+            self._next = time.monotonic() + self.every
+        except DynSecError as exc:
+            db.session.rollback()
+            log.warning("broker logins not reconciled (%s); retrying in %.0f s", exc, RETRY_S)
+            self._next = time.monotonic() + RETRY_S

@@ -29,17 +29,18 @@ class Bridge:
     def __init__(self, app, *, host: str, port: int, username: Optional[str], password: Optional[str],
                  tls_ca: Optional[str] = None, shared: bool = False, poll: float = 0.05,
                  expire_every: float = 30.0, client_id: Optional[str] = None,
-                 broker_dir: Optional[str] = None, broker_pidfile: Optional[str] = None,
-                 metrics_file: Optional[str] = None):
+                 reconcile_every: float = 300.0, metrics_file: Optional[str] = None):
         self.app = app
         self.poll = poll
         self.expire_every = expire_every
         self.metrics = Metrics(metrics_file)
         self.keyring = Keyring()
+        # the client id is unguessable and unique per worker: nobody can end a worker's session by reusing it
         self.session = Session(self.metrics, host=host, port=port, username=username, password=password,
-                               client_id=client_id or f"keydrop-bridge-{os.getpid()}", tls_ca=tls_ca, shared=shared)
+                               client_id=client_id or f"keydrop-bridge-{secrets.token_hex(8)}", tls_ca=tls_ca,
+                               shared=shared)
         self.publisher = Publisher(self.session, self.keyring, self.metrics)
-        self.credentials = BrokerCredentials(broker_dir, broker_pidfile, username, password)
+        self.credentials = BrokerCredentials(app.config, every=reconcile_every)
         self.acked: dict[str, int] = {}  # lock id → acked revision the cloud recorded (skips re-ack writes)
         self._stop = threading.Event()
 
@@ -100,7 +101,7 @@ class Bridge:
         _watch_gc()
         self.session.start()
         inbox = self.session.inbox
-        last_expire = last_poll = last_auth = last_metrics = 0.0
+        last_expire = last_poll = last_metrics = 0.0
         last_dump = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -140,13 +141,7 @@ class Bridge:
                 if now - last_expire >= self.expire_every:
                     last_expire = now
                     self._expire_due()
-                if self.credentials.enabled and now - last_auth >= 1.0:
-                    last_auth = now
-                    try:
-                        self.credentials.sync()
-                    except Exception:
-                        log.exception("syncing broker credentials")
-                        db.session.rollback()
+                self.credentials.sync()
                 if self.metrics.dirty and now - last_metrics >= 0.2:
                     last_metrics = now
                     self.metrics.write()
@@ -215,19 +210,17 @@ def from_config(app) -> Bridge:
     def get(name, default=None):
         return env.get(name, cfg.get(name, default))
 
-    broker_dir = get("MQTT_BROKER_DIR")
     username = get("MQTT_USERNAME", "bridge")
     password = get("MQTT_PASSWORD")
-    if password is None and broker_dir:
-        password = secrets.token_hex(16)  # we write the password file ourselves
     tls = str(get("MQTT_TLS", "0")).lower() in ("1", "true", "yes", "on")
     return Bridge(app, host=get("MQTT_HOST", "127.0.0.1"), port=int(get("MQTT_PORT", 1883)),
                   username=username, password=password, tls_ca=get("MQTT_CA_FILE") if tls else None,
                   shared=str(get("KEYDROP_BRIDGE_SHARED", "0")) in ("1", "true", "yes"),
                   poll=float(get("KEYDROP_BRIDGE_POLL", 0.05)),
                   expire_every=float(get("KEYDROP_BRIDGE_EXPIRE_EVERY", 30)),
-                  client_id=get("MQTT_CLIENT_ID"), broker_dir=broker_dir,
-                  broker_pidfile=get("MQTT_BROKER_PIDFILE"), metrics_file=get("KEYDROP_BRIDGE_METRICS"))
+                  client_id=get("MQTT_CLIENT_ID"),
+                  reconcile_every=float(get("KEYDROP_CREDENTIALS_RECONCILE_S", 300)),
+                  metrics_file=get("KEYDROP_BRIDGE_METRICS"))
 
 
 def main() -> int:

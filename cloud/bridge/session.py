@@ -67,7 +67,8 @@ class Session:
             return
         client.subscribe(self.topic, qos=1)
         self.connected.set()
-        log.info("bridge connected to %s:%s, subscribed to %s", self.host, self.port, self.topic)
+        log.info("bridge connected to %s:%s as %s, subscribed to %s", self.host, self.port, self.client_id,
+                 self.topic)
         self.inbox.put(("connected", None, None))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):

@@ -25,19 +25,23 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cloud.broker import Mosquitto, free_port, wait_port  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402,F401  (the e2e tests import it from here)
+from tools.mosquitto import MOSQUITTO, Mosquitto, dynsec_client, wait_port  # noqa: E402
 from tools.cloudclient import ApiClient, api_url  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 FLASK = str(BIN / "flask") if (BIN / "flask").exists() else "flask"
 PY = str(BIN / "python") if (BIN / "python").exists() else sys.executable
 BRIDGE_PASSWORD = "bridge-test-password"
+# A test login that reads and writes every lock's topics: what an attacker who owns the broker can do (the
+# replay, tamper and flood tests) and how the tests watch the wire. The bridge's own login cannot write uplinks.
+OBSERVER = ("e2e-observer", "observer-test-password")
 
 
 
 def mosquitto_available() -> bool:
-    return os.path.exists(os.environ.get("KEYDROP_MOSQUITTO", "/usr/sbin/mosquitto"))
+    return os.path.exists(MOSQUITTO)
 
 
 class Proc:
@@ -174,7 +178,10 @@ class Stack:
         self.tmp = tmp
         self.procs: list[Proc] = []
         self.locks: list[SimLock] = []
-        self.broker = Mosquitto(tmp / "mqtt", tls=True)
+        everything = {"rolename": "observer", "acls": [{"acltype": t, "topic": "lock/#", "allow": True} for t in (
+            "publishClientSend", "publishClientReceive", "subscribePattern")]}
+        self.broker = Mosquitto(tmp / "mqtt", tls=True, bridge_password=BRIDGE_PASSWORD, extra_roles=[everything],
+                                extra_clients=[dynsec_client(*OBSERVER, roles=["observer"])])
         self.ca = str(self.broker.tls_dir / "ca.crt")
         self.smtp = SmtpSink().start()
         self.db_url = f"sqlite:///{tmp / 'keydrop.sqlite3'}"
@@ -188,7 +195,7 @@ class Stack:
                         MQTT_PUBLIC_TLS="1",
                         MQTT_HOST="localhost", MQTT_PORT=str(self.broker.tls_port), MQTT_TLS="1",
                         MQTT_CA_FILE=self.ca, MQTT_USERNAME="bridge", MQTT_PASSWORD=BRIDGE_PASSWORD,
-                        MQTT_BROKER_DIR=str(self.broker.dir), MQTT_BROKER_PIDFILE=str(self.broker.pidfile),
+                        **self.broker.admin_env(),
                         KEYDROP_BRIDGE_METRICS=str(self.metrics_file), KEYDROP_BRIDGE_EXPIRE_EVERY="1",
                         PYTHONUNBUFFERED="1", FLASK_DEBUG="0")
         self.env.pop("SIMLOCK_DIR", None)

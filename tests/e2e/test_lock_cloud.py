@@ -8,18 +8,20 @@ backup rotation, broker outage, replays.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from datetime import datetime, timezone
 
 import pytest
 
-from e2e_stack import BRIDGE_PASSWORD, run_mp, wait_until
+from e2e_stack import OBSERVER, run_mp, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAC_A = "24a16054ab3c"
 MAC_B = "24a16054ab3d"
+MAC_C = "24a16054ab3e"
 CUSTOMER = "guest@customer.example.com"
 # the keypad's response bound (real seconds from typing the code to the relay), whatever the network does
 KEYPAD_BOUND_S = 2.0
@@ -32,7 +34,7 @@ def iso(epoch: float) -> str:
 @pytest.fixture(scope="module")
 def recorder(stack):
     """A bridge-credentialed client recording everything on lock A's and B's topics (for replays)."""
-    c, got = stack.mqtt_client("bridge", BRIDGE_PASSWORD, client_id="e2e-recorder",
+    c, got = stack.mqtt_client(*OBSERVER, client_id="e2e-recorder",
                                subscribe=[(f"lock/{MAC_A}/#", 1), (f"lock/{MAC_B}/#", 1)])
     yield got
     c.loop_stop()
@@ -356,7 +358,7 @@ def test_broker_down_unreachable_restarting_keypad_and_log(stack, lock_a):
 
 
 def test_replayed_and_tampered_messages_are_refused(stack, lock_a, recorder):
-    c, _ = stack.mqtt_client("bridge", BRIDGE_PASSWORD)
+    c, _ = stack.mqtt_client(*OBSERVER)
     try:
         # uplink: a log message the lock sent, replayed as is, and tampered
         ups = [p for t, p, _ in recorder if t == f"lock/{MAC_A}/up" and b'"log"' in p]
@@ -395,7 +397,7 @@ def test_replayed_and_tampered_messages_are_refused(stack, lock_a, recorder):
 
 
 def test_bridge_drops_bad_input_and_keeps_going(stack, lock_a):
-    c, _ = stack.mqtt_client("bridge", BRIDGE_PASSWORD)
+    c, _ = stack.mqtt_client(*OBSERVER)
     base = stack.metrics()
     try:
         c.publish("lock/ffffffffffff/up", b"0" * 64 + b'{"v":1,"t":"hello","n":1}', qos=1)
@@ -426,54 +428,111 @@ def test_lockout_is_reported_to_the_owner(stack, lock_a):
 
 
 def test_a_lock_can_only_touch_its_own_topics(stack, lock_a, recorder):
+    """Lock B's login (B itself is not running, so its client id is free) against lock A's topics."""
     lock_b = stack.new_lock(MAC_B, start=False)
-    cfg_a = json.loads((lock_a.dir / "flash" / "config.json").read_text())["mqtt"]
-    wait_until(lambda: "credentials written for 2 locks" in stack.bridge.tail(400), 30, "broker credentials of B")
+    cfg_b = json.loads((lock_b.dir / "flash" / "config.json").read_text())["mqtt"]
 
-    import paho.mqtt.client as mqtt
-    c, got = stack.mqtt_client(cfg_a["username"], cfg_a["password"])
-    br, _ = stack.mqtt_client("bridge", BRIDGE_PASSWORD)
+    c, got = stack.mqtt_client(cfg_b["username"], cfg_b["password"], client_id=f"kd-{MAC_B}")
+    br, _ = stack.mqtt_client(*OBSERVER)
     try:
-        # reading: A may subscribe to B's topics (mosquitto 2.0 grants the SUBACK) but receives nothing there
-        c.subscribe([(f"lock/{MAC_B}/down", 1), (f"lock/{MAC_B}/up", 1), (f"lock/{MAC_A}/down", 1)])
-        wait_until(lambda: any(t == f"lock/{MAC_A}/down" for t, _, _ in got), 10, "A's own retained state")
-        br.publish(f"lock/{MAC_B}/down", b"for B only", qos=1).wait_for_publish(5)
-        br.publish(f"lock/{MAC_B}/up", b"B's uplink", qos=1).wait_for_publish(5)
-        br.publish(f"lock/{MAC_A}/down", b"control for A", qos=1).wait_for_publish(5)
-        wait_until(lambda: any(p == b"control for A" for _, p, _ in got), 10, "the control message")
-        assert not any(t.startswith(f"lock/{MAC_B}/") for t, _, _ in got)
-        # writing: A's publish on B's uplink is dropped by the broker; on its own uplink it goes through
+        # reading: B may subscribe to A's topics (mosquitto 2.0 grants the SUBACK) but receives nothing there
+        c.subscribe([(f"lock/{MAC_A}/down", 1), (f"lock/{MAC_A}/up", 1), (f"lock/{MAC_B}/down", 1)])
+        wait_until(lambda: any(t == f"lock/{MAC_B}/down" for t, _, _ in got), 10, "B's own retained state")
+        br.publish(f"lock/{MAC_A}/down", b"for A only", qos=1).wait_for_publish(5)
+        br.publish(f"lock/{MAC_A}/up", b"A's uplink", qos=1).wait_for_publish(5)
+        br.publish(f"lock/{MAC_B}/down", b"control for B", qos=1).wait_for_publish(5)
+        wait_until(lambda: any(p == b"control for B" for _, p, _ in got), 10, "the control message")
+        assert not any(t.startswith(f"lock/{MAC_A}/") for t, _, _ in got)
+        # writing: B's publish on A's uplink is dropped by the broker; on its own uplink it goes through
         n = len(recorder)
-        c.publish(f"lock/{MAC_B}/up", b"from A", qos=1).wait_for_publish(5)
-        c.publish(f"lock/{MAC_A}/down", b"A writes its downlink", qos=1).wait_for_publish(5)
-        c.publish(f"lock/{MAC_A}/up", b"control", qos=1).wait_for_publish(5)
+        c.publish(f"lock/{MAC_A}/up", b"from B", qos=1).wait_for_publish(5)
+        c.publish(f"lock/{MAC_B}/down", b"B writes its downlink", qos=1).wait_for_publish(5)
+        c.publish(f"lock/{MAC_B}/up", b"control", qos=1).wait_for_publish(5)
         wait_until(lambda: any(p == b"control" for _, p, _ in recorder[n:]), 10, "the control message")
-        assert not any(p in (b"from A", b"A writes its downlink") for _, p, _ in recorder[n:])
+        assert not any(p in (b"from B", b"B writes its downlink") for _, p, _ in recorder[n:])
     finally:
         for x in (c, br):
             x.loop_stop()
             x.disconnect()
-    # a wrong password is refused
-    rc = []
-    bad = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bad-pw")
-    bad.username_pw_set(MAC_B, "0" * 32)
-    import ssl
-    bad.tls_set_context(ssl.create_default_context(cafile=stack.ca))
-    bad.on_connect = lambda cl, ud, fl, reason, props: rc.append(reason)
-    bad.connect("localhost", stack.broker.tls_port, 10)
-    bad.loop_start()
-    try:
-        wait_until(lambda: rc, 10, "CONNACK")
-        assert rc[0].is_failure
-    finally:
-        bad.loop_stop()
+    # a wrong password is refused, and so is the right one with any client id but the lock's own
+    assert connack(stack, MAC_B, "0" * 32, f"kd-{MAC_B}").is_failure
+    assert connack(stack, MAC_B, cfg_b["password"], "some-other-id").is_failure
+    assert not connack(stack, MAC_B, cfg_b["password"], f"kd-{MAC_B}").is_failure
     lock_b.stop()
+
+
+def connack(stack, username: str, password: str, client_id: str):
+    """Connect once over TLS and return the broker's CONNACK reason code."""
+    import paho.mqtt.client as mqtt
+    import ssl
+    rc = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    c.username_pw_set(username, password)
+    c.tls_set_context(ssl.create_default_context(cafile=stack.ca))
+    c.on_connect = lambda cl, ud, fl, reason, props: rc.append(reason)
+    c.connect("localhost", stack.broker.tls_port, 10)
+    c.loop_start()
+    try:
+        return wait_until(lambda: rc, 10, "CONNACK")[0]
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_a_login_cannot_take_over_another_session(stack, lock_a):
+    """Lock A's login with lock C's client id (20 tries) and with the bridge's: refused before any session is
+    touched, so C and the bridge keep theirs (no disconnect, no last will, no republishing)."""
+    lock_c = stack.new_lock(MAC_C)
+    lock_c.link_event("state", "connected", timeout=90)
+    cfg_a = json.loads((lock_a.dir / "flash" / "config.json").read_text())["mqtt"]
+    bridge_id = re.search(r"bridge connected to \S+ as (\S+),", stack.bridge.tail(400)).group(1)
+    assert len(bridge_id) >= len("keydrop-bridge-") + 16  # 64 random bits: not guessable
+    m, base = lock_c.mark(), stack.metrics()
+    refused = sum(connack(stack, cfg_a["username"], cfg_a["password"], f"kd-{MAC_C}").is_failure for _ in range(20))
+    refused += sum(connack(stack, cfg_a["username"], cfg_a["password"], bridge_id).is_failure for _ in range(5))
+    assert refused == 25
+    # C's session was kept: it still answers through the cloud, and never saw its link drop
+    now = time.time()
+    code = make_code(stack, MAC_C, now - 60, now + 86400)
+    wait_on_lock(stack, code["id"])
+    assert not [e for e in lock_c.events[m:] if e.get("event") == "link" and e.get("state", "connected") != "connected"]
+    assert stack.metrics().get("connects") == base.get("connects")  # the bridge did not reconnect
+    assert stack.metrics().get("ok_will", 0) == base.get("ok_will", 0)
+    lock_c.stop()
+
+
+def test_a_registered_lock_logs_in_at_once_and_a_revoked_one_not_at_all(stack):
+    """Registration gives the broker login before the API answers; revoke() (decommissioning) removes it and
+    ends the live session; reconcile() re-creates a login the broker lost."""
+    from cloud import broker_credentials
+    mac = "24a16054ab3f"
+    status, body = stack.api("POST", "/api/v1/locks", {"mac": mac, "name": "Flat 3F", "address": "3 rue des Tests",
+                                                       "timezone": "Europe/Paris"})
+    assert status == 201, body
+    creds = stack.api("POST", f"/api/v1/locks/{mac}/provision", {})[1]["mqtt"]
+    t0 = time.monotonic()
+    assert not connack(stack, mac, creds["password"], f"kd-{mac}").is_failure  # the first try
+    print(f"register → first connect: {(time.monotonic() - t0) * 1000:.0f} ms")
+    config = {k: v for k, v in stack.env.items() if k.startswith("MQTT_")}
+    live, _ = stack.mqtt_client(mac, creds["password"], client_id=f"kd-{mac}")
+    wait_until(live.is_connected, 10, "the lock's session")
+    gone = []
+    live.on_disconnect = lambda *a: gone.append(a)
+    live.reconnect_delay_set(30, 60)  # keep it down once the broker ended it
+    with stack.db():
+        assert broker_credentials.revoke(mac, config)
+    wait_until(lambda: gone, 10, "the broker to end the revoked lock's session")
+    live.loop_stop()
+    assert connack(stack, mac, creds["password"], f"kd-{mac}").is_failure
+    with stack.db():
+        assert broker_credentials.reconcile(config)["created"] == 1
+    assert not connack(stack, mac, creds["password"], f"kd-{mac}").is_failure
 
 
 def test_tls_needs_the_right_ca(stack, tmp_path):
     import ssl
-    from cloud.broker import make_test_ca
-    other = make_test_ca(tmp_path / "other", name="Some other CA")
+    from tools.localca import make_ca
+    other = make_ca(tmp_path / "other", name="Some other CA")
     for cafile in (None, str(other / "ca.crt")):
         ctx = ssl.create_default_context(cafile=cafile)
         with socket.create_connection(("127.0.0.1", stack.broker.tls_port), timeout=10) as raw:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from e2e_stack import mosquitto_available, run_mp
-from cloud.broker import Mosquitto, write_auth
+from tools.mosquitto import Mosquitto, dynsec_client
 
 pytestmark = pytest.mark.e2e
 
@@ -16,9 +16,11 @@ def broker(tmp_path_factory):
     if not mosquitto_available():
         pytest.skip("mosquitto is not installed")
     d = tmp_path_factory.mktemp("umqtt")
-    m = Mosquitto(d)
-    write_auth(d, {"alice": "alice-pw", "watcher": "watch-pw"}, "watcher")
-    (d / "acl").write_text("user watcher\ntopic readwrite #\nuser alice\ntopic readwrite t/#\n")
+    def role(name, topic):
+        return {"rolename": name, "acls": [{"acltype": t, "topic": topic, "allow": True} for t in (
+            "publishClientSend", "publishClientReceive", "subscribePattern")]}
+    m = Mosquitto(d, extra_roles=[role("all", "#"), role("t", "t/#")], extra_clients=[
+        dynsec_client("alice", "alice-pw", roles=["t"]), dynsec_client("watcher", "watch-pw", roles=["all"])])
     m.start()
     yield m
     m.stop()

@@ -218,9 +218,12 @@ def generate_codes(db_url: str, owner_id: int, lock_ids: list, rate: float, out)
 
 class Bench:
     def __init__(self, tmp: Path):
-        from cloud.broker import Mosquitto
+        from tools.mosquitto import Mosquitto, dynsec_client
         self.tmp = tmp
-        self.broker = Mosquitto(tmp / "mqtt")
+        probe = {"rolename": "probe", "acls": [{"acltype": t, "topic": "lock/probe/#", "allow": True} for t in (
+            "publishClientSend", "publishClientReceive", "subscribePattern")]}
+        self.broker = Mosquitto(tmp / "mqtt", bridge_password=BRIDGE_PASSWORD, extra_roles=[probe],
+                                extra_clients=[dynsec_client("probe", BRIDGE_PASSWORD, roles=["probe"])])
         # KEYDROP_FLEET_DATABASE_URL: an empty database to use instead of SQLite (e.g. PostgreSQL)
         self.db_url = os.environ.get("KEYDROP_FLEET_DATABASE_URL") or f"sqlite:///{tmp / 'fleet.sqlite3'}"
         self.metrics = tmp / "bridge-metrics.json"
@@ -259,8 +262,8 @@ class Bench:
 
     def start_bridge(self):
         env = dict(os.environ, DATABASE_URL=self.db_url, MQTT_HOST="127.0.0.1", MQTT_PORT=str(self.broker.port),
-                   MQTT_USERNAME="bridge", MQTT_PASSWORD=BRIDGE_PASSWORD, MQTT_BROKER_DIR=str(self.broker.dir),
-                   MQTT_BROKER_PIDFILE=str(self.broker.pidfile), KEYDROP_BRIDGE_METRICS=str(self.metrics),
+                   MQTT_USERNAME="bridge", MQTT_PASSWORD=BRIDGE_PASSWORD, **self.broker.admin_env(),
+                   KEYDROP_BRIDGE_METRICS=str(self.metrics),
                    KEYDROP_BRIDGE_EXPIRE_EVERY="3600", SECRET_KEY="bench", PYTHONUNBUFFERED="1")
         flask = ROOT / ".venv" / "bin" / "flask"
         self.bridge_log = open(self.tmp / "bridge.log", "wb")
@@ -359,8 +362,8 @@ class Bench:
             t = sent.pop(payload, None)
             if t is not None:
                 rtt.append(time.perf_counter() - t)
-        sub = AioMqtt("bench-probe-sub", "bridge", BRIDGE_PASSWORD, probe_msg)
-        pub = AioMqtt("bench-probe-pub", "bridge", BRIDGE_PASSWORD, lambda *a: None)
+        sub = AioMqtt("bench-probe-sub", "probe", BRIDGE_PASSWORD, probe_msg)
+        pub = AioMqtt("bench-probe-pub", "probe", BRIDGE_PASSWORD, lambda *a: None)
         await sub.connect(host, port)
         await pub.connect(host, port)
         sub.subscribe("lock/probe/down")
