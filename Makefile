@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 TYPINGS := typings/.installed
 STUBS   := micropython-esp32-stubs==1.29.0.post1
 
-.PHONY: all venv run test test-device test-cloud check-device bench fuzz clean
+.PHONY: all venv run prod-run test test-device test-cloud check-device bench fuzz clean
 
 all: test
 
@@ -29,6 +29,11 @@ $(TYPINGS): $(STAMP)
 ## make run: the whole product on one machine (see README).
 run: $(STAMP)
 	$(BIN)/python -m tools.devstack
+
+## make prod-run: the production profile on one machine: gunicorn, PostgreSQL, Redis, mosquitto over TLS,
+## mailer, bridges (docs/operations.md).
+prod-run: $(STAMP)
+	$(BIN)/python -m tools.prodstack
 
 ## make test: every test — static ESP32 API check, firmware on MicroPython, cloud, end to end, browser.
 test: $(STAMP) check-device

@@ -62,9 +62,11 @@ def from_environment() -> dict:
         "MAILER_BACKOFF_BASE_S": float(os.environ.get("MAILER_BACKOFF_BASE_S", "10")),
         "MAILER_BACKOFF_MAX_S": float(os.environ.get("MAILER_BACKOFF_MAX_S", "3600")),
         "MAILER_STALE_SENDING_S": _int("MAILER_STALE_SENDING_S", 600),
-        # Rate limits (Flask-Limiter); memory storage suits one web process, use redis:// for several.
+        # Rate limits (Flask-Limiter). memory:// counts per process: with several web workers (gunicorn -w N)
+        # each would allow the full limit, so production points them all at one Redis (REDIS_URL).
         "RATELIMIT_ENABLED": _bool("RATELIMIT_ENABLED", True),
-        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_STORAGE_URI": (os.environ.get("RATELIMIT_STORAGE_URI") or os.environ.get("REDIS_URL")
+                                  or "memory://"),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute;50 per hour"),
         "SIGNUP_RATE_LIMIT": os.environ.get("SIGNUP_RATE_LIMIT", "5 per minute;30 per hour"),
         # What the installer tool writes into the lock's config (see POST /api/v1/locks/<id>/provision).
