@@ -14,7 +14,7 @@ import pytest
 
 from certs import issue, make_ca, self_signed
 from e2e_stack import PY, ROOT, SimLock, mosquitto_available, wait_until
-from cloud.broker import Mosquitto, free_port, wait_port, write_auth
+from tools.mosquitto import Mosquitto, dynsec_client, free_port, wait_port
 
 pytestmark = [pytest.mark.e2e]
 
@@ -149,11 +149,13 @@ def test_real_broker_with_an_ec_or_rsa_chain_installs_200_codes(pki, tmp_path, e
     import ssl
     ca = pki["ca"] if kind == "ec" else pki["rsa_ca"]
     srv = issue(ca, tmp_path / f"srv-{kind}", kind=kind)
-    broker = Mosquitto(tmp_path / "mqtt", tls=True)
+    tls = tmp_path / "tls"
+    tls.mkdir()
     for name in ("server.crt", "server.key"):
-        shutil.copy(srv / name, broker.tls_dir / name)
-    shutil.copy(ca / "ca.crt", broker.tls_dir / "ca.crt")
-    write_auth(broker.dir, {LOCK_ID: LOCK_PW, "bridge": BRIDGE_PW}, "bridge")
+        shutil.copy(srv / name, tls / name)
+    shutil.copy(ca / "ca.crt", tls / "ca.crt")
+    broker = Mosquitto(tmp_path / "mqtt", tls=True, tls_dir=tls, bridge_password=BRIDGE_PW,
+                       extra_clients=[dynsec_client(LOCK_ID, LOCK_PW, clientid="kd-" + LOCK_ID)])
     broker.start()
     lk = None
     c = None
