@@ -7,6 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TYPINGS := typings/.installed
 STUBS   := micropython-esp32-stubs==1.29.0.post1
+AXE     := tests/browser/node_modules/axe-core/axe.min.js
 
 .PHONY: all venv run prod-run test test-device test-cloud check-device bench fuzz clean
 
@@ -36,9 +37,15 @@ prod-run: $(STAMP)
 	$(BIN)/python -m tools.prodstack
 
 ## make test: every test — static ESP32 API check, firmware on MicroPython, cloud, end to end, browser.
-test: $(STAMP) check-device
+test: $(STAMP) check-device $(AXE)
 	tools/sysdeps test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# axe-core (npm) for the accessibility checks of the browser tests, pinned by tests/browser/package-lock.json.
+$(AXE): tests/browser/package-lock.json
+	tools/sysdeps test
+	npm ci --prefix tests/browser --no-audit --no-fund
+	touch $@
 
 ## device/ may call only what exists on an ESP32 (checked against micropython-esp32-stubs).
 check-device: $(TYPINGS)

@@ -47,6 +47,10 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     app.after_request(_security_headers)
     app.register_blueprint(auth_bp)
     app.register_blueprint(account_bp)
+    from .guest import bp as guest_bp
+    from .i18n import init_app as init_i18n
+    init_i18n(app)
+    app.register_blueprint(guest_bp)
     app.register_blueprint(locks_bp)
     app.register_blueprint(codes_bp)
     app.register_blueprint(api_bp)
@@ -55,8 +59,12 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     init_devmail(app)  # dev-only mailbox page, only when DEV_MAILBOX_DIR is configured (tools/devstack)
 
     app.jinja_env.filters["local"] = fmt_local
+    from .wording import code_place, event_words, sync_words
+    app.jinja_env.filters.update(event_words=event_words, sync_words=sync_words, code_place=code_place)
     from .timeutil import DEFAULT_TIMEZONE
-    app.jinja_env.globals.update(can=can, ROLE_LABELS=ROLE_LABELS, DEFAULT_TZ=DEFAULT_TIMEZONE)
+    from .mailer import absolute_url
+    app.jinja_env.globals.update(can=can, ROLE_LABELS=ROLE_LABELS, DEFAULT_TZ=DEFAULT_TIMEZONE,
+                                 absolute_url=absolute_url)
 
     @app.get("/")
     def index():

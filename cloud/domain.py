@@ -7,16 +7,18 @@ caller already scoped to an agency (web/API) or looked up by lock id (bridge).
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from . import broker_credentials, codegen
+from . import broker_credentials, codegen, codemail
 from .extensions import db
 from .firmware.release import public_key_hex
 from .mailer import enqueue
-from .models import (Agency, AuditEvent, BackupKeyRotation, Code, Lock, LockEvent, User, canonical_mac)
+from .models import (Agency, AuditEvent, BackupKeyRotation, BridgeLockState, Code, Lock, LockEvent, User,
+                     canonical_mac)
 from .timeutil import UTC, aware, fmt_local, from_epoch, is_valid_zone, to_epoch, utcnow
 
 log = logging.getLogger("keydrop.domain")
@@ -201,11 +203,13 @@ def _live_codes_overlapping(lock_id: str, start: datetime, end: datetime) -> set
 
 def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by: User,
                   customer_name: str | None = None, customer_email: str | None = None,
-                  now: datetime | None = None) -> Code:
+                  locale: str = "en", now: datetime | None = None) -> Code:
     """Make a code for [valid_from, valid_until) on an active lock, and queue the mails (owner, the
     generating staff member if not the owner, the customer if given) in the same transaction."""
     now = now or utcnow()
     valid_from, valid_until = aware(valid_from), aware(valid_until)
+    if lock.is_decommissioned:
+        raise LockNotActive("This lock is decommissioned: it takes no more codes.")
     if not lock.is_active:
         raise LockNotActive("This lock has not come online yet: codes can be generated once it is active.")
     if valid_until <= valid_from:
@@ -237,18 +241,13 @@ def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by
         raise Conflict("No free code is left for this period on this lock.")
     code = Code(lock_id=lock.id, agency_id=lock.agency_id, code=digits, valid_from=valid_from,
                 valid_until=valid_until, customer_name=customer_name, customer_email=customer_email,
-                created_by_id=by.id, created_at=now, revision=revision)
+                created_by_id=by.id, created_at=now, revision=revision, locale=codemail.locale_or_default(locale))
     db.session.add(code)
     db.session.flush()
 
-    ctx = dict(lock=lock, code=code, tz=lock.timezone, generated_by=by,
-               start_local=fmt_local(valid_from, lock.timezone), end_local=fmt_local(valid_until, lock.timezone))
-    owner = lock.agency.owner
-    recipients = [owner.email] + ([by.email] if by.email != owner.email else [])
-    for to in recipients:
-        enqueue(to, "code_agency", f"Code {digits} for {lock.name}", **ctx)
+    codemail.agency_copies(code, by)
     if customer_email:
-        enqueue(customer_email, "code_customer", f"Your door code for {lock.address}", **ctx)
+        codemail.guest_copy(code)
     db.session.commit()
     log.info("code %s generated for lock %s (revision %s)", code.id, lock.id, revision)
     return code
@@ -259,12 +258,54 @@ def revoke_code(code: Code, *, by: User, now: datetime | None = None) -> Code:
     now = now or utcnow()
     if code.revoked_at is not None:
         return code
-    code.lock.bump_revision()
+    code.revoked_revision = code.lock.bump_revision()
     code.revoked_at = now
     code.revoked_by_id = by.id
     audit(code.agency_id, "revoke_code", user=by, lock_id=code.lock_id)
     db.session.commit()
     return code
+
+
+def overlapping_codes(code: Code) -> list[Code]:
+    """The lock's other live codes whose periods overlap `code`'s (allowed, e.g. a cleaner's code during a
+    stay, but worth a warning: two guests may have been given the same nights)."""
+    return list(db.session.scalars(sa.select(Code).where(
+        Code.lock_id == code.lock_id, Code.id != code.id, Code.revoked_at.is_(None),
+        Code.valid_from < code.valid_until, Code.valid_until > code.valid_from).order_by(Code.valid_from)))
+
+
+def decommission_lock(lock: Lock, *, by: User, now: datetime | None = None) -> Lock:
+    """Take a lock out of service for good: its live codes are revoked, its secret is replaced by random bytes
+    nobody ever saw (nothing it sends verifies any more), its broker account goes with the next credentials
+    sync, and its MAC is free to register again. The lock and its history (codes, access log, audits) live on
+    under an archive id ("zz…", never a MAC). Returns the archived lock."""
+    now = now or utcnow()
+    if lock.is_decommissioned:
+        return lock
+    old_id = lock.id
+    revision = lock.bump_revision()
+    db.session.execute(sa.update(Code).where(Code.lock_id == old_id, Code.revoked_at.is_(None))
+                       .values(revoked_at=now, revoked_by_id=by.id, revoked_revision=revision))
+    new_id = "zz" + "".join(secrets.choice("ghjkmnpqrstvwxyz") for _ in range(10))
+    table = Lock.__table__
+    row = {c.name: getattr(lock, c.key) for c in table.columns}
+    row.update(id=new_id, status="retired", secret=secrets.token_bytes(32), decommissioned_at=now,
+               decommissioned_mac=old_id)
+    db.session.execute(table.insert().values(**row))
+    # every table pointing at the lock follows it to the archive id (history kept); the bridge's session
+    # state is dropped (a lock under that MAC starts from scratch)
+    for child in db.metadata.sorted_tables:
+        for fk in child.foreign_keys:
+            if fk.column.table is table and child is not table:
+                db.session.execute(child.update().where(fk.parent == old_id).values({fk.parent.name: new_id}))
+    db.session.execute(sa.update(AuditEvent).where(AuditEvent.lock_id == old_id).values(lock_id=new_id))
+    db.session.execute(sa.delete(BridgeLockState).where(BridgeLockState.lock_id == old_id))
+    db.session.expunge(lock)
+    db.session.execute(table.delete().where(table.c.id == old_id))
+    audit(lock.agency_id, "decommission", user=by, lock_id=new_id)
+    db.session.commit()
+    log.info("lock %s decommissioned (archived as %s)", old_id, new_id)
+    return db.session.get(Lock, new_id)
 
 
 # ---------------------------------------------------------------- operations the MQTT bridge calls
@@ -348,6 +389,10 @@ def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None)
     db.session.execute(sa.update(Code).where(
         Code.lock_id == lock.id, Code.revision <= revision, Code.on_lock_at.is_(None),
         Code.revoked_at.is_(None), Code.valid_until > now).values(on_lock_at=now))
+    # revoked codes this revision no longer carries: the lock confirmed it dropped them
+    db.session.execute(sa.update(Code).where(
+        Code.lock_id == lock.id, Code.revoked_at.is_not(None), Code.removed_at.is_(None),
+        Code.revoked_revision <= revision).values(removed_at=now))
     rotations = db.session.scalars(sa.select(BackupKeyRotation).where(
         BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None),
         BackupKeyRotation.revision <= revision)).all()

@@ -32,7 +32,6 @@ def enqueue(recipient: str, template: str, subject: str, *, sender_name: str | N
     """Render email/<template>.txt and .html and queue them for `recipient` in the current transaction.
     sender_name / reply_to (see from_agency) make the mail come from an agency rather than from KeyDrop."""
     subject = _one_line(subject)[:200]  # user text (a multi-line address) must not break the header
-    context.setdefault("base_url", current_app.config["PUBLIC_BASE_URL"].rstrip("/"))
     text = render_template(f"email/{template}.txt", **context)
     html = render_template(f"email/{template}.html", subject=subject, **context)
     row = OutboxMail(recipient=recipient, subject=subject, text_body=text, html_body=html, kind=template,

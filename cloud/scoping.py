@@ -76,10 +76,13 @@ def code_history(agency_id: int, *, lock_id: str = "", status: str = "", custome
         like = f"%{_like_escaped(customer.lower())}%"
         q = q.where(sa.or_(sa.func.lower(Code.customer_name).like(like, escape="\\"),
                            sa.func.lower(Code.customer_email).like(like, escape="\\")))
-    if since:
-        q = q.where(Code.valid_until > datetime.combine(_day(since, "From"), time(), UTC))
-    if until:
-        last = _day(until, "To")
+    first = _day(since, "From") if since else None
+    last = _day(until, "To") if until else None
+    if first and last and first > last:
+        raise BadFilter(f"“From” ({first:%Y-%m-%d}) is after “To” ({last:%Y-%m-%d}): swap them.")
+    if first:
+        q = q.where(Code.valid_until > datetime.combine(first, time(), UTC))
+    if last:
         if last < date.max:  # the whole day: periods that start before the next midnight
             q = q.where(Code.valid_from < datetime.combine(last + timedelta(days=1), time(), UTC))
     return q

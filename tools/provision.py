@@ -417,7 +417,7 @@ def install(args: argparse.Namespace) -> int:
         raise InstallError(f"The cloud answered with lock id {lock_id!r} for MAC {mac}; expected {mac}.",
                            EXIT_CLOUD)
     say(3, "register", f"already registered in your agency as {lock_id}, taking it over" if taken
-        else f"registered as {lock_id} ({name!r}, {args.timezone})")
+        else f"registered as {lock_id} ({name!r}, {args.timezone or 'the default time zone'})")
 
     # 4. copy
     stale = stale_files(info, bundle)
@@ -479,7 +479,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="the agency's API token (or set KEYDROP_TOKEN, which keeps it out of shell history)")
     ap.add_argument("--name", help="the lock's name in the cloud (default 'Lock <id>')")
     ap.add_argument("--address", help="the property's address (needed the first time a lock is registered)")
-    ap.add_argument("--timezone", default="UTC", help="IANA time zone of the lock (default UTC)")
+    ap.add_argument("--timezone", default=None,
+                    help="IANA time zone of the lock (default: the cloud's, Europe/Paris)")
     ap.add_argument("--wifi-ssid", help="Wi-Fi network the lock joins")
     ap.add_argument("--wifi-password", help="Wi-Fi password (with --wifi-ssid)")
     ap.add_argument("--ca", type=Path,

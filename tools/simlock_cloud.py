@@ -52,7 +52,7 @@ def write_credentials(flash: Path, api: ApiClient, lock_id: str, ca: str | None 
     return prov
 
 
-def register(api: ApiClient, mac: str, name: str, address: str, timezone: str) -> str:
+def register(api: ApiClient, mac: str, name: str, address: str, timezone: str | None) -> str:
     """The lock id of MAC in the token's agency, registering it if the agency does not have it yet."""
     status, body = api.call("POST", "/locks", {"mac": mac, "name": name, "address": address,
                                                "timezone": timezone})
@@ -77,7 +77,7 @@ def init_from_cloud(a) -> int:
     api = ApiClient(api_url(a.cloud), token=a.token)
     try:
         lock_id = register(api, mac, a.name or f"Simulated lock {mac[-4:]}",
-                           a.address or "1 Simulation Street", a.timezone or "UTC")
+                           a.address or "1 Simulation Street", a.timezone)
         prov = write_credentials(d / "flash", api, lock_id, a.ca)
     except CloudError as e:
         print(f"simlock: {e}", file=sys.stderr)
@@ -95,5 +95,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mac", help="the lock's MAC (with --cloud); it becomes the lock id")
     parser.add_argument("--name", help="lock name (with --cloud)")
     parser.add_argument("--address", help="property address (with --cloud)")
-    parser.add_argument("--timezone", help="IANA time zone (with --cloud, default UTC)")
+    parser.add_argument("--timezone", help="IANA time zone (with --cloud; default: the cloud's, Europe/Paris)")
     parser.add_argument("--ca", help="the broker's CA certificate, copied to the lock (TLS)")

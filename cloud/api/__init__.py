@@ -15,7 +15,7 @@ from ..extensions import db, limiter
 from ..models import ApiToken, Code, InvalidMac, Lock, User
 from ..scoping import (MAX_CODE_ID, BadFilter, agency_code_or_404, agency_lock_or_404, agency_locks,
                        code_history)
-from ..timeutil import UTC, fmt_clock, parse_clock, utcnow
+from ..timeutil import DEFAULT_TIMEZONE, UTC, fmt_clock, parse_clock, utcnow
 from .openapi import spec
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -169,7 +169,8 @@ def create_lock():
     data = _body()
     try:
         lock = register_lock(g.user.agency, mac=_text(data, "mac"), name=_text(data, "name"),
-                             address=_text(data, "address"), timezone=_text(data, "timezone"), by=g.user)
+                             address=_text(data, "address"),
+                             timezone=_text(data, "timezone").strip() or DEFAULT_TIMEZONE, by=g.user)
     except InvalidMac as exc:
         raise ApiError(400, str(exc))
     return jsonify(lock_json(lock)), 201, {"Location": f"/api/v1/locks/{lock.id}"}

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 
 from ..auth import login_required
-from ..domain import DomainError, generate_code, revoke_code
+from ..domain import DomainError, generate_code, overlapping_codes, revoke_code
 from ..extensions import db
 from ..locks.forms import EmptyForm
 from ..models import Code, Lock
@@ -25,10 +25,11 @@ bp = Blueprint("codes", __name__)
 def new(lock_id: str):
     lock = agency_lock_or_404(g.user.agency_id, lock_id)
     form = CodeForm()
-    if request.method == "GET":  # suggest tomorrow 15:00 → the day after 11:00, at the property
+    if request.method == "GET":  # suggest tomorrow → the day after, at the lock's usual check-in/out times
         today = utcnow().astimezone(zone(lock.timezone)).replace(tzinfo=None, second=0, microsecond=0)
-        form.check_in.data = (today + timedelta(days=1)).replace(hour=15, minute=0)
-        form.check_out.data = (today + timedelta(days=2)).replace(hour=11, minute=0)
+        cin, cout = lock.checkin_time, lock.checkout_time
+        form.check_in.data = (today + timedelta(days=1)).replace(hour=cin.hour, minute=cin.minute)
+        form.check_out.data = (today + timedelta(days=2)).replace(hour=cout.hour, minute=cout.minute)
     if not lock.is_active:
         flash("This lock has not come online yet: codes can be generated once it is active.", "error")
         return render_template("codes/new.html", form=form, lock=lock, code=None), (409 if request.method == "POST" else 200)
@@ -36,14 +37,20 @@ def new(lock_id: str):
         try:
             code = generate_code(lock, valid_from=local_to_utc(form.check_in.data, lock.timezone),
                                  valid_until=local_to_utc(form.check_out.data, lock.timezone), by=g.user,
-                                 customer_name=form.customer_name.data, customer_email=form.customer_email.data)
+                                 customer_name=form.customer_name.data, customer_email=form.customer_email.data,
+                                 locale=form.locale.data)
         except DomainError as exc:
             flash(exc.message, "error")
         except OutOfRange as exc:
             flash(str(exc), "error")
         else:
-            sent = "you" + (" and the customer" if code.customer_email else "")
+            sent = "you" + (" and the guest" if code.customer_email else "")
             flash(f"Code {code.code} created for {lock.name}; it is emailed to {sent}.", "ok")
+            for other in overlapping_codes(code):
+                flash(f"Note: this period overlaps code {other.code}"
+                      f"{' (' + other.customer_name + ')' if other.customer_name else ''}, "
+                      f"{fmt_local(other.valid_from, lock.timezone)} → {fmt_local(other.valid_until, lock.timezone)}. "
+                      "Both codes open the door; revoke one in the history if this is a double booking.", "warn")
             return render_template("codes/new.html", form=CodeForm(formdata=None), lock=lock, code=code)
     return render_template("codes/new.html", form=form, lock=lock, code=None)
 
@@ -82,6 +89,7 @@ def export():
         return Response(f"{exc}\n", status=400, mimetype="text/plain")
     now = utcnow()
     buf = io.StringIO()
+    buf.write("\ufeff")  # UTF-8 byte order mark: spreadsheet programs then read accents right
     w = csv.writer(buf)
     w.writerow(["id", "lock_id", "lock_name", "code", "status", "on_lock", "valid_from_utc", "valid_until_utc",
                 "valid_from_local", "valid_until_local", "time_zone", "customer_name", "customer_email",

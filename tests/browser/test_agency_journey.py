@@ -3,7 +3,6 @@ domain call makes it active), generate a code with a customer copy, see it in hi
 both mails arrive at the SMTP server."""
 import csv
 import io
-import os
 import re
 from datetime import datetime, timedelta
 
@@ -13,25 +12,7 @@ from cloud import domain
 from cloud.extensions import db
 from cloud.models import Lock
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
-
-
-@pytest.fixture
-def page(live_server):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(accept_downloads=True, base_url=live_server.url)
-        pg = context.new_page()
-        pg.set_default_timeout(15000)
-        yield pg
-        context.close()
-        browser.close()
+pytestmark = [pytest.mark.browser]
 
 
 def test_agency_journey(app, page, smtp_server, deliver_mail, tmp_path):
@@ -92,7 +73,7 @@ def test_agency_journey(app, page, smtp_server, deliver_mail, tmp_path):
     expect(hist.first).to_contain_text(code)
     expect(hist.first).to_contain_text("Mary Anning")
     expect(hist.first).to_contain_text("scheduled")
-    expect(hist.first).to_contain_text("pending")
+    expect(hist.first).to_contain_text("waiting for the lock")
     expect(hist.first).to_contain_text("owner@harbour.example.com")
 
     # CSV export

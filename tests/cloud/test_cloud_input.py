@@ -189,7 +189,7 @@ def test_history_to_date_includes_that_day(app, client, make_agency, make_lock, 
     d = f"{day:%Y-%m-%d}"
     page = client.get(f"/codes/?since={d}&until={d}").data.decode()  # code a starts that day at 15:00
     assert f'data-code="{a}"' in page and f'data-code="{b}"' not in page
-    rows = list(csv.DictReader(io.StringIO(client.get(f"/codes/export.csv?since={d}&until={d}").data.decode())))
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/codes/export.csv?since={d}&until={d}").data.decode("utf-8-sig"))))
     assert [int(r["id"]) for r in rows] == [a]
     before = f"{day - timedelta(days=1):%Y-%m-%d}"
     assert "data-code=" not in client.get(f"/codes/?until={before}").data.decode()
@@ -240,5 +240,5 @@ def test_csv_neutralises_a_formula_in_the_generating_staff_email(app, client, ma
         domain.generate_code(db.session.get(Lock, lock_id), valid_from=now, valid_until=now + timedelta(days=1),
                              by=staff)
     login(client, ag)
-    [row] = list(csv.DictReader(io.StringIO(client.get("/codes/export.csv").data.decode())))
+    [row] = list(csv.DictReader(io.StringIO(client.get("/codes/export.csv").data.decode("utf-8-sig"))))
     assert row["generated_by"] == "'=1+1@example.com"

@@ -183,7 +183,7 @@ def _history_setup(app, client, make_agency, make_lock, login):
 def test_history_filters_and_revoke(app, client, make_agency, make_lock, login):
     ag, a, b, c1, c2 = _history_setup(app, client, make_agency, make_lock, login)
     page = client.get("/codes/").data.decode()
-    assert f'data-code="{c1}"' in page and f'data-code="{c2}"' in page and "pending" in page
+    assert f'data-code="{c1}"' in page and f'data-code="{c2}"' in page and "waiting for the lock" in page
     assert ag.email in page  # who generated it
     page = client.get(f"/codes/?lock={b}").data.decode()
     assert f'data-code="{c1}"' not in page and f'data-code="{c2}"' in page
@@ -203,11 +203,11 @@ def test_csv_export(app, client, make_agency, make_lock, login):
     ag, a, b, c1, c2 = _history_setup(app, client, make_agency, make_lock, login)
     resp = client.get("/codes/export.csv?status=active")
     assert resp.mimetype == "text/csv" and "attachment" in resp.headers["Content-Disposition"]
-    rows = list(csv.DictReader(io.StringIO(resp.data.decode())))
+    rows = list(csv.DictReader(io.StringIO(resp.data.decode("utf-8-sig"))))
     assert [int(r["id"]) for r in rows] == [c1]
     assert rows[0]["status"] == "active" and rows[0]["lock_name"] == "Alpha"
     assert rows[0]["customer_name"] == "'=HYPERLINK(1)"  # formula neutralised
-    rows = list(csv.DictReader(io.StringIO(client.get("/codes/export.csv").data.decode())))
+    rows = list(csv.DictReader(io.StringIO(client.get("/codes/export.csv").data.decode("utf-8-sig"))))
     assert {int(r["id"]) for r in rows} == {c1, c2}
 
 
@@ -225,7 +225,7 @@ def test_lock_page_shows_access_log_and_reveals_backup_key(app, client, make_age
                                     {"seq": 2, "t": None, "kind": "lockout", "code_id": None}])
     login(client, ag)
     page = client.get(f"/locks/{lock_id}").data.decode()
-    assert "lockout" in page and "(Lin)" in page and "no trusted time" in page
+    assert "Keypad paused after wrong codes" in page and "(Lin)" in page and "no trusted clock" in page
     assert f'id="backup-key">{key}<' not in page
     resp = client.post(f"/locks/{lock_id}/backup-key")  # POST-redirect-GET: the key is never in the POST's answer
     assert resp.status_code == 302 and key not in resp.data.decode()

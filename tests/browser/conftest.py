@@ -1,0 +1,62 @@
+"""Browser fixtures: one headless Chromium (Debian's) for the whole session, a fresh context per test;
+axe-core from tests/browser/node_modules (npm ci, done by `make test`) for accessibility checks."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+AXE = Path(__file__).with_name("node_modules") / "axe-core" / "axe.min.js"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def new_context(browser, live_server):
+    contexts = []
+
+    def make(**kwargs):
+        ctx = browser.new_context(base_url=live_server.url, **kwargs)
+        ctx.set_default_timeout(15000)
+        contexts.append(ctx)
+        return ctx
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+@pytest.fixture
+def page(new_context):
+    return new_context(accept_downloads=True).new_page()
+
+
+@pytest.fixture(scope="session")
+def axe():
+    """axe(page) → the page's serious and critical violations, as {"id", "impact", "help", "nodes"}."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: run `npm ci --prefix tests/browser` (make test does it)")
+    source = AXE.read_text()
+    return lambda page, impacts=("serious", "critical"): _violations(page, source, impacts)
+
+
+def _violations(page, axe_source: str, impacts) -> list[dict]:
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(axe_source)  # evaluated by the test driver: the page's CSP does not apply to it
+    result = page.evaluate("async () => JSON.stringify((await axe.run(document)).violations)")
+    return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+             "nodes": [n["target"] for n in v["nodes"]][:5]}
+            for v in json.loads(result) if v["impact"] in impacts]
