@@ -122,7 +122,8 @@ def reconcile(config=None) -> Optional[dict]:
     with ds:
         present = {u for u in ds.list_clients() if _LOCK_USERNAME.match(u)}
         known = {}
-        for lid, sec in db.session.execute(sa.select(Lock.id, Lock.secret)):
+        # a decommissioned lock keeps its row (history) under an archive id, but no login
+        for lid, sec in db.session.execute(sa.select(Lock.id, Lock.secret).where(Lock.status != "retired")):
             known[lid] = sec
         db.session.rollback()  # end the read transaction: the bridge's session lives on
         created = _apply(ds, [_create(lid, known[lid]) for lid in sorted(known.keys() - present)], "already exists")

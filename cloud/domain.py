@@ -276,8 +276,7 @@ def overlapping_codes(code: Code) -> list[Code]:
 
 def decommission_lock(lock: Lock, *, by: User, now: datetime | None = None) -> Lock:
     """Take a lock out of service for good: its live codes are revoked, its secret is replaced by random bytes
-    nobody ever saw (nothing it sends verifies any more), its broker account goes with the next credentials
-    sync, and its MAC is free to register again. The lock and its history (codes, access log, audits) live on
+    nobody ever saw (nothing it sends verifies any more), its broker login is removed, and its MAC is free to register again. The lock and its history (codes, access log, audits) live on
     under an archive id ("zz…", never a MAC). Returns the archived lock."""
     now = now or utcnow()
     if lock.is_decommissioned:
@@ -304,6 +303,7 @@ def decommission_lock(lock: Lock, *, by: User, now: datetime | None = None) -> L
     db.session.execute(table.delete().where(table.c.id == old_id))
     audit(lock.agency_id, "decommission", user=by, lock_id=new_id)
     db.session.commit()
+    broker_credentials.revoke(old_id)  # if the broker is unreachable now, the bridge's next reconcile does it
     log.info("lock %s decommissioned (archived as %s)", old_id, new_id)
     return db.session.get(Lock, new_id)
 

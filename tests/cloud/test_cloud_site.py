@@ -42,7 +42,11 @@ def test_edit_a_lock_including_check_in_and_out_times(app, client, make_agency, 
     assert re.search(r'id="check_out"[^>]*value="\d{4}-\d\d-\d\dT10:00"', form)
 
 
-def test_decommission_revokes_wipes_frees_the_mac_and_keeps_history(app, client, make_agency, make_lock, login):
+def test_decommission_revokes_wipes_frees_the_mac_and_keeps_history(app, client, make_agency, make_lock, login,
+                                                                     monkeypatch):
+    from cloud import broker_credentials
+    revoked = []
+    monkeypatch.setattr(broker_credentials, "revoke", lambda lock_id, config=None: revoked.append(lock_id) or True)
     ag = make_agency()
     lock_id = make_lock(ag, name="Old flat")
     now = datetime.now(UTC).replace(microsecond=0)
@@ -58,6 +62,7 @@ def test_decommission_revokes_wipes_frees_the_mac_and_keeps_history(app, client,
     assert resp.status_code == 302
     archive = resp.headers["Location"].rsplit("/", 1)[1]
     assert archive != lock_id and archive.startswith("zz")
+    assert revoked == [lock_id]  # its broker login is removed
     with app.app_context():
         assert db.session.get(Lock, lock_id) is None  # the MAC is free…
         old = db.session.get(Lock, archive)
