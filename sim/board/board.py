@@ -218,7 +218,8 @@ class Board:
         if setup:
             self.start_ap = self._start_ap  # only then: a board with an AP is one that needs Wi-Fi settings
         # a networked lock, or one serving its portal, keeps living between input lines (see simnet)
-        simnet.realtime = self.interactive and (bool((cfg.get("mqtt") or {}).get("host")) or bool(setup))
+        m = cfg.get("mqtt") or {}
+        simnet.realtime = self.interactive and (bool(m.get("host") or m.get("hosts")) or bool(setup))
 
     # -- board interface -----------------------------------------------------------------------------------
     def start_ticker(self, period_ms: int, fn) -> None:

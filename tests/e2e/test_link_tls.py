@@ -4,8 +4,6 @@ CA, and works with a real mosquitto presenting an EC P-256 or an RSA-2048 chain,
 included."""
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,15 +11,11 @@ from pathlib import Path
 import pytest
 
 from certs import issue, make_ca, self_signed
-from e2e_stack import PY, ROOT, SimLock, mosquitto_available, wait_until
-from tools.mosquitto import Mosquitto, dynsec_client, free_port, wait_port
+from e2e_stack import SimLock, mosquitto_available, wait_until
+from linkrig import LOCK_ID, broker, cloud_client, make_lock, secret_of, state_payload, status
+from tools.mosquitto import free_port, wait_port
 
 pytestmark = [pytest.mark.e2e]
-
-LOCK_ID = "24a16054ab77"
-LOCK_PW = "lock-password-77"
-BRIDGE_PW = "bridge-password-77"
-
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
@@ -39,19 +33,8 @@ def pki(tmp_path_factory):
     }
 
 
-def _lock(tmp: Path, port: int, ca: Path | None, env: dict, host: str = "localhost") -> SimLock:
-    d = tmp / f"lock-{port}"
-    r = subprocess.run([PY, str(ROOT / "tools" / "simlock"), "init", str(d), "--lock-id", LOCK_ID],
-                       cwd=str(ROOT), capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    cfg_path = d / "flash" / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["mqtt"] = {"host": host, "port": port, "tls": True, "username": LOCK_ID, "password": LOCK_PW}
-    if ca is not None:
-        shutil.copy(ca / "ca.crt", d / "flash" / "ca.crt")
-        cfg["mqtt"]["ca"] = "ca.crt"
-    cfg_path.write_text(json.dumps(cfg))
-    return SimLock(d, env).start()
+def _lock(tmp: Path, port: int, ca: Path | None, env: dict) -> SimLock:
+    return make_lock(tmp, {"host": "localhost", "port": port}, ca, env, name=f"lock-{port}")
 
 
 class Impostor:
@@ -132,51 +115,23 @@ def test_tls_without_a_ca_never_connects(pki, tmp_path, env):
     assert seen == b"" and imp.attempts() == 0 and "ACCEPT" not in imp.err.read_text()
 
 
-def _state_payload(secret: bytes, n: int) -> bytes:
-    import hashlib
-    import hmac
-    from cloud.bridge import Envelope, encode_state
-    now = int(time.time())
-    codes = [{"id": 1000 + i, "digest": hmac.new(secret, b"%04d" % (1000 + i), hashlib.sha256).digest(),
-              "from": now - 60, "until": now + 86400 + i} for i in range(n)]
-    body = encode_state({"revision": 4242, "codes": codes, "backup_digest": None})
-    return Envelope(secret).seal(f"lock/{LOCK_ID}/down", body)
-
-
 @pytest.mark.parametrize("kind", ["ec", "rsa"])
 def test_real_broker_with_an_ec_or_rsa_chain_installs_200_codes(pki, tmp_path, env, kind):
-    import paho.mqtt.client as mqtt
-    import ssl
     ca = pki["ca"] if kind == "ec" else pki["rsa_ca"]
-    srv = issue(ca, tmp_path / f"srv-{kind}", kind=kind)
-    tls = tmp_path / "tls"
-    tls.mkdir()
-    for name in ("server.crt", "server.key"):
-        shutil.copy(srv / name, tls / name)
-    shutil.copy(ca / "ca.crt", tls / "ca.crt")
-    broker = Mosquitto(tmp_path / "mqtt", tls=True, tls_dir=tls, bridge_password=BRIDGE_PW,
-                       extra_clients=[dynsec_client(LOCK_ID, LOCK_PW, clientid="kd-" + LOCK_ID)])
-    broker.start()
+    b = broker(tmp_path, ca, kind).start()
     lk = None
     c = None
     try:
-        lk = _lock(tmp_path, broker.tls_port, ca, env)
+        lk = _lock(tmp_path, b.tls_port, ca, env)
         lk.link_event("state", "connected", timeout=60)
-        lk.cmd("!status")
-        boot = next(e for e in reversed(lk.events) if e.get("event") == "status")
-        secret = bytes.fromhex(json.loads((lk.dir / "flash" / "config.json").read_text())["secret"])
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-bridge")
-        c.username_pw_set("bridge", BRIDGE_PW)
-        c.tls_set_context(ssl.create_default_context(cafile=str(ca / "ca.crt")))
-        c.connect("localhost", broker.tls_port, 30)
-        c.loop_start()
-        c.publish(f"lock/{LOCK_ID}/down", _state_payload(secret, 200), qos=1, retain=True).wait_for_publish(10)
+        boot = status(lk)
+        c = cloud_client(b, ca)
+        c.publish(f"lock/{LOCK_ID}/down", state_payload(secret_of(lk), 200), qos=1, retain=True).wait_for_publish(10)
         ev = lk.wait(lambda e: e.get("event") == "link" and e.get("codes") == 200, 60, 0, "200 codes installed")
         assert ev["codeset"] == 4242
         lk.cmd("!time")  # no cloud here to answer the hello with signed time
         assert lk.enter("1199")[0] == "open"
-        lk.cmd("!status")
-        st = next(e for e in reversed(lk.events) if e.get("event") == "status")
+        st = status(lk)
         link = [e for e in lk.events if e.get("event") == "link"]
         assert not [e for e in link if "refused" in e or e.get("state") == "offline"], link
         print(f"{kind} chain at 128k: heap free after boot {boot['heap_free']}, with 200 codes {st['heap_free']}")
@@ -186,4 +141,4 @@ def test_real_broker_with_an_ec_or_rsa_chain_installs_200_codes(pki, tmp_path, e
             c.disconnect()
         if lk is not None:
             lk.stop()
-        broker.stop()
+        b.stop()
