@@ -89,6 +89,7 @@ class Session:
         self.counter = UpCounter()
         self.downlink = downlink
         self._client = None  # type: MQTTClient | None
+        self._rx_at = ticks_ms()  # when the broker last sent something
 
     # ---------------------------------------------------------------- both threads
     def count(self, what: str) -> None:
@@ -265,7 +266,7 @@ class Session:
         self._put(self._inq, Up(w), _INQ + _INQ_CONTROL)
         poller = select.poll()
         poller.register(c.sock, select.POLLIN)
-        last_rx = last_tx = ticks_ms()
+        self._rx_at = last_tx = ticks_ms()
         dropped = c.dropped
         while not self._stop:
             if not self.board.wlan().isconnected():
@@ -281,12 +282,12 @@ class Session:
                 for _, flags in ev:
                     if flags & (select.POLLHUP | select.POLLERR) and not flags & select.POLLIN:
                         raise OSError("connection lost")
-                last_rx = ticks_ms()
+                self._rx_at = ticks_ms()
             for _ in range(4):  # also drains what the TLS layer already buffered
                 c.rx_buf = dl.receiving()
                 if c.check_msg() is None:
                     break
-                last_rx = ticks_ms()
+                self._rx_at = ticks_ms()
             if c.dropped != dropped:  # a message too big for the lock: refused, reported, not retried
                 dropped = c.dropped
                 self._deliver(Refused("oversize"))
@@ -294,7 +295,7 @@ class Session:
             if ticks_diff(now, last_tx) >= _PING_MS:
                 c.ping()
                 last_tx = now
-            if ticks_diff(now, last_rx) >= _DEAD_MS:
+            if ticks_diff(now, self._rx_at) >= _DEAD_MS:
                 raise OSError("keepalive timeout")
         try:
             c.disconnect()
@@ -304,6 +305,8 @@ class Session:
 
     def on_message(self, topic, payload) -> None:
         """The client's callback (worker thread): parse and hand over to the main loop."""
+        # the broker is alive, also while publish() or subscribe() read messages waiting for their ack
+        self._rx_at = ticks_ms()
         dl = self.downlink
         msg = dl.parse(topic, payload, isinstance(payload, memoryview))
         self._deliver(msg)
