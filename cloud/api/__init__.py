@@ -12,6 +12,7 @@ from ..auth.passwords import verify
 from ..auth.roles import FORBIDDEN_MESSAGE, can
 from ..domain import DomainError, generate_code, provision, register_lock, revoke_code, update_lock
 from ..extensions import db, limiter
+from ..i18n import LOCALES
 from ..models import ApiToken, Code, InvalidMac, Lock, User
 from ..scoping import (MAX_CODE_ID, BadFilter, agency_code_or_404, agency_lock_or_404, agency_locks,
                        code_history)
@@ -115,7 +116,7 @@ def code_json(code: Code, now: datetime | None = None) -> dict:
             "valid_from": _iso(code.valid_from), "valid_until": _iso(code.valid_until),
             "customer_name": code.customer_name, "customer_email": code.customer_email,
             "created_by": code.created_by.email if code.created_by else None, "created_at": _iso(code.created_at),
-            "revoked_at": _iso(code.revoked_at)}
+            "revoked_at": _iso(code.revoked_at), "removed_at": _iso(code.removed_at), "locale": code.locale}
 
 
 @bp.get("/openapi.json")
@@ -231,8 +232,11 @@ def create_code(lock_id: str):
     name = data.get("customer_name")
     if name is not None and (not isinstance(name, str) or len(name) > 120):
         raise ApiError(400, "customer_name must be a string of at most 120 characters.")
+    locale = _text(data, "locale") or "en"
+    if locale not in LOCALES:
+        raise ApiError(400, f"locale is one of {', '.join(LOCALES)}.")
     code = generate_code(lock, valid_from=_when(data, "valid_from"), valid_until=_when(data, "valid_until"),
-                         by=g.user, customer_name=name, customer_email=email)
+                         by=g.user, customer_name=name, customer_email=email, locale=locale)
     return jsonify(code_json(code)), 201, {"Location": f"/api/v1/codes/{code.id}"}
 
 

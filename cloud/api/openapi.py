@@ -50,10 +50,11 @@ def spec() -> dict:
                                           "description": "when `online` last changed; null with it"}}},
                 "LockList": {"type": "object", "properties": {
                     "locks": {"type": "array", "items": {"$ref": "#/components/schemas/Lock"}}}},
-                "NewLock": {"type": "object", "required": ["mac", "name", "address", "timezone"], "properties": {
+                "NewLock": {"type": "object", "required": ["mac", "name", "address"], "properties": {
                     "mac": {"type": "string", "example": "24:A1:60:54:AB:3C"},
                     "name": {"type": "string", "maxLength": 120}, "address": {"type": "string", "maxLength": 500},
-                    "timezone": {"type": "string", "example": "Europe/Paris"}}},
+                    "timezone": {"type": "string", "example": "Europe/Paris",
+                                 "description": "IANA zone; default Europe/Paris"}}},
                 "LockPatch": {"type": "object", "additionalProperties": False, "properties": {
                     "name": {"type": "string", "maxLength": 120}, "address": {"type": "string", "maxLength": 500},
                     "timezone": {"type": "string", "example": "Europe/Paris"},
@@ -68,7 +69,9 @@ def spec() -> dict:
                     "valid_from": {"type": "string", "format": "date-time", "example": "2026-07-01T15:00:00+02:00"},
                     "valid_until": {"type": "string", "format": "date-time", "example": "2026-07-08T11:00:00+02:00"},
                     "customer_name": {"type": "string", "maxLength": 120},
-                    "customer_email": {"type": "string", "format": "email"}}},
+                    "customer_email": {"type": "string", "format": "email"},
+                    "locale": {"type": "string", "enum": ["en", "fr"], "default": "en",
+                               "description": "language of the guest's email and page"}}},
                 "Code": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "lock_id": {"type": "string"}, "code": {"type": "string"},
                     "status": {"type": "string", "enum": ["scheduled", "active", "expired", "revoked"]},
@@ -79,7 +82,10 @@ def spec() -> dict:
                     "customer_name": {"type": "string", "nullable": True},
                     "customer_email": {"type": "string", "nullable": True},
                     "created_by": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
-                    "revoked_at": {"type": "string", "format": "date-time", "nullable": True}}},
+                    "revoked_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "removed_at": {"type": "string", "format": "date-time", "nullable": True,
+                                   "description": "when the lock confirmed it dropped the revoked code"},
+                    "locale": {"type": "string", "enum": ["en", "fr"]}}},
                 "CodeList": {"type": "object", "properties": {
                     "codes": {"type": "array", "items": {"$ref": "#/components/schemas/Code"}}}},
             },
@@ -87,8 +93,10 @@ def spec() -> dict:
         "paths": {
             "/tokens": {"post": {
                 "summary": "Exchange email:password (HTTP Basic) for an API token", "security": [{"basic": []}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"label": {"type": "string", "maxLength": 80}}}}}},
                 "responses": {"201": _ok("a new token", "Token"), "401": _err("wrong credentials"),
-                              "429": _err("rate limited")}}},
+                              "403": _err("staff cannot have API tokens"), "429": _err("rate limited")}}},
             "/locks": {
                 "get": {"summary": "Locks of your agency", "security": AUTH,
                         "responses": {"200": _ok("locks", "LockList"), "401": COMMON["401"]}},

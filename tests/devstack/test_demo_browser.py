@@ -95,7 +95,7 @@ def test_demo_end_to_end(devstack, browser, shots):
     # wait until the code set is on the lock (the lock acknowledged the revision)
     def on_lock():
         page.goto(urls["web"].rstrip("/") + f"/locks/{urls['lock']}")
-        return "(on the lock)" in page.locator("dl.facts").inner_text()
+        return "Up to date" in page.locator("#sync").inner_text()
     wait_until(on_lock, 60, "the new code to reach the lock", every=1)
 
     # type the code from the mail on the lock's own keypad page and see the door open
