@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from .auth import end_all_sessions
 from .auth.roles import ROLES, can
 from .domain import Conflict, DomainError
 from .extensions import db
@@ -65,15 +66,21 @@ def _send_invite(actor: User, user: User, link) -> None:
             link=link(user) if callable(link) else link, **from_agency(agency))
 
 
-def set_role(actor: User, member: User, role: str) -> None:
+def _check_change(actor: User, member: User, *, owner_refusal: str, self_refusal: str) -> None:
+    """actor may change member: both in one agency, member neither the owner nor the actor."""
     _check_actor(actor)
-    _check_role(actor, role)
     if member.agency_id != actor.agency_id or member.removed_at is not None:
         raise DomainError("This person is not in your agency.")
     if member.is_owner:
-        raise DomainError("The owner's role cannot be changed.")
+        raise DomainError(owner_refusal)
     if member.id == actor.id:
-        raise DomainError("You cannot change your own role; ask the owner.")
+        raise DomainError(self_refusal)
+
+
+def set_role(actor: User, member: User, role: str) -> None:
+    _check_role(actor, role)
+    _check_change(actor, member, owner_refusal="The owner's role cannot be changed.",
+                  self_refusal="You cannot change your own role; ask the owner.")
     member.role = role
     if not can(member, "manage_tokens"):  # their API tokens were theirs to manage: they end with the role
         db.session.execute(sa.delete(ApiToken).where(ApiToken.user_id == member.id))
@@ -83,16 +90,11 @@ def set_role(actor: User, member: User, role: str) -> None:
 def remove_member(actor: User, member: User) -> None:
     """The person can no longer log in (their sessions end and their API tokens are deleted); the codes they
     generated keep their name in the history."""
-    _check_actor(actor)
-    if member.agency_id != actor.agency_id or member.removed_at is not None:
-        raise DomainError("This person is not in your agency.")
-    if member.is_owner:
-        raise DomainError("The owner cannot be removed.")
-    if member.id == actor.id:
-        raise DomainError("You cannot remove yourself; ask the owner or another manager.")
+    _check_change(actor, member, owner_refusal="The owner cannot be removed.",
+                  self_refusal="You cannot remove yourself; ask the owner or another manager.")
     member.removed_at = utcnow()
     member.password_hash = None
-    member.session_version += 1
+    end_all_sessions(member)
     db.session.execute(sa.delete(ApiToken).where(ApiToken.user_id == member.id))
     db.session.commit()
 

@@ -54,31 +54,29 @@ def staff_role(user_id: int):
     return redirect(url_for("auth.staff"))
 
 
+def _on_member(user_id: int, action, done: str):
+    """A POST button on a member's row: run action(actor, member), say `done` (formatted with the member)."""
+    member = _member_or_404(user_id)
+    if EmptyForm().validate_on_submit():
+        try:
+            action(g.user, member)
+        except DomainError as exc:
+            flash(exc.message, "error")
+        else:
+            flash(done.format(email=member.email), "ok")
+    return redirect(url_for("auth.staff"))
+
+
 @bp.post("/staff/<int:user_id>/remove")
 @login_required
 @permission_required("manage_staff")
 def staff_remove(user_id: int):
-    member = _member_or_404(user_id)
-    if EmptyForm().validate_on_submit():
-        try:
-            remove_member(g.user, member)
-        except DomainError as exc:
-            flash(exc.message, "error")
-        else:
-            flash(f"{member.email} was removed: they can no longer log in.", "ok")
-    return redirect(url_for("auth.staff"))
+    return _on_member(user_id, remove_member, "{email} was removed: they can no longer log in.")
 
 
 @bp.post("/staff/<int:user_id>/resend")
 @login_required
 @permission_required("manage_staff")
 def staff_resend(user_id: int):
-    member = _member_or_404(user_id)
-    if EmptyForm().validate_on_submit():
-        try:
-            resend_invite(g.user, member, link=password_link)
-        except DomainError as exc:
-            flash(exc.message, "error")
-        else:
-            flash(f"Invitation sent again to {member.email}.", "ok")
-    return redirect(url_for("auth.staff"))
+    return _on_member(user_id, lambda actor, member: resend_invite(actor, member, link=password_link),
+                      "Invitation sent again to {email}.")

@@ -13,14 +13,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from tools.bench.cloud import _pct
+
 ROUNDS = 40
 N_LOCKS = 30
 CODES_PER_LOCK = 10
-
-
-def _pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
 
 
 def main() -> int:
