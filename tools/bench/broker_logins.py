@@ -12,36 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
-import struct
 import tempfile
 import time
 from pathlib import Path
 
+from tools.mqttprobe import connect_once
+
 SIZES = [int(x) for x in os.environ.get("KEYDROP_LOGINS_N", "10000,100000").split(",") if x]
 TRIALS = 5
 TARGET_MS = 2000
-
-
-def _s(b: bytes) -> bytes:
-    return struct.pack(">H", len(b)) + b
-
-
-def connect_once(port: int, client_id: str, user: str, password: str) -> int:
-    """One MQTT 3.1.1 CONNECT; returns the CONNACK return code (0 = accepted)."""
-    body = _s(b"MQTT") + bytes([4, 0xC2]) + struct.pack(">H", 30) + _s(client_id.encode()) + _s(user.encode()) \
-        + _s(password.encode())
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(bytes([0x10, len(body)]) + body)
-        ack = b""
-        while len(ack) < 4:
-            chunk = s.recv(4 - len(ack))
-            if not chunk:
-                return -1
-            ack += chunk
-        s.sendall(b"\xe0\x00")
-        return ack[3]
 
 
 def fillers(n: int) -> list[dict]:
