@@ -15,19 +15,15 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from tools import simlock_cloud
 from tools.cloudclient import ApiClient, CloudError, api_url
+from tools.supervisor import ROOT, Child, StackError, Supervisor, run_until_signal, wait_http, wait_tcp
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEMO_AGENCY = "Demo Rentals"
 DEMO_EMAIL = "demo@agency.example"
@@ -36,10 +32,6 @@ DEMO_LOCK_NAME = "Demo flat, front door"
 DEMO_ADDRESS = "12 rue de la Démo, 69001 Lyon"
 DEMO_TZ = "Europe/Paris"
 DEFAULT_PORTS = {"web": 5000, "keypad": 8081, "smtp": 8025, "mqtt": 1883}
-
-
-class StackError(Exception):
-    """The stack cannot start; the message says why and what to do."""
 
 
 def say(msg: str) -> None:
@@ -72,92 +64,6 @@ def pick_port(name: str, wanted: int, strict: bool, taken: set[int]) -> int:
             break
     raise StackError(f"port {wanted} for {name} is taken (another `make run`?). Stop whatever uses it, "
                      f"or choose another port: --{name}-port N")
-
-
-def wait_http(url: str, timeout: float, child: "Child | None" = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                r.read()
-                return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            pass
-        if child is not None and not child.alive():
-            raise StackError(f"{child.name} exited while starting; see {child.log_path}\n{child.tail()}")
-        if time.monotonic() > deadline:
-            raise StackError(f"{url} did not answer within {timeout:.0f} s" +
-                             (f"; see {child.log_path}\n{child.tail()}" if child else ""))
-        time.sleep(0.2)
-
-
-def wait_tcp(port: int, timeout: float, child: "Child | None" = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            pass
-        if child is not None and not child.alive():
-            raise StackError(f"{child.name} exited while starting; see {child.log_path}\n{child.tail()}")
-        if time.monotonic() > deadline:
-            raise StackError(f"nothing listens on port {port} after {timeout:.0f} s")
-        time.sleep(0.1)
-
-
-# -- children ----------------------------------------------------------------------------------------------
-
-class Child:
-    """A child process in its own process group (so it is stopped as a whole), output to a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path, cwd: Path = ROOT):
-        self.name = name
-        self.argv = argv
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join("    " + ln for ln in text[-lines:])
-
-    def stop(self, grace: float = 8.0) -> None:
-        if self.proc.poll() is not None:
-            self._reap_group()
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            say(f"{self.name} did not stop within {grace:.0f} s, killing it")
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-        self._reap_group()
-
-    def _reap_group(self) -> None:
-        # Anything the child left behind in its group (e.g. a helper it forked) goes too.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 # -- the stack ---------------------------------------------------------------------------------------------
@@ -217,20 +123,16 @@ class Demo:
             raise StackError(f"provisioning the simulated lock failed:\n{r.stdout}{r.stderr}")
 
 
-class Stack:
+class Stack(Supervisor):
     """The processes of `make run`: their ports, environment, start order and supervision."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.var = Path(args.var).resolve()
-        self.children: list[Child] = []
-        self.stopping = False
+        super().__init__(self.var / "log", say)
         self.ports: dict[str, int] = {}
 
     # paths
-    @property
-    def log_dir(self) -> Path:
-        return self.var / "log"
 
     @property
     def state_file(self) -> Path:
@@ -324,9 +226,7 @@ class Stack:
         return env
 
     def start(self, name: str, argv: list[str], env: dict | None = None) -> Child:
-        child = Child(name, argv, env or self.cloud_env(), self.log_dir)
-        self.children.append(child)
-        return child
+        return super().start(name, argv, env or self.cloud_env())
 
     def flask(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(BIN / "flask"), "--app", "cloud", *args], env=self.cloud_env(), cwd=ROOT,
@@ -435,24 +335,6 @@ class Stack:
             "children": {c.name: c.proc.pid for c in self.children},  # each is also its process group id
         }, indent=2) + "\n")
 
-    def watch(self) -> int:
-        while not self.stopping:
-            for c in self.children:
-                if not c.alive():
-                    say(f"{c.name} exited unexpectedly (code {c.proc.returncode}); see {c.log_path}\n{c.tail()}")
-                    return 1
-            time.sleep(0.5)
-        return 0
-
-    def stop(self) -> None:
-        for c in reversed(self.children):
-            c.stop()
-        self.children.clear()
-
-
-class _Stop(Exception):
-    pass
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.devstack", description=__doc__.split("\n\n")[0])
@@ -464,33 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install mosquitto")
     args = ap.parse_args(argv)
 
-    stack = Stack(args)
-
-    def on_signal(signum, frame):
-        if stack.stopping:
-            return
-        stack.stopping = True
-        raise _Stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    code = 0
-    try:
-        code = stack.run()
-    except _Stop:
-        code = 0
-    except StackError as e:
-        say("error: " + str(e))
-        code = 2
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if stack.children:
-            say("stopping: " + ", ".join(c.name for c in reversed(stack.children)))
-        stack.stop()
-    if stack.stopping:
-        say("stopped")
-    return code
+    return run_until_signal(Stack(args), say)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,14 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tools.devstack import BIN, ROOT, Child, StackError, wait_http, wait_tcp
+from tools.devstack import BIN
+from tools.supervisor import ROOT, Child, StackError, Supervisor, run_until_signal, wait_http, wait_tcp
 from tools.mosquitto import Mosquitto, free_port
 
 
@@ -46,20 +46,18 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["su", "postgres", "-s", "/bin/sh", "-c", "exec " + shlex.join(argv)]
 
 
-class ProdStack:
+class ProdStack(Supervisor):
+    """The production engines and the cloud's processes, configured as in production."""
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.var = Path(args.var).resolve()
-        self.log_dir = self.var / "log"
-        self.children: list[Child] = []
-        self.stopping = False
+        super().__init__(self.var / "log", say)
         self.ports: dict[str, int] = {}
         self._pg_dir: Path | None = None
 
     def start(self, name: str, argv: list[str], env: dict | None = None) -> Child:
-        child = Child(name, argv, env or self.env, self.log_dir)
-        self.children.append(child)
-        return child
+        return super().start(name, argv, env or self.env)
 
     # ---------------------------------------------------------------- engines
     def start_postgres(self) -> str:
@@ -176,25 +174,10 @@ class ProdStack:
             f"localhost:{self.ports['mqtts']} (CA {info['ca']}), {self.args.bridges} bridge(s), PostgreSQL, Redis; "
             f"logs in {self.log_dir}. Ctrl-C stops.")
 
-    def watch(self) -> int:
-        while not self.stopping:
-            for c in self.children:
-                if not c.alive():
-                    say(f"{c.name} exited unexpectedly (code {c.proc.returncode}); see {c.log_path}\n{c.tail()}")
-                    return 1
-            time.sleep(0.5)
-        return 0
-
     def stop(self) -> None:
-        for c in reversed(self.children):
-            c.stop()
-        self.children.clear()
+        super().stop()
         if self._pg_dir is not None and os.geteuid() == 0:
             shutil.rmtree(self._pg_dir, ignore_errors=True)
-
-
-class _Stop(Exception):
-    pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,28 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tls-dir", help="the broker's ca.crt, server.crt, server.key (default: a throwaway CA)")
     ap.add_argument("--fast-unsafe", action="store_true", help="PostgreSQL without fsync (tests only)")
     args = ap.parse_args(argv)
-    stack = ProdStack(args)
-
-    def on_signal(signum, frame):
-        if not stack.stopping:
-            stack.stopping = True
-            raise _Stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    code = 0
-    try:
-        code = stack.run()
-    except _Stop:
-        code = 0
-    except (StackError, subprocess.CalledProcessError) as e:
-        say(f"error: {e}")
-        code = 2
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stack.stop()
-    return code
+    return run_until_signal(ProdStack(args), say)
 
 
 if __name__ == "__main__":

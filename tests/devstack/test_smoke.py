@@ -1,6 +1,5 @@
 """`make run` smoke test: the dev stack starts, answers on its URLs, and stops cleanly on Ctrl-C."""
 import json
-import signal
 import urllib.request
 
 import pytest

@@ -3,7 +3,6 @@ mosquitto over TLS only, the mailer, 2 bridge workers. A login limit holds acros
 provisioned through it gets online, receives a code over TLS and opens with it."""
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from e2e_stack import PY, SimLock, wait_until  # noqa: E402
 from tests.conftest import SmtpSink  # noqa: E402
+from tools.cloudclient import ApiClient, api_url  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 OWNER, OWNER_PW = "owner@prod.example.com", "prod owner password 1"
@@ -123,10 +123,7 @@ def test_a_lock_gets_online_and_opens_with_a_code_over_tls(prod, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     base = prod["web"].rstrip("/")
-    req = urllib.request.Request(base + "/api/v1/tokens", data=b"", method="POST", headers={
-        "Authorization": "Basic " + base64.b64encode(f"{OWNER}:{OWNER_PW}".encode()).decode()})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        token = json.loads(resp.read())["token"]
+    token = ApiClient(api_url(base), basic=(OWNER, OWNER_PW)).new_token()
     mac = "24a1605400aa"
     d = tmp_path / "lock"
     r = subprocess.run([PY, str(ROOT / "tools" / "simlock"), "init", str(d), "--cloud", base, "--token", token,
@@ -141,11 +138,8 @@ def test_a_lock_gets_online_and_opens_with_a_code_over_tls(prod, tmp_path):
         prod["smtp"].wait_for(1, timeout=60)
         assert any("online" in str(m["Subject"]) for m in prod["smtp"].to(OWNER))
         now = time.time()
-        body = json.dumps({"valid_from": _iso(now - 60), "valid_until": _iso(now + 86400)}).encode()
-        req = urllib.request.Request(f"{base}/api/v1/locks/{mac}/codes", data=body, method="POST", headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            code = json.loads(resp.read())
+        code = ApiClient(api_url(base), token=token).request(
+            "POST", f"/locks/{mac}/codes", {"valid_from": _iso(now - 60), "valid_until": _iso(now + 86400)})
         lock.wait(lambda e: e.get("event") == "link" and e.get("codes") == 1, 60, what="the code on the lock")
         assert lock.enter(code["code"])[0] == "open"
     finally:
