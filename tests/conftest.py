@@ -11,6 +11,7 @@
 - `login`        factory: login(client, agency) logs a test client in through the form
 - `deliver_mail` runs the outbox worker once (mailer.run_pending) and returns its counts
 - `live_server`  the app served over HTTP on a free port in a thread (for the browser)
+- `browser`      one headless Chromium (Playwright) for the session
 """
 from __future__ import annotations
 
@@ -261,14 +262,22 @@ def deliver_mail(app):
 
 @pytest.fixture
 def live_server(app):
-    from werkzeug.serving import make_server
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{server.server_port}"
-    yield server
-    server.shutdown()
-    thread.join(5)
+    from tests.live_cloud import served
+    with served(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (tests/chromium.py); skipped where Chromium is not installed."""
+    from tests.chromium import ARGS, CHROMIUM
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
 
 
 class RecordingClient:

@@ -3,6 +3,7 @@ migrated with Alembic, with two agencies and their API tokens: what the installe
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from tools.cloudclient import ApiClient, api_url
@@ -10,12 +11,26 @@ from tools.cloudclient import ApiClient, api_url
 PASSWORD = "installer-test-pw-1"
 
 
+@contextmanager
+def served(app):
+    """app over HTTP on loopback, on a port the system picks (port 0), from a thread; yields the server with
+    its .url; shut down after the block."""
+    from werkzeug.serving import make_server
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
 class LiveCloud:
     """The real Flask app (cloud.create_app) on a werkzeug server thread, with two agencies and tokens."""
 
     def __init__(self, tmp: Path):
-        from werkzeug.serving import make_server
-
         from cloud import create_app
         self.app = create_app({
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'cloud.sqlite3'}",
@@ -28,11 +43,8 @@ class LiveCloud:
         with self.app.app_context():
             from flask_migrate import upgrade
             upgrade()
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)  # port 0: the system picks a free one
-        self.port = self.server.server_port
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self._serving = served(self.app)
+        self.url = self._serving.__enter__().url
         self.token = self.new_agency("Seaside Rentals", "owner@seaside.test")
         self.other_token = self.new_agency("Other Homes", "owner@other.test")
 
@@ -56,5 +68,4 @@ class LiveCloud:
             lock_hello(lock, firmware="test", boot_count=1, lock_time=None, revision=0)
 
     def close(self):
-        self.server.shutdown()
-        self.thread.join(5)
+        self._serving.__exit__(None, None, None)

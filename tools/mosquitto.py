@@ -22,6 +22,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tools.supervisor import end
+
 MOSQUITTO = os.environ.get("KEYDROP_MOSQUITTO", "/usr/sbin/mosquitto")
 DYNSEC_PLUGIN = os.environ.get("KEYDROP_DYNSEC_PLUGIN", "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 ADMIN_USER = "keydrop-admin"
@@ -191,11 +193,5 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc, 10)
         self.proc = None

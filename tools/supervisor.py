@@ -53,6 +53,19 @@ def wait_tcp(port: int, timeout: float, child: "Child | None" = None) -> None:
         time.sleep(0.1)
 
 
+def end(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
+    """Stop one process that is not a group leader: SIGTERM, SIGKILL if it is still there after `grace`
+    seconds, and reap it either way (no zombie left to the caller)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Child:
     """A child process in its own process group (so it is stopped as a whole), output to a log file."""
 

@@ -1,4 +1,4 @@
-"""Browser fixtures: one headless Chromium (Debian's) for the whole session, a fresh context per test;
+"""Browser fixtures: a fresh context per test on the session's Chromium (tests/conftest.py `browser`);
 axe-core from tests/browser/node_modules (npm ci, done by `make test`) for accessibility checks."""
 import json
 import os
@@ -6,23 +6,11 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+from tests.chromium import CHROMIUM
+
 AXE = Path(__file__).with_name("node_modules") / "axe-core" / "axe.min.js"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ page, type it on the simulated lock's keypad page (served by the firmware on the
 door open there."""
 import os
 import re
-import shutil
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,22 +12,6 @@ import pytest
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
-
-CHROMIUM = os.environ.get("KEYDROP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
 
 @pytest.fixture
 def shots(tmp_path, request):

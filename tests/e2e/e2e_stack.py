@@ -29,6 +29,7 @@ from tests.conftest import free_port  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402,F401  (the e2e tests import it from here)
 from tools.mosquitto import MOSQUITTO, Mosquitto, dynsec_client, wait_port  # noqa: E402
 from tools.cloudclient import ApiClient, api_url  # noqa: E402
+from tools.supervisor import end  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 FLASK = str(BIN / "flask") if (BIN / "flask").exists() else "flask"
@@ -59,13 +60,7 @@ class Proc:
         return self
 
     def stop(self) -> None:
-        if self.p and self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        end(self.p, 10)
 
     def tail(self, n: int = 40) -> str:
         try:

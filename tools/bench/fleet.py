@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools.supervisor import end  # noqa: E402
+
 N = int(os.environ.get("KEYDROP_FLEET_N", "1000"))
 FLOOD = int(os.environ.get("KEYDROP_FLEET_FLOOD", "30000"))
 # codes created per second by the "web" in each round: a steady pace, then a burst (SQLite's single writer
@@ -445,12 +447,7 @@ def main() -> int:
         asyncio.run(b.run())
         return 0
     finally:
-        if b.bridge is not None:
-            b.bridge.terminate()
-            try:
-                b.bridge.wait(10)
-            except subprocess.TimeoutExpired:
-                b.bridge.kill()
+        end(b.bridge, 10)
         b.broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
