@@ -1,3 +1,4 @@
+"""The account page's forms: one's own name, and a new API token's label."""
 from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length, Optional

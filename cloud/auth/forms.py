@@ -1,3 +1,4 @@
+"""Forms of sign-up, log-in, password reset and change, staff invitations and roles (CSRF by Flask-WTF)."""
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.fields import SelectChoice

@@ -1,3 +1,4 @@
+"""The code form: a rental period in the property's local time and who receives the code by email."""
 from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, EmailField, SelectField, StringField
 from wtforms.fields import SelectChoice

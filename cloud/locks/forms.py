@@ -1,3 +1,4 @@
+"""Lock registry forms: register a lock by its MAC, edit it; EmptyForm carries the CSRF token of POST buttons."""
 from flask_wtf import FlaskForm
 from wtforms import StringField, TextAreaField, TimeField
 from wtforms.validators import DataRequired, Length, ValidationError
