@@ -1,6 +1,8 @@
 """Fixtures for the end-to-end suite; the machinery lives in e2e_stack.py."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from e2e_stack import Stack, mosquitto_available
@@ -15,3 +17,13 @@ def stack(tmp_path_factory):
     for p in s.procs:
         if p.p is not None and p.p.returncode not in (0, -15, None):
             print(f"--- {p.name} exited {p.p.returncode} ---\n{p.tail()}")
+
+
+@pytest.fixture
+def env():
+    """The environment a simulated lock of these tests runs in: this one, without a SIMLOCK_DIR of the caller's."""
+    if not mosquitto_available():
+        pytest.skip("mosquitto is not installed")
+    e = dict(os.environ)
+    e.pop("SIMLOCK_DIR", None)
+    return e

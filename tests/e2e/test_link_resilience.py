@@ -12,21 +12,12 @@ from pathlib import Path
 import pytest
 
 from certs import make_ca
-from e2e_stack import mosquitto_available, wait_until
+from e2e_stack import wait_until
 from linkrig import LOCK_ID, broker, cloud_client, make_lock, secret_of, state_payload, status
 from tools.mosquitto import free_port
 
 pytestmark = [pytest.mark.e2e]
 DOWN = f"lock/{LOCK_ID}/down"
-
-
-@pytest.fixture
-def env():
-    if not mosquitto_available():
-        pytest.skip("mosquitto is not installed")
-    e = dict(os.environ)
-    e.pop("SIMLOCK_DIR", None)
-    return e
 
 
 def _files(flash: Path) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from certs import issue, make_ca, self_signed
-from e2e_stack import SimLock, mosquitto_available, wait_until
+from e2e_stack import SimLock, wait_until
 from linkrig import LOCK_ID, broker, cloud_client, make_lock, secret_of, state_payload, status
 from tools.mosquitto import free_port, wait_port
 
@@ -62,16 +62,6 @@ class Impostor:
             self.p.kill()
             self.p.wait()
         return self.out.read_bytes()
-
-
-@pytest.fixture
-def env():
-    if not mosquitto_available():
-        pytest.skip("mosquitto is not installed")
-    import os
-    e = dict(os.environ)
-    e.pop("SIMLOCK_DIR", None)
-    return e
 
 
 @pytest.mark.parametrize("kind", ["self_signed", "other_ca", "wrong_name", "expired"])
