@@ -1,87 +1,18 @@
 """Atomic persistence under power cuts injected at every file operation and at random byte offsets."""
-import os
 import random
 
 import mputil
+import powercut
 import store
-
-
-class PowerCut(Exception):
-    pass
-
-
-class CutAfter:
-    """Replaces store's open/os: counts operations and bytes, and cuts the power at operation n
-    (a write is cut after a random number of its bytes)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.ops = 0
-        self.rename = os.rename
-        self.remove = os.remove
-        self.stat = os.stat
-
-    def tick(self) -> None:
-        self.ops += 1
-        if self.ops == self.n:
-            raise PowerCut()
-
-
-class CutFile:
-    def __init__(self, cut, path, mode) -> None:
-        self.cut = cut
-        self.f = open(path, mode)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.f.close()
-
-    def write(self, b):
-        c = self.cut
-        c.ops += 1
-        if c.ops == c.n:
-            k = random.getrandbits(16) % (len(b) + 1)
-            self.f.write(bytes(b)[:k])
-            self.f.close()
-            raise PowerCut()
-        return self.f.write(b)
+from powercut import Cutter, PowerCut
 
 
 def _install(cut):
-    class FakeOs:
-        @staticmethod
-        def rename(a, b):
-            cut.tick()
-            os.rename(a, b)
-
-        @staticmethod
-        def remove(a):
-            cut.tick()
-            os.remove(a)
-
-        @staticmethod
-        def stat(a):
-            return os.stat(a)
-
-    store.os = FakeOs
-
-    def fake_open(path, mode="r"):
-        if "w" in mode:
-            cut.tick()
-            return CutFile(cut, path, mode)
-        return open(path, mode)
-
-    store.open = fake_open
+    powercut.install(cut, (store,))
 
 
 def _uninstall():
-    store.os = os
-    try:
-        del store.open
-    except (AttributeError, KeyError):
-        store.open = open
+    powercut.uninstall((store,))
 
 
 def test_every_cut_point_leaves_old_or_new():
@@ -94,7 +25,7 @@ def test_every_cut_point_leaves_old_or_new():
             if rounds:
                 store.save("f", b"older" * 7)  # a .bak exists too
                 store.save("f", b"old" * 50)
-            cut = CutAfter(n)
+            cut = Cutter(n)
             _install(cut)
             completed = False
             try:
@@ -146,7 +77,7 @@ def test_lock_state_survives_cuts_during_install():
         mputil.write_config()
         s = mputil.Sim()
         assert s.lock.install_codeset(1, [(1, D("1111"), 0, 2**31)], None)
-        cut = CutAfter(n)
+        cut = Cutter(n)
         _install(cut)
         done = False
         try:
