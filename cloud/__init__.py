@@ -1,4 +1,4 @@
-"""KeyDrop agency cloud. `flask --app cloud run|mailer|agency create|bridge|db upgrade`."""
+"""KeyDrop agency cloud. `flask --app cloud run|mailer|calendars|automation|agency create|bridge|db upgrade`."""
 from __future__ import annotations
 
 import logging
@@ -37,6 +37,8 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     from .api import bp as api_bp
     from .auth import bp as auth_bp, load_user, staff_views  # noqa: F401  (staff_views adds the staff pages)
     from .codes import bp as codes_bp
+    from .automation_web import bp as automation_bp
+    from .feeds.views import bp as feeds_bp
     from .locks import bp as locks_bp
 
     from .account import bp as account_bp
@@ -53,6 +55,8 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     app.register_blueprint(guest_bp)
     app.register_blueprint(locks_bp)
     app.register_blueprint(codes_bp)
+    app.register_blueprint(feeds_bp)
+    app.register_blueprint(automation_bp)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)  # token auth, no cookies
     from .devmail import init_app as init_devmail
@@ -209,6 +213,39 @@ def _register_cli(app: Flask) -> None:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(1)
         click.echo(ag.id)
+
+    @app.cli.command("calendars")
+    @click.option("--once", is_flag=True, help="Sync every feed once, then exit.")
+    @click.option("--tick", type=float, default=5.0, help="Seconds between looks for due feeds.")
+    def calendars_cmd(once: bool, tick: float):
+        """Run the reservation-feed worker: fetch each feed every CALENDAR_POLL_S and update its codes."""
+        from .feeds.sync import run_forever, sync_due
+        if once:
+            t = sync_due(every=True)
+            click.echo(f"feeds={t['feeds']} failed={t['failed']} created={t['created']} moved={t['moved']} "
+                       f"revoked={t['revoked']}")
+            sys.exit(1 if t["failed"] else 0)
+        click.echo("calendar worker running (Ctrl-C to stop)")
+        try:
+            run_forever(tick=tick)
+        except KeyboardInterrupt:
+            pass
+
+    @app.cli.command("automation")
+    @click.option("--once", is_flag=True, help="One pass, then exit.")
+    @click.option("--interval", type=float, default=None, help="Seconds between passes (AUTOMATION_TICK_S).")
+    def automation_cmd(once: bool, interval: float | None):
+        """Run the automation worker: online/offline events and alerts, readiness checks before arrivals."""
+        from .automation import run_forever, tick
+        if once:
+            t = tick()
+            click.echo(f"connection_changes={t['connection_changes']} not_ready={t['not_ready']}")
+            return
+        click.echo("automation worker running (Ctrl-C to stop)")
+        try:
+            run_forever(interval=interval)
+        except KeyboardInterrupt:
+            pass
 
     @app.cli.command("bridge")
     def bridge_cmd():

@@ -19,14 +19,15 @@ def _context(code: Code) -> dict:
                 end_local=fmt_local(code.valid_until, lock.timezone))
 
 
-def agency_copies(code: Code, by: User) -> None:
+def agency_copies(code: Code, by: User | None) -> None:
+    """The owner's copy, and the maker's when someone else made it (None: the lock's reservation feed did)."""
     lock = code.lock
     owner = lock.agency.owner
     ctx = _context(code)
     ctx.update(generated_by=by, lock_link=absolute_url("locks.show", lock_id=lock.id),
                history_link=absolute_url("codes.history", lock=lock.id),
                guest_link=guest_link(code) if code.customer_email else None)
-    for to in [owner.email] + ([by.email] if by.email != owner.email else []):
+    for to in [owner.email] + ([by.email] if by is not None and by.email != owner.email else []):
         enqueue(to, "code_agency", f"Code {code.code} for {lock.name}", **ctx, **from_agency(lock.agency))
 
 

@@ -80,4 +80,19 @@ def from_environment() -> dict:
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
         "PASSWORD_RESET_MAX_AGE_S": _int("PASSWORD_RESET_MAX_AGE_S", 3600),
         "INVITE_MAX_AGE_S": _int("INVITE_MAX_AGE_S", 7 * 24 * 3600),
+        # Reservation feeds (cloud/feeds/) and the outbound-request guard shared with webhooks (cloud/netguard.py).
+        "CALENDAR_POLL_S": float(os.environ.get("CALENDAR_POLL_S", "900")),
+        "CALENDAR_TIMEOUT_S": float(os.environ.get("CALENDAR_TIMEOUT_S", "10")),
+        "CALENDAR_MAX_BYTES": _int("CALENDAR_MAX_BYTES", 1024 * 1024),
+        "CALENDAR_ALLOW_PRIVATE_HOSTS": _bool("CALENDAR_ALLOW_PRIVATE_HOSTS", False),
+        # Alerts and readiness checks (cloud/alerts.py, the `flask --app cloud automation` worker).
+        "ALERT_OFFLINE_AFTER_S": _int("ALERT_OFFLINE_AFTER_S", 1800),
+        "ALERT_CLOCK_SKEW_S": _int("ALERT_CLOCK_SKEW_S", 120),
+        "READINESS_HOURS": os.environ.get("READINESS_HOURS", "24,2"),
+        "AUTOMATION_TICK_S": float(os.environ.get("AUTOMATION_TICK_S", "30")),
+        # Webhook deliveries (cloud/webhooks.py), delivered by the outbox worker with the mail.
+        "WEBHOOK_TIMEOUT_S": float(os.environ.get("WEBHOOK_TIMEOUT_S", "10")),
+        "WEBHOOK_MAX_ATTEMPTS": _int("WEBHOOK_MAX_ATTEMPTS", 10),
+        "WEBHOOK_BACKOFF_BASE_S": float(os.environ.get("WEBHOOK_BACKOFF_BASE_S", "30")),
+        "WEBHOOK_BACKOFF_MAX_S": float(os.environ.get("WEBHOOK_BACKOFF_MAX_S", "3600")),
     }

@@ -13,11 +13,13 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from . import broker_credentials, codegen, codemail
+from . import alerts, broker_credentials, codegen, codemail
+from . import events as webhook_events
 from .extensions import db
 from .firmware.release import public_key_hex
-from .mailer import enqueue
-from .models import (Agency, AuditEvent, BackupKeyRotation, BridgeLockState, Code, Lock, LockEvent, User,
+from .mailer import absolute_url, enqueue, from_agency
+from .models import (Agency, AuditEvent, BackupKeyRotation, BridgeLockState, CalendarFeed, Code, Lock,
+                     LockEvent, User,
                      canonical_mac)
 from .timeutil import UTC, aware, fmt_local, from_epoch, is_valid_zone, to_epoch, utcnow
 
@@ -148,8 +150,13 @@ def update_lock(lock: Lock, *, name: str | None = None, address: str | None = No
             if value.second or value.microsecond or value.tzinfo is not None:
                 raise DomainError(f"{key} is a wall-clock time in whole minutes, like 15:00.")
             changes[key] = value
+    moved = any(key in changes and changes[key] != getattr(lock, key)
+                for key in ("timezone", "checkin_time", "checkout_time"))
     for key, value in changes.items():
         setattr(lock, key, value)
+    if moved:  # the feed's stays fall at new times: fetch it in full at once (no 304 on an unchanged feed)
+        db.session.execute(sa.update(CalendarFeed).where(CalendarFeed.lock_id == lock.id)
+                           .values(etag=None, last_modified=None, last_attempt_at=None))
     db.session.commit()
     return lock
 
@@ -201,17 +208,7 @@ def _live_codes_overlapping(lock_id: str, start: datetime, end: datetime) -> set
 # ---------------------------------------------------------------- codes
 
 
-def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by: User,
-                  customer_name: str | None = None, customer_email: str | None = None,
-                  locale: str = "en", now: datetime | None = None) -> Code:
-    """Make a code for [valid_from, valid_until) on an active lock, and queue the mails (owner, the
-    generating staff member if not the owner, the customer if given) in the same transaction."""
-    now = now or utcnow()
-    valid_from, valid_until = aware(valid_from), aware(valid_until)
-    if lock.is_decommissioned:
-        raise LockNotActive("This lock is decommissioned: it takes no more codes.")
-    if not lock.is_active:
-        raise LockNotActive("This lock has not come online yet: codes can be generated once it is active.")
+def _check_period(valid_from: datetime, valid_until: datetime, now: datetime) -> None:
     if valid_until <= valid_from:
         raise DomainError("The check-out must be after the check-in.")
     if valid_until <= now:
@@ -220,6 +217,34 @@ def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by
         raise DomainError("A code can last at most one year.")
     if valid_until > LAST_LOCK_TIME:
         raise DomainError(f"A code must end by {LAST_LOCK_TIME:%Y-%m-%d} (the lock counts time in 32 bits).")
+
+
+def _taken_digits(lock: Lock, start: datetime, end: datetime, *, except_code: int | None = None) -> set[str]:
+    """Digits a code for [start, end) may not have: overlapping live codes, the backup key, and a backup key
+    being replaced (the old one still opens the door until the new one is installed)."""
+    q = sa.select(Code.code).where(Code.lock_id == lock.id, Code.revoked_at.is_(None),
+                                   Code.valid_from < end, Code.valid_until > start)
+    if except_code is not None:
+        q = q.where(Code.id != except_code)
+    taken = set(db.session.scalars(q)) | {lock.backup_key}
+    taken |= set(db.session.scalars(sa.select(BackupKeyRotation.old_key).where(
+        BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None))))
+    return taken
+
+
+def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by: User | None,
+                  customer_name: str | None = None, customer_email: str | None = None,
+                  locale: str = "en", now: datetime | None = None, reservation_uid: str | None = None) -> Code:
+    """Make a code for [valid_from, valid_until) on an active lock, and queue the mails (owner, the
+    generating staff member if not the owner, the customer if given) in the same transaction.
+    `by` None with a `reservation_uid`: the code is born from the lock's reservation feed (source "calendar")."""
+    now = now or utcnow()
+    valid_from, valid_until = aware(valid_from), aware(valid_until)
+    if lock.is_decommissioned:
+        raise LockNotActive("This lock is decommissioned: it takes no more codes.")
+    if not lock.is_active:
+        raise LockNotActive("This lock has not come online yet: codes can be generated once it is active.")
+    _check_period(valid_from, valid_until, now)
     customer_name = (customer_name or "").strip() or None
     customer_email = User.normalize_email(customer_email) if customer_email and customer_email.strip() else None
 
@@ -230,38 +255,99 @@ def generate_code(lock: Lock, *, valid_from: datetime, valid_until: datetime, by
         db.session.rollback()
         raise Conflict(f"This lock already holds {MAX_LIVE_CODES} codes that have not ended: revoke one or wait "
                        "until one expires.")
-    taken = _live_codes_overlapping(lock.id, valid_from, valid_until) | {lock.backup_key}
-    # a pending rotation: the old backup key still opens the door until the new one is installed
-    taken |= set(db.session.scalars(sa.select(BackupKeyRotation.old_key).where(
-        BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None))))
     try:
-        digits = codegen.pick(taken)
+        digits = codegen.pick(_taken_digits(lock, valid_from, valid_until))
     except codegen.CodeSpaceExhausted:
         db.session.rollback()
         raise Conflict("No free code is left for this period on this lock.")
     code = Code(lock_id=lock.id, agency_id=lock.agency_id, code=digits, valid_from=valid_from,
                 valid_until=valid_until, customer_name=customer_name, customer_email=customer_email,
-                created_by_id=by.id, created_at=now, revision=revision, locale=codemail.locale_or_default(locale))
+                created_by_id=by.id if by else None, created_at=now, revision=revision,
+                locale=codemail.locale_or_default(locale), source="calendar" if reservation_uid else "manual",
+                reservation_uid=reservation_uid, feed_absent=0)
     db.session.add(code)
     db.session.flush()
 
     codemail.agency_copies(code, by)
     if customer_email:
         codemail.guest_copy(code)
+    webhook_events.emit(lock.agency_id, "code.created", webhook_events.code_payload(code))
     db.session.commit()
     log.info("code %s generated for lock %s (revision %s)", code.id, lock.id, revision)
     return code
 
 
-def revoke_code(code: Code, *, by: User, now: datetime | None = None) -> Code:
-    """Revoke a code (idempotent). Bumps the lock's revision so the bridge removes it from the lock."""
+def _code_mail(code: Code, **extra) -> dict:
+    """Context of the owner's mails about a feed's code (moved, cancelled): from the agency, linking the lock."""
+    lock = code.lock
+    return dict(lock=lock, code=code, tz=lock.timezone, start_local=fmt_local(code.valid_from, lock.timezone),
+                end_local=fmt_local(code.valid_until, lock.timezone),
+                lock_link=absolute_url("locks.show", lock_id=lock.id), **from_agency(lock.agency), **extra)
+
+
+def send_guest_copy(code: Code, *, commit: bool = True) -> None:
+    """Queue the guest's copy of a code to code.customer_email (what a tenant needs, nothing more)."""
+    if not code.customer_email:
+        raise DomainError("This code has no guest email yet.")
+    if code.revoked_at is not None or code.valid_until <= utcnow():
+        raise DomainError("This code is no longer valid: no copy is sent.")
+    codemail.guest_copy(code)
+    if commit:
+        db.session.commit()
+
+
+def set_guest(code: Code, *, email: str | None, name: str | None = None, send: bool = True) -> Code:
+    """Staff add (or correct) the guest of a code, typically one born from a feed that carried no email;
+    with `send`, the guest gets their copy now."""
+    if email is not None:
+        code.customer_email = User.normalize_email(email) if email.strip() else None
+    if name is not None:
+        code.customer_name = name.strip()[:120] or None
+    if send and code.customer_email:
+        send_guest_copy(code, commit=False)
+    db.session.commit()
+    return code
+
+
+def move_code(code: Code, *, valid_from: datetime, valid_until: datetime, now: datetime | None = None) -> bool:
+    """Give a live code a new window (its reservation's dates changed). The guest keeps the digits they were
+    sent unless another code overlapping the new window holds them (then new digits). The owner is told.
+    Returns False when nothing changed."""
+    now = now or utcnow()
+    valid_from, valid_until = aware(valid_from), aware(valid_until)
+    if (code.valid_from, code.valid_until) == (valid_from, valid_until) or code.revoked_at is not None:
+        return False
+    _check_period(valid_from, valid_until, now)
+    lock = code.lock
+    revision = lock.bump_revision()
+    old_local = (fmt_local(code.valid_from, lock.timezone), fmt_local(code.valid_until, lock.timezone))
+    taken = _taken_digits(lock, valid_from, valid_until, except_code=code.id)
+    old_digits = code.code
+    if code.code in taken:
+        code.code = codegen.pick(taken)
+    code.valid_from, code.valid_until = valid_from, valid_until
+    code.revision, code.on_lock_at, code.expired_noted_at = revision, None, None
+    enqueue(lock.agency.owner.email, "code_moved", f"{lock.name}: stay moved, code {code.code}",
+            **_code_mail(code, old_start=old_local[0], old_end=old_local[1], old_digits=old_digits))
+    webhook_events.emit(lock.agency_id, "code.moved", webhook_events.code_payload(code))
+    db.session.commit()
+    return True
+
+
+def revoke_code(code: Code, *, by: User | None, now: datetime | None = None, reason: str | None = None) -> Code:
+    """Revoke a code (idempotent). Bumps the lock's revision so the bridge removes it from the lock.
+    `by` None: the lock's reservation feed cancelled it (`reason` says how); the owner is emailed."""
     now = now or utcnow()
     if code.revoked_at is not None:
         return code
     code.revoked_revision = code.lock.bump_revision()
     code.revoked_at = now
-    code.revoked_by_id = by.id
-    audit(code.agency_id, "revoke_code", user=by, lock_id=code.lock_id)
+    code.revoked_by_id = by.id if by else None
+    audit(code.agency_id, "revoke_code" if by else "revoke_code_feed", user=by, lock_id=code.lock_id)
+    if by is None:
+        enqueue(code.lock.agency.owner.email, "code_cancelled", f"{code.lock.name}: stay cancelled, code revoked",
+                **_code_mail(code, reason=reason or "the reservation was cancelled"))
+    webhook_events.emit(code.agency_id, "code.revoked", webhook_events.code_payload(code))
     db.session.commit()
     return code
 
@@ -334,6 +420,7 @@ def lock_hello(lock: Lock, *, firmware: str, boot_count: int, lock_time: int | N
     lock.last_seen_at = now
     lock.reported_revision = revision
     lock.clock_skew_s = None if lock_time is None else int(lock_time) - to_epoch(now)
+    alerts.on_clock(lock, lock.clock_skew_s, now)
     if activated:
         enqueue(lock.agency.owner.email, "lock_online", f"{lock.name} is online",
                 lock=lock, backup_key=lock.backup_key, when=fmt_local(now, lock.timezone))
@@ -386,9 +473,14 @@ def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None)
         db.session.rollback()
         return
     db.session.refresh(lock, ["acked_revision"])
-    db.session.execute(sa.update(Code).where(
+    arrived = db.session.scalars(sa.select(Code).where(
         Code.lock_id == lock.id, Code.revision <= revision, Code.on_lock_at.is_(None),
-        Code.revoked_at.is_(None), Code.valid_until > now).values(on_lock_at=now))
+        Code.revoked_at.is_(None), Code.valid_until > now)).all()
+    db.session.execute(sa.update(Code).where(Code.id.in_([c.id for c in arrived]), Code.on_lock_at.is_(None))
+                       .values(on_lock_at=now))
+    for code in arrived:
+        db.session.refresh(code, ["on_lock_at"])
+        webhook_events.emit(lock.agency_id, "code.on_lock", webhook_events.code_payload(code))
     # revoked codes this revision no longer carries: the lock confirmed it dropped them
     db.session.execute(sa.update(Code).where(
         Code.lock_id == lock.id, Code.revoked_at.is_not(None), Code.removed_at.is_(None),
@@ -401,6 +493,7 @@ def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None)
             BackupKeyRotation.id == rot.id, BackupKeyRotation.installed_at.is_(None)).values(installed_at=now))
         if claimed.rowcount != 1:
             continue
+        alerts.on_backup_replaced(lock, now)
         enqueue(lock.agency.owner.email, "backup_rotated", f"New backup key for {lock.name}",
                 lock=lock, new_key=rot.new_key,
                 first_used=fmt_local(rot.first_used_at, lock.timezone) if rot.first_used_at else "unknown",
@@ -426,10 +519,12 @@ def record_events(lock: Lock, events: list[dict]) -> int:
             kind = str(ev.get("kind", "unknown"))[:32]
             db.session.add(LockEvent(lock_id=lock.id, seq=seq, t=from_epoch(ev.get("t")), kind=kind,
                                      code_id=ev.get("code_id"), detail=extra or None, received_at=now))
-            if kind == "lockout":
-                enqueue(lock.agency.owner.email, "lockout", f"{lock.name}: keypad locked out",
-                        lock=lock, when=fmt_local(from_epoch(ev.get("t")), lock.timezone) or "unknown time",
-                        detail=extra)
+            # one mail per episode (a lockout's 4 doubling steps are one), the backup key's use at once
+            alerts.on_lock_event(lock, kind, from_epoch(ev.get("t")), extra, now)
+            if kind in ("opened", "opened_backup"):
+                webhook_events.emit(lock.agency_id, "access.opened", {
+                    "lock_id": lock.id, "code_id": ev.get("code_id"), "backup_key": kind == "opened_backup",
+                    "seq": seq, "at": webhook_events.iso(from_epoch(ev.get("t")))})
         try:
             db.session.commit()
             return len(new)

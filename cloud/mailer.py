@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from flask import current_app, render_template
 from flask_mail import Message
 
+from . import outbox
 from .extensions import db, mail
 from .models import OutboxMail
 from .timeutil import utcnow
@@ -70,35 +71,19 @@ def _sender(row: OutboxMail):
 
 def backoff_seconds(attempts: int) -> float:
     cfg = current_app.config
-    return min(cfg["MAILER_BACKOFF_BASE_S"] * (2 ** max(attempts - 1, 0)), cfg["MAILER_BACKOFF_MAX_S"])
-
-
-def _requeue_stale(now: datetime) -> None:
-    stale = now - timedelta(seconds=current_app.config["MAILER_STALE_SENDING_S"])
-    db.session.execute(sa.update(OutboxMail)
-                       .where(OutboxMail.status == "sending", OutboxMail.claimed_at < stale)
-                       .values(status="pending", claimed_at=None))
-    db.session.commit()
-
-
-def _claim(row_id: int, now: datetime) -> bool:
-    res = db.session.execute(sa.update(OutboxMail)
-                             .where(OutboxMail.id == row_id, OutboxMail.status == "pending")
-                             .values(status="sending", claimed_at=now, attempts=OutboxMail.attempts + 1))
-    db.session.commit()
-    return res.rowcount == 1
+    return outbox.backoff(attempts, cfg["MAILER_BACKOFF_BASE_S"], cfg["MAILER_BACKOFF_MAX_S"])
 
 
 def run_pending(now: datetime | None = None, limit: int = 100) -> dict:
     """One pass over due mails. Returns counts {"sent", "retry", "failed"}."""
     now = now or utcnow()
     counts = {"sent": 0, "retry": 0, "failed": 0}
-    _requeue_stale(now)
+    outbox.requeue_stale(OutboxMail, now, current_app.config["MAILER_STALE_SENDING_S"])
     due = db.session.scalars(sa.select(OutboxMail.id)
                              .where(OutboxMail.status == "pending", OutboxMail.next_attempt_at <= now)
                              .order_by(OutboxMail.next_attempt_at, OutboxMail.id).limit(limit)).all()
     for row_id in due:
-        if not _claim(row_id, now):
+        if not outbox.claim(OutboxMail, row_id, now):
             continue  # another worker got it
         row = db.session.get(OutboxMail, row_id)
         msg = Message(subject=row.subject, recipients=[row.recipient], body=row.text_body, html=row.html_body,
@@ -132,13 +117,11 @@ def run_pending(now: datetime | None = None, limit: int = 100) -> dict:
 
 
 def run_forever(interval: float | None = None, stop=None) -> None:
+    """The outbox worker: mail, and the webhook deliveries (cloud/webhooks.py), every `interval` s."""
+    from .webhooks import deliver_pending
     interval = current_app.config["MAILER_POLL_INTERVAL"] if interval is None else interval
-    while stop is None or not stop():
-        try:
-            run_pending()
-        except Exception:  # database hiccup: log, roll back, keep serving
-            log.exception("mailer pass failed")
-            db.session.rollback()
-        finally:
-            db.session.remove()
-        time.sleep(interval)
+
+    def step():
+        run_pending()
+        deliver_pending()
+    outbox.run_periodically(step, interval, log=log, what="mailer", stop=stop)

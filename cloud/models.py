@@ -26,6 +26,9 @@ class Agency(db.Model):
     name: Mapped[str] = mapped_column(sa.String(120))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    # Alert kinds (cloud/alerts.py ALERT_KINDS) the agency turned off on its settings page; None: all on.
+    alerts_off: Mapped[Optional[list]] = mapped_column(sa.JSON)
+
     users: Mapped[list["User"]] = relationship(back_populates="agency", order_by="User.id")
 
     @property
@@ -247,7 +250,8 @@ class BridgeLockState(db.Model):
 
 class Code(db.Model):
     __tablename__ = "code"
-    __table_args__ = (sa.Index("ix_code_lock_window", "lock_id", "valid_until", "valid_from"),)
+    __table_args__ = (sa.Index("ix_code_lock_window", "lock_id", "valid_until", "valid_from"),
+                      sa.Index("ix_code_lock_reservation", "lock_id", "reservation_uid"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     lock_id: Mapped[str] = mapped_column(sa.ForeignKey("lock.id"), index=True)
@@ -271,6 +275,11 @@ class Code(db.Model):
     on_lock_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     # Set by expire_due() when the code's end passed and the lock's revision was bumped for it.
     expired_noted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # "manual" (a person made it) or "calendar" (born from the lock's reservation feed, cloud/feeds/).
+    source: Mapped[str] = mapped_column(sa.String(10), default="manual", server_default="manual")
+    reservation_uid: Mapped[Optional[str]] = mapped_column(sa.String(255))
+    # Consecutive good feed syncs in which this code's reservation was missing (revoked at 2).
+    feed_absent: Mapped[int] = mapped_column(default=0, server_default="0")
 
     lock: Mapped[Lock] = relationship()
     created_by: Mapped[Optional[User]] = relationship(foreign_keys=[created_by_id])
@@ -303,6 +312,30 @@ class Code(db.Model):
             "scheduled": sa.and_(live, Code.valid_from > now),
             "active": sa.and_(live, Code.valid_from <= now, Code.valid_until > now),
         }[status]
+
+
+class CalendarFeed(db.Model):
+    """A lock's reservation feed (iCal URL) and what its last fetches gave (cloud/feeds/)."""
+
+    __tablename__ = "calendar_feed"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lock_id: Mapped[str] = mapped_column(sa.ForeignKey("lock.id"), unique=True)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agency.id"), index=True)
+    url: Mapped[str] = mapped_column(sa.String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Conditional GET validators of the last good answer.
+    etag: Mapped[Optional[str]] = mapped_column(sa.String(255))
+    last_modified: Mapped[Optional[str]] = mapped_column(sa.String(100))
+    last_attempt_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    last_sync_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)  # last good sync
+    last_error: Mapped[Optional[str]] = mapped_column(sa.String(500))
+    events_seen: Mapped[int] = mapped_column(default=0)        # events in the last good answer
+    reservations_seen: Mapped[int] = mapped_column(default=0)  # of which stays (the rest were skipped)
+    # A worker holds the feed until then (several workers, or --once beside the daemon, never sync it twice).
+    claimed_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    lock: Mapped[Lock] = relationship()
 
 
 # ---------------------------------------------------------------- what the lock tells us
@@ -436,3 +469,71 @@ class LockFirmware(db.Model):
 
     release: Mapped[Optional[FirmwareRelease]] = relationship()
     rollout: Mapped[Optional[FirmwareRollout]] = relationship()
+# ---------------------------------------------------------------- automation: webhooks, alerts
+
+
+class WebhookEndpoint(db.Model):
+    """An integrator's URL that receives the agency's events, signed with its own secret."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agency.id"), index=True)
+    url: Mapped[str] = mapped_column(sa.String(2000))
+    secret: Mapped[str] = mapped_column(sa.String(64))   # hex; the HMAC-SHA256 key of every delivery
+    events: Mapped[list] = mapped_column(sa.JSON)        # event types, or ["*"]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user_account.id"))
+
+    def wants(self, event_type: str) -> bool:
+        return "*" in self.events or event_type in self.events or (
+            event_type.startswith("alert.") and "alert.*" in self.events)
+
+
+class WebhookDelivery(db.Model):
+    """One event to one endpoint, written in the transaction of the change (outbox, like OutboxMail)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (sa.Index("ix_webhook_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("webhook_endpoint.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(sa.String(36))  # the same for every endpoint and every retry
+    event_type: Mapped[str] = mapped_column(sa.String(40))
+    body: Mapped[str] = mapped_column(sa.Text)            # the exact JSON bytes signed and sent
+    status: Mapped[str] = mapped_column(sa.String(10), default="pending")  # pending|sending|sent|failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    last_status: Mapped[Optional[int]] = mapped_column()
+    last_error: Mapped[Optional[str]] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class Alert(db.Model):
+    """One alert episode on a lock: opened (owner emailed once), then closed when the condition clears.
+    `key` tells episodes of one kind apart where several may exist (a stay's readiness check)."""
+
+    __tablename__ = "alert"
+    __table_args__ = (sa.Index("ix_alert_open", "lock_id", "kind", "closed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agency.id"), index=True)
+    lock_id: Mapped[str] = mapped_column(sa.ForeignKey("lock.id"))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    key: Mapped[str] = mapped_column(sa.String(64), default="")
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the latest occurrence within the episode
+    closed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    detail: Mapped[Optional[dict]] = mapped_column(sa.JSON)
+
+
+class LockWatch(db.Model):
+    """The automation worker's last view of a lock's connection, to notice online/offline changes."""
+
+    __tablename__ = "lock_watch"
+
+    lock_id: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    online: Mapped[Optional[bool]] = mapped_column()
+    changed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

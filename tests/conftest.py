@@ -298,3 +298,22 @@ def bridge(app):
         b = Bridge(app, host="unused", port=0, username=None, password=None)
         b.client = RecordingClient()
         yield b
+
+
+# ---------------------------------------------------------------- outbound HTTP peers (feeds, webhooks)
+
+
+@pytest.fixture
+def feed_server():
+    from tests.httpfixtures import FeedServer
+    srv = FeedServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def webhook_receiver():
+    from tests.httpfixtures import WebhookReceiver
+    srv = WebhookReceiver().start()
+    yield srv
+    srv.stop()

@@ -2,7 +2,8 @@
 
 Starts, each in its own process group with its log under VAR/log/:
   mosquitto (MQTT broker, generated config under VAR/mqtt/), an SMTP sink (aiosmtpd, Maildir VAR/maildir/),
-  the web app (`flask --app cloud run`), the mailer (`flask --app cloud mailer`), the MQTT bridge
+  the web app (`flask --app cloud run`), the mailer (`flask --app cloud mailer`, also delivering webhooks), the
+  feed and automation workers (`flask --app cloud calendars`, `… automation`), the MQTT bridge
   (`flask --app cloud bridge`) and one simulated lock (`tools/simlock run --keypad-port`, the firmware on the
   MicroPython unix port in real time) serving its virtual keypad page through microdot.
 On first run it creates the demo agency, an API token, registers and provisions the simulated lock; later runs
@@ -221,6 +222,8 @@ class Stack(Supervisor):
             "RATELIMIT_ENABLED": "0",
             # plain http on this machine: the only place cookies go without the Secure flag
             "SESSION_COOKIE_SECURE": "0",
+            # feeds and webhooks of a demo live on this machine (a local .ics server, a local receiver)
+            "CALENDAR_ALLOW_PRIVATE_HOSTS": "1",
         })
         env.pop("DEV_MAILBOX_DIR_DISABLED", None)
         return env
@@ -280,6 +283,11 @@ class Stack(Supervisor):
     def start_mailer(self) -> None:
         self.start("mailer", [str(BIN / "flask"), "--app", "cloud", "mailer"])
 
+    def start_automation(self) -> None:
+        """The reservation-feed worker and the alerts/readiness worker (docs/automation.md)."""
+        self.start("calendars", [str(BIN / "flask"), "--app", "cloud", "calendars"])
+        self.start("automation", [str(BIN / "flask"), "--app", "cloud", "automation"])
+
     def start_bridge(self) -> None:
         self.start("bridge", [str(BIN / "flask"), "--app", "cloud", "bridge"])
 
@@ -308,6 +316,7 @@ class Stack(Supervisor):
         self.start_web()
         token = demo.token()
         self.start_mailer()
+        self.start_automation()
         self.start_bridge()
         self.start_lock(token)
         self.banner()

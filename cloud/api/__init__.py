@@ -10,10 +10,13 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from ..auth.passwords import verify
 from ..auth.roles import FORBIDDEN_MESSAGE, can
-from ..domain import DomainError, generate_code, provision, register_lock, revoke_code, update_lock
+from ..domain import (DomainError, generate_code, provision, register_lock, revoke_code, set_guest,
+                      update_lock)
+from .. import alerts, readiness, webhooks
 from ..extensions import db, limiter
+from ..feeds import manage as feeds
 from ..i18n import LOCALES
-from ..models import ApiToken, Code, InvalidMac, Lock, User
+from ..models import ApiToken, Code, InvalidMac, Lock, User, WebhookDelivery, WebhookEndpoint
 from ..scoping import (MAX_CODE_ID, BadFilter, agency_code_or_404, agency_lock_or_404, agency_locks,
                        code_history)
 from ..timeutil import DEFAULT_TIMEZONE, UTC, fmt_clock, parse_clock, utcnow
@@ -116,7 +119,8 @@ def code_json(code: Code, now: datetime | None = None) -> dict:
             "valid_from": _iso(code.valid_from), "valid_until": _iso(code.valid_until),
             "customer_name": code.customer_name, "customer_email": code.customer_email,
             "created_by": code.created_by.email if code.created_by else None, "created_at": _iso(code.created_at),
-            "revoked_at": _iso(code.revoked_at), "removed_at": _iso(code.removed_at), "locale": code.locale}
+            "revoked_at": _iso(code.revoked_at), "removed_at": _iso(code.removed_at), "locale": code.locale,
+            "source": code.source, "reservation_uid": code.reservation_uid}
 
 
 @bp.get("/openapi.json")
@@ -240,6 +244,48 @@ def create_code(lock_id: str):
     return jsonify(code_json(code)), 201, {"Location": f"/api/v1/codes/{code.id}"}
 
 
+def feed_json(feed) -> dict:
+    return {"lock_id": feed.lock_id, "url": feed.url, "created_at": _iso(feed.created_at),
+            "last_attempt_at": _iso(feed.last_attempt_at), "last_sync_at": _iso(feed.last_sync_at),
+            "last_error": feed.last_error, "events_seen": feed.events_seen,
+            "reservations_seen": feed.reservations_seen,
+            "codes": len(feeds.calendar_codes(feed.lock))}
+
+
+def _feed_or_404(lock):
+    feed = feeds.feed_of(lock)
+    if feed is None:
+        raise ApiError(404, "This lock has no reservation feed.")
+    return feed
+
+
+@bp.get("/locks/<lock_id>/calendar")
+@token_required
+def get_calendar(lock_id: str):
+    return jsonify(feed_json(_feed_or_404(agency_lock_or_404(g.user.agency_id, lock_id))))
+
+
+@bp.put("/locks/<lock_id>/calendar")
+@token_required
+def put_calendar(lock_id: str):
+    lock = agency_lock_or_404(g.user.agency_id, lock_id)
+    data = _body()
+    if not isinstance(data.get("url"), str):
+        raise ApiError(400, "url is required: the feed's iCal address (https://…).")
+    existed = feeds.feed_of(lock) is not None
+    feed = feeds.set_feed(lock, data["url"], by=g.user)
+    return jsonify(feed_json(feed)), 200 if existed else 201
+
+
+@bp.delete("/locks/<lock_id>/calendar")
+@token_required
+def delete_calendar(lock_id: str):
+    lock = agency_lock_or_404(g.user.agency_id, lock_id)
+    _feed_or_404(lock)
+    feeds.remove_feed(lock, by=g.user)
+    return "", 204
+
+
 @bp.get("/codes")
 @token_required
 def list_codes():
@@ -266,8 +312,133 @@ def get_code(code_id: int):
     return jsonify(code_json(agency_code_or_404(g.user.agency_id, code_id)))
 
 
+@bp.patch("/codes/<int:code_id>")
+@token_required
+def patch_code(code_id: int):
+    """Add or correct the guest of a code; {"send_guest_copy": true} (the default) emails them their code."""
+    code = agency_code_or_404(g.user.agency_id, code_id)
+    data = _body()
+    unknown = sorted(set(data) - {"customer_email", "customer_name", "send_guest_copy"})
+    if unknown:
+        raise ApiError(400, f"Cannot change {', '.join(unknown)}; editable: customer_email, customer_name.")
+    email = _text(data, "customer_email").strip() if "customer_email" in data else None
+    if email:
+        try:
+            email = validate_email(email, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ApiError(400, f"customer_email: {exc}")
+    name = _text(data, "customer_name") if "customer_name" in data else None
+    if name is not None and len(name) > 120:
+        raise ApiError(400, "customer_name must be a string of at most 120 characters.")
+    send = data.get("send_guest_copy", True)
+    if not isinstance(send, bool):
+        raise ApiError(400, "send_guest_copy is true or false.")
+    return jsonify(code_json(set_guest(code, email=email, name=name, send=send and bool(email))))
+
+
 @bp.delete("/codes/<int:code_id>")
 @token_required
 def delete_code(code_id: int):
     code = revoke_code(agency_code_or_404(g.user.agency_id, code_id), by=g.user)
     return jsonify(code_json(code))
+
+
+# ---------------------------------------------------------------- automation: arrivals, webhooks, alert settings
+
+
+def readiness_json(r) -> dict:
+    code = r.code
+    return {"code_id": code.id, "lock_id": code.lock_id, "lock_name": code.lock.name,
+            "valid_from": _iso(code.valid_from), "valid_until": _iso(code.valid_until),
+            "customer_name": code.customer_name, "source": code.source, "ready": r.ready,
+            "checks": {"code_on_lock": r.on_lock, "lock_seen_recently": r.seen_recently, "clock_ok": r.clock_ok,
+                       "backup_rotation_pending": r.rotation_pending},
+            "problems": r.problems, "advice": r.advice}
+
+
+@bp.get("/arrivals")
+@token_required
+def arrivals():
+    return jsonify(arrivals=[readiness_json(r) for r in readiness.upcoming(g.user.agency_id)])
+
+
+def _webhook_json(ep, secret: bool = False) -> dict:
+    body = {"id": ep.id, "url": ep.url, "events": ep.events, "created_at": _iso(ep.created_at)}
+    if secret:
+        body["secret"] = ep.secret
+    return body
+
+
+def _webhooks_allowed() -> None:
+    if not can(g.user, "manage_webhooks"):
+        raise ApiError(403, FORBIDDEN_MESSAGE)
+
+
+def _endpoint_or_404(endpoint_id: int):
+    ep = db.session.scalar(sa.select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id,
+                                                             WebhookEndpoint.agency_id == g.user.agency_id))
+    if ep is None:
+        raise ApiError(404, "No such webhook endpoint.")
+    return ep
+
+
+@bp.get("/webhooks")
+@token_required
+def list_webhooks():
+    _webhooks_allowed()
+    eps = db.session.scalars(sa.select(WebhookEndpoint).where(WebhookEndpoint.agency_id == g.user.agency_id)
+                             .order_by(WebhookEndpoint.id)).all()
+    return jsonify(webhooks=[_webhook_json(e) for e in eps])
+
+
+@bp.post("/webhooks")
+@token_required
+def create_webhook():
+    _webhooks_allowed()
+    data = _body()
+    evs = data.get("events")
+    if evs is not None and (not isinstance(evs, list) or not all(isinstance(e, str) for e in evs)):
+        raise ApiError(400, "events is a list of event types, e.g. [\"code.created\", \"alert.*\"].")
+    ep = webhooks.create_endpoint(g.user, url=_text(data, "url"), events=evs)
+    return jsonify(_webhook_json(ep, secret=True)), 201, {"Cache-Control": "no-store"}
+
+
+@bp.delete("/webhooks/<int:endpoint_id>")
+@token_required
+def delete_webhook(endpoint_id: int):
+    _webhooks_allowed()
+    webhooks.delete_endpoint(_endpoint_or_404(endpoint_id))
+    return "", 204
+
+
+@bp.get("/webhooks/<int:endpoint_id>/deliveries")
+@token_required
+def webhook_deliveries(endpoint_id: int):
+    _webhooks_allowed()
+    ep = _endpoint_or_404(endpoint_id)
+    rows = db.session.scalars(sa.select(WebhookDelivery).where(WebhookDelivery.endpoint_id == ep.id)
+                              .order_by(WebhookDelivery.id.desc()).limit(100)).all()
+    return jsonify(deliveries=[{"event_id": d.event_id, "event_type": d.event_type, "status": d.status,
+                                "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
+                                "created_at": _iso(d.created_at), "delivered_at": _iso(d.delivered_at),
+                                "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None}
+                               for d in rows])
+
+
+@bp.get("/alert-settings")
+@token_required
+def get_alert_settings():
+    agency = g.user.agency
+    return jsonify(on=[k for k in alerts.ALERT_KINDS if alerts.wanted(agency, k)], kinds=list(alerts.ALERT_KINDS))
+
+
+@bp.put("/alert-settings")
+@token_required
+def put_alert_settings():
+    _webhooks_allowed()
+    data = _body()
+    on = data.get("on")
+    if not isinstance(on, list) or not all(k in alerts.ALERT_KINDS for k in on):
+        raise ApiError(400, f"on is a list of alert kinds among {', '.join(alerts.ALERT_KINDS)}.")
+    alerts.set_wanted(g.user.agency, set(on))
+    return get_alert_settings()

@@ -85,7 +85,27 @@ def spec() -> dict:
                     "revoked_at": {"type": "string", "format": "date-time", "nullable": True},
                     "removed_at": {"type": "string", "format": "date-time", "nullable": True,
                                    "description": "when the lock confirmed it dropped the revoked code"},
-                    "locale": {"type": "string", "enum": ["en", "fr"]}}},
+                    "locale": {"type": "string", "enum": ["en", "fr"]},
+                    "source": {"type": "string", "enum": ["manual", "calendar"]},
+                    "reservation_uid": {"type": "string", "nullable": True,
+                                        "description": "the feed event's UID for a calendar code"}}},
+                "Calendar": {"type": "object", "properties": {
+                    "lock_id": {"type": "string"}, "url": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "last_attempt_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "last_sync_at": {"type": "string", "format": "date-time", "nullable": True,
+                                     "description": "last fetch that was read and applied"},
+                    "last_error": {"type": "string", "nullable": True,
+                                   "description": "why the last fetch changed nothing, or what could not be applied"},
+                    "events_seen": {"type": "integer"}, "reservations_seen": {"type": "integer"},
+                    "codes": {"type": "integer", "description": "live codes born from this feed"}}},
+                "CalendarUrl": {"type": "object", "required": ["url"], "properties": {
+                    "url": {"type": "string", "example": "https://www.airbnb.com/calendar/ical/123.ics?s=abc",
+                            "description": "http(s) (webcal:// is read as https://); private addresses refused"}}},
+                "CodePatch": {"type": "object", "additionalProperties": False, "properties": {
+                    "customer_email": {"type": "string", "format": "email"},
+                    "customer_name": {"type": "string", "maxLength": 120},
+                    "send_guest_copy": {"type": "boolean", "default": True}}},
                 "CodeList": {"type": "object", "properties": {
                     "codes": {"type": "array", "items": {"$ref": "#/components/schemas/Code"}}}},
             },
@@ -129,6 +149,56 @@ def spec() -> dict:
                 "responses": {"201": _ok("the code", "Code"),
                               "400": _err("invalid period or email; a period ending after 2106-02-07"),
                               **COMMON, "409": _err("the lock is not active yet / no free code")}}},
+            "/locks/{lock_id}/calendar": {
+                "get": {"summary": "The lock's reservation feed and its last sync", "security": AUTH,
+                        "parameters": [LOCK_ID], "responses": {"200": _ok("the feed", "Calendar"), **COMMON}},
+                "put": {"summary": "Attach or replace the lock's iCal feed (synced by the calendars worker)",
+                        "security": AUTH, "parameters": [LOCK_ID],
+                        "requestBody": {"required": True, "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/CalendarUrl"}}}},
+                        "responses": {"200": _ok("replaced", "Calendar"), "201": _ok("attached", "Calendar"),
+                                      "400": _err("not http(s), too long, unresolvable or a private address"),
+                                      **COMMON}},
+                "delete": {"summary": "Detach the feed (its codes stay)", "security": AUTH, "parameters": [LOCK_ID],
+                           "responses": {"204": {"description": "removed"}, **COMMON}}},
+            "/arrivals": {"get": {
+                "summary": "Check-ins of the next 7 days on the agency's locks, with their readiness checks",
+                "security": AUTH, "responses": {"200": {"description": "{\"arrivals\": [{code_id, lock_id, "
+                                                        "valid_from, ready, checks{code_on_lock, "
+                                                        "lock_seen_recently, clock_ok, backup_rotation_pending}, "
+                                                        "problems, advice}]}"}, "401": COMMON["401"]}}},
+            "/alert-settings": {
+                "get": {"summary": "Alert kinds emailed to the owner", "security": AUTH,
+                        "responses": {"200": {"description": "{\"on\": [kind], \"kinds\": [kind]}"}}},
+                "put": {"summary": "Choose the alert kinds (owner/manager)", "security": AUTH,
+                        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                            "type": "object", "properties": {"on": {"type": "array", "items": {
+                                "type": "string", "enum": ["offline", "backup_used", "lockout", "clock",
+                                                           "not_ready"]}}}}}}},
+                        "responses": {"200": {"description": "the new settings"}, "400": _err("unknown kind"),
+                                      "403": _err("role")}}},
+            "/webhooks": {
+                "get": {"summary": "Webhook endpoints (owner/manager)", "security": AUTH,
+                        "responses": {"200": {"description": "{\"webhooks\": [{id, url, events, created_at}]}"},
+                                      "403": _err("role")}},
+                "post": {"summary": "Add an endpoint; the answer carries its signing secret, once", "security": AUTH,
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "required": ["url"], "properties": {
+                                 "url": {"type": "string"},
+                                 "events": {"type": "array", "items": {"type": "string"}, "default": ["*"]}}}}}},
+                         "responses": {"201": {"description": "{id, url, events, created_at, secret}"},
+                                       "400": _err("bad URL / private address / unknown event"),
+                                       "403": _err("role")}}},
+            "/webhooks/{endpoint_id}": {"delete": {
+                "summary": "Remove an endpoint and its log", "security": AUTH,
+                "parameters": [{"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"204": {"description": "removed"}, **COMMON, "403": _err("role")}}},
+            "/webhooks/{endpoint_id}/deliveries": {"get": {
+                "summary": "The endpoint's last 100 deliveries", "security": AUTH,
+                "parameters": [{"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "{\"deliveries\": [{event_id, event_type, status, attempts, "
+                                                     "last_status, last_error, created_at, delivered_at}]}"},
+                              **COMMON, "403": _err("role")}}},
             "/codes": {"get": {
                 "summary": "Code history, newest first", "security": AUTH,
                 "parameters": [
@@ -142,6 +212,12 @@ def spec() -> dict:
             "/codes/{code_id}": {
                 "get": {"summary": "One code", "security": AUTH, "parameters": [CODE_ID],
                         "responses": {"200": _ok("the code", "Code"), **COMMON}},
+                "patch": {"summary": "Add or correct the guest (email, name); the guest gets their copy unless "
+                                     "send_guest_copy is false", "security": AUTH, "parameters": [CODE_ID],
+                          "requestBody": {"required": True, "content": {"application/json": {
+                              "schema": {"$ref": "#/components/schemas/CodePatch"}}}},
+                          "responses": {"200": _ok("the code", "Code"),
+                                        "400": _err("bad email, unknown field, code no longer valid"), **COMMON}},
                 "delete": {"summary": "Revoke a code (idempotent)", "security": AUTH, "parameters": [CODE_ID],
                            "responses": {"200": _ok("the revoked code", "Code"), **COMMON}}},
             "/me": {"get": {"summary": "Who the token belongs to", "security": AUTH,

@@ -9,13 +9,13 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 
 from ..auth import login_required
-from ..domain import DomainError, generate_code, overlapping_codes, revoke_code
+from ..domain import DomainError, generate_code, overlapping_codes, revoke_code, set_guest
 from ..extensions import db
 from ..locks.forms import EmptyForm
 from ..models import Code, Lock
 from ..scoping import BadFilter, agency_code_or_404, agency_lock_or_404, agency_locks, code_history
 from ..timeutil import OutOfRange, fmt_local, local_to_utc, utcnow, zone
-from .forms import CodeForm
+from .forms import CodeForm, GuestForm
 
 bp = Blueprint("codes", __name__)
 
@@ -120,3 +120,21 @@ def revoke(code_id: int):
         flash(f"Code {code.code} on {code.lock.name} is revoked.", "ok")
     return redirect(request.form.get("next") if (request.form.get("next") or "").startswith("/codes/")
                     else url_for("codes.history"))
+
+
+@bp.route("/codes/<int:code_id>/guest", methods=["GET", "POST"])
+@login_required
+def guest(code_id: int):
+    """Add the guest's email to a code (feeds rarely carry one) and send them their copy."""
+    code = agency_code_or_404(g.user.agency_id, code_id)
+    form = GuestForm(obj=code) if request.method == "GET" else GuestForm()
+    if form.validate_on_submit():
+        try:
+            set_guest(code, email=form.customer_email.data, name=form.customer_name.data or "", send=True)
+        except DomainError as exc:
+            flash(exc.message, "error")
+        else:
+            flash(f"Code {code.code} sent to {code.customer_email}.", "ok")
+            return redirect(url_for("feeds.show", lock_id=code.lock_id) if code.source == "calendar"
+                            else url_for("codes.history", lock=code.lock_id))
+    return render_template("codes/guest.html", form=form, code=code)

@@ -17,3 +17,9 @@ class CodeForm(FlaskForm):
                                 validators=[Optional(), Email(check_deliverability=False), Length(max=254)])
     locale = SelectField("Guest's language", choices=[SelectChoice(k, v) for k, v in LOCALES.items()], default="en",
                          description="Of the guest's email and page.")
+
+
+class GuestForm(FlaskForm):
+    customer_name = StringField("Guest name", validators=[Optional(), Length(max=120)])
+    customer_email = EmailField("Guest email", validators=[DataRequired(message="Give the guest's email."),
+                                                           Email(check_deliverability=False), Length(max=254)])

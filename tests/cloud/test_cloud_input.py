@@ -220,7 +220,7 @@ def test_every_form_post_needs_its_csrf_token(app, strict_app, make_agency, make
             continue
         url = (rule.rule.replace("<lock_id>", lock_id).replace("<int:code_id>", str(code_id))
                .replace("<token>", "t").replace("<int:user_id>", str(ag.owner_id))
-               .replace("<int:token_id>", "1"))
+               .replace("<int:token_id>", "1").replace("<int:endpoint_id>", "1"))
         resp = c.post(url, data={"email": ag.email, "password": ag.password})
         assert resp.status_code == 400, (rule.rule, resp.status_code)
         assert "The form expired or was not sent from this site" in resp.data.decode(), rule.rule

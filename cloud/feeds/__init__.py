@@ -1,0 +1,1 @@
+"""Reservation feeds: a lock's iCal URL whose reservations become codes (parse, sync, manage, web page)."""

@@ -1,0 +1,136 @@
+"""Outbound HTTP to addresses a user typed (calendar feeds, webhooks), guarded against SSRF.
+
+A user-supplied URL must not make the cloud talk to itself or its private network (loopback, RFC 1918, link-local
+and the cloud metadata address 169.254.169.254, unique-local IPv6, CGNAT, multicast, unspecified...). The check
+is made on the address the socket actually connects to, resolved once at connect time: a name that resolves to a
+public address when the URL is saved and to 127.0.0.1 later (DNS rebinding) is refused at the connection, and a
+redirect is followed only through the same guard. `allow_private=True` lifts the address check (tests, dev stack:
+CALENDAR_ALLOW_PRIVATE_HOSTS=1); the scheme check always holds.
+"""
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+MAX_REDIRECTS = 3
+USER_AGENT = "KeyDrop/1.0 (+calendar and webhook client)"
+
+
+class FetchError(Exception):
+    """Why a request could not be made or answered; the message is fit to show the agency."""
+
+
+class Refused(FetchError):
+    """The URL or the address it resolves to is not allowed."""
+
+
+def address_allowed(ip: str) -> bool:
+    """Only globally routable unicast addresses (IPv4-mapped IPv6 judged as the IPv4 it carries)."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not addr.is_multicast
+
+
+def check_url(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL with a host; Refused otherwise."""
+    try:
+        parts = urlsplit((url or "").strip())
+        port = parts.port
+    except ValueError:
+        raise Refused("This is not a valid URL.") from None
+    if parts.scheme not in ("http", "https"):
+        raise Refused("Only http:// and https:// addresses are accepted.")
+    if not parts.hostname:
+        raise Refused("The URL has no host name.")
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def resolve(host: str, port: int, *, allow_private: bool) -> list[tuple]:
+    """getaddrinfo() results the guard lets through; Refused if none (or if the name does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"Cannot resolve {host}: {exc}") from None
+    allowed = [i for i in infos if allow_private or address_allowed(i[4][0])]
+    if not allowed:
+        raise Refused(f"{host} resolves to a private, loopback or link-local address, which is not allowed.")
+    return allowed
+
+
+def check_destination(url: str, *, allow_private: bool) -> None:
+    """Early check when a URL is saved: scheme, host, and where it resolves now. The fetch checks again."""
+    _, host, port = check_url(url)
+    resolve(host, port, allow_private=allow_private)
+
+
+def _guarded_connector(allow_private: bool):
+    def connect(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+        host, port = address
+        last: OSError | None = None
+        for family, socktype, proto, _, sockaddr in resolve(host, port, allow_private=allow_private):
+            sock = socket.socket(family, socktype, proto)
+            try:
+                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                    sock.settimeout(timeout)
+                sock.connect(sockaddr)  # the very address that was checked: nothing is resolved again
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        raise last or OSError(f"cannot connect to {host}")
+    return connect
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    url: str = ""
+
+
+def request(method: str, url: str, *, body: bytes | None = None, headers: dict | None = None,
+            timeout: float = 10.0, max_bytes: int = 1024 * 1024, allow_private: bool = False,
+            follow_redirects: bool = True) -> Response:
+    """One HTTP request through the guard. Raises FetchError (Refused for a forbidden destination) on a network
+    failure, a timeout or a body over max_bytes; any HTTP status is returned as a Response."""
+    headers = {"User-Agent": USER_AGENT, **(headers or {})}
+    for _ in range(MAX_REDIRECTS + 1):
+        scheme, host, port = check_url(url)
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn._create_connection = _guarded_connector(allow_private)  # type: ignore[attr-defined]
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read(max_bytes + 1)
+            got = {k.lower(): v for k, v in resp.getheaders()}
+        except Refused:
+            raise
+        except socket.timeout:
+            raise FetchError(f"{host} did not answer within {timeout:g} s.") from None
+        except ssl.SSLError as exc:
+            raise FetchError(f"TLS failed with {host}: {exc.reason or exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise FetchError(f"Cannot reach {host}: {exc}") from None
+        finally:
+            conn.close()
+        if len(data) > max_bytes:
+            raise FetchError(f"The answer is larger than {max_bytes // 1024} KiB.")
+        if follow_redirects and resp.status in (301, 302, 303, 307, 308) and got.get("location"):
+            url = urljoin(url, got["location"])
+            if resp.status == 303:
+                method, body = "GET", None
+            continue
+        return Response(resp.status, got, data, url)
+    raise FetchError(f"More than {MAX_REDIRECTS} redirects.")

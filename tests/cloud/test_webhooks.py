@@ -1,0 +1,144 @@
+"""Webhooks: endpoints per agency (API and page, owner/manager only), events written with the change and POSTed
+by the outbox worker to a real local receiver, signed (verified here as a receiver would), retried with backoff
+after the receiver was down, with a stable event id; the digits of a code never leave."""
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from cloud import webhooks
+from cloud.extensions import db
+from cloud.models import WebhookDelivery
+
+UTC = timezone.utc
+
+
+def H(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def app_config(app_config):
+    return dict(app_config, CALENDAR_ALLOW_PRIVATE_HOSTS=True, WEBHOOK_BACKOFF_BASE_S=30)
+
+
+def deliver(app, now=None):
+    with app.app_context():
+        return webhooks.deliver_pending(now=now)
+
+
+def make_code(client, t, lock_id):
+    now = datetime.now(UTC)
+    resp = client.post(f"/api/v1/locks/{lock_id}/codes", headers=H(t), json={
+        "valid_from": now.isoformat(), "valid_until": (now + timedelta(days=2)).isoformat()})
+    assert resp.status_code == 201
+    return resp.get_json()
+
+
+def test_signed_events_reach_the_receiver_and_verify(app, client, api_token, make_agency, make_lock,
+                                                     webhook_receiver):
+    ag = make_agency()
+    t = api_token(ag)
+    lock_id = make_lock(ag)
+    resp = client.post("/api/v1/webhooks", headers=H(t), json={"url": webhook_receiver.url,
+                                                               "events": ["code.created", "code.revoked"]})
+    assert resp.status_code == 201
+    ep = resp.get_json()
+    secret = ep["secret"]
+    assert len(secret) == 64 and "secret" not in client.get("/api/v1/webhooks", headers=H(t)).get_json()["webhooks"][0]
+    code = make_code(client, t, lock_id)
+    client.delete(f"/api/v1/codes/{code['id']}", headers=H(t))
+    assert deliver(app)["sent"] == 2
+    got = webhook_receiver.received()
+    assert [json.loads(r["body"])["type"] for r in got] == ["code.created", "code.revoked"]
+    for r in got:
+        body, headers = r["body"], r["headers"]
+        assert webhooks.verify(secret, headers["keydrop-signature"], body)  # what a receiver checks
+        assert not webhooks.verify(secret, headers["keydrop-signature"], body.replace(b"code", b"kode"))
+        assert not webhooks.verify("00" * 32, headers["keydrop-signature"], body)
+        ts = int(headers["keydrop-signature"].split(",")[0][2:])
+        assert not webhooks.verify(secret, headers["keydrop-signature"], body, now=ts + 301)  # replay window
+        event = json.loads(body)
+        assert headers["keydrop-event-id"] == event["id"] and event["data"]["code_id"] == code["id"]
+        assert code["code"] not in body.decode() and "code" not in event["data"]  # never the digits
+    # nothing else was sent (lock events etc. are not subscribed); delivery log says sent
+    assert deliver(app)["sent"] == 0
+    log = client.get(f"/api/v1/webhooks/{ep['id']}/deliveries", headers=H(t)).get_json()["deliveries"]
+    assert [d["status"] for d in log] == ["sent", "sent"]
+
+
+def test_retries_after_the_receiver_was_down_keep_the_event_id(app, client, api_token, make_agency, make_lock,
+                                                                webhook_receiver):
+    ag = make_agency()
+    t = api_token(ag)
+    lock_id = make_lock(ag)
+    client.post("/api/v1/webhooks", headers=H(t), json={"url": webhook_receiver.url})
+    webhook_receiver.status = 503
+    make_code(client, t, lock_id)
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert deliver(app, now)["retry"] == 1
+    assert deliver(app, now + timedelta(seconds=10))["retry"] == 0   # backoff: not due yet (30 s)
+    assert deliver(app, now + timedelta(seconds=31))["retry"] == 1   # second failure: next in 60 s
+    with app.app_context():
+        row = db.session.scalar(sa.select(WebhookDelivery))
+        assert row.attempts == 2 and row.last_status == 503 and row.next_attempt_at == now + timedelta(seconds=91)
+    webhook_receiver.status = 200
+    assert deliver(app, now + timedelta(seconds=91))["sent"] == 1
+    got = webhook_receiver.received()
+    assert len(got) == 3 and len({r["headers"]["keydrop-event-id"] for r in got}) == 1
+    assert deliver(app, now + timedelta(hours=2))["sent"] == 0  # delivered once, not again
+    # the receiver's server stops altogether: a network error is retried too
+    webhook_receiver.stop()
+    make_code(client, t, lock_id)
+    assert deliver(app, now + timedelta(hours=3))["retry"] == 1
+
+
+def test_lock_and_access_events(app, client, api_token, make_agency, make_lock, webhook_receiver):
+    from cloud import domain
+    from cloud.models import Lock
+    ag = make_agency()
+    t = api_token(ag)
+    lock_id = make_lock(ag)
+    client.post("/api/v1/webhooks", headers=H(t), json={"url": webhook_receiver.url,
+                                                        "events": ["access.opened", "code.on_lock", "alert.*"]})
+    code = make_code(client, t, lock_id)
+    with app.app_context():
+        lock = db.session.get(Lock, lock_id)
+        domain.codeset_acknowledged(lock, lock.desired_revision)
+        domain.record_events(lock, [{"seq": 1, "t": None, "kind": "opened", "code_id": code["id"]},
+                                    {"seq": 2, "t": None, "kind": "opened_backup"}])
+    deliver(app)
+    events = [json.loads(r["body"]) for r in webhook_receiver.received()]
+    assert sorted(e["type"] for e in events) == ["access.opened", "access.opened", "alert.backup_used", "code.on_lock"]
+    opened = [e["data"] for e in events if e["type"] == "access.opened"]
+    assert opened[0]["code_id"] == code["id"] and opened[0]["backup_key"] is False
+    assert opened[1]["code_id"] is None and opened[1]["backup_key"] is True
+    assert all(code["code"] not in json.dumps(e) for e in events)
+
+
+def test_webhook_management_rules(app, client, api_token, make_agency, login):
+    ag = make_agency()
+    t = api_token(ag)
+    for bad in [{"url": "ftp://example.com/"}, {"url": ""}, {"url": "https://example.com/", "events": ["nope"]},
+                {"url": "https://example.com/", "events": "code.created"}]:
+        assert client.post("/api/v1/webhooks", headers=H(t), json=bad).status_code == 400, bad
+    # (staff may not manage webhooks: test_alerts.py::test_staff_cannot_change_alerts_or_webhooks)
+    # the page: add (secret shown once), log, remove; another agency cannot see or remove it
+    login(client, ag)
+    page = client.post("/settings/webhooks", data={"url": "http://127.0.0.1:9/hook", "events": ["alert.*"]})
+    assert page.status_code == 201 and "shown only now" in page.get_data(as_text=True)
+    assert "shown only now" not in client.get("/settings/webhooks").get_data(as_text=True)
+    ep_id = client.get("/api/v1/webhooks", headers=H(t)).get_json()["webhooks"][0]["id"]
+    other = api_token()
+    assert client.delete(f"/api/v1/webhooks/{ep_id}", headers=H(other)).status_code == 404
+    assert client.post(f"/settings/webhooks/{ep_id}/delete").status_code == 302
+    assert client.get("/api/v1/webhooks", headers=H(t)).get_json()["webhooks"] == []
+
+
+def test_webhook_urls_go_through_the_ssrf_guard(app, client, api_token, make_agency):
+    app.config["CALENDAR_ALLOW_PRIVATE_HOSTS"] = False
+    t = api_token(make_agency())
+    for url in ["http://127.0.0.1:8080/hook", "http://169.254.169.254/", "http://[::1]/", "http://10.1.2.3/"]:
+        resp = client.post("/api/v1/webhooks", headers=H(t), json={"url": url})
+        assert resp.status_code == 400 and "not allowed" in resp.get_json()["message"], url
