@@ -50,10 +50,11 @@ def _seed(app, make_agency, make_lock):
         db.session.add(BridgeLockState(lock_id=main, online=True, online_changed_at=now - timedelta(days=1)))
         db.session.commit()
         archived = domain.decommission_lock(db.session.get(Lock, retired), by=owner).id
+        second_code = codes[1].id
         from cloud.guest import guest_link
         with app.test_request_context():
             guest = guest_link(codes[0]).split("keydrop.example.com", 1)[1]
-    return ag, {"main": main, "offline": offline, "retired": archived, "guest": guest}
+    return ag, {"main": main, "offline": offline, "retired": archived, "guest": guest, "code": second_code}
 
 
 def _pages(ids):
@@ -66,6 +67,8 @@ def _pages(ids):
         ("new-code-offline", f"/locks/{o}/codes/new", True), (None, f"/locks/{m}/codes/new", True),
         ("history", "/codes/", True), (None, "/codes/?since=2030-05-10&until=2030-05-01", True),
         (None, f"/locks/{ids['retired']}", True), ("staff", "/staff", True), ("account", "/account", True),
+        ("arrivals", "/arrivals", True), ("feed", f"/locks/{m}/feed", True), (None, f"/codes/{ids['code']}/guest", True),
+        ("alerts", "/settings/alerts", True), ("webhooks", "/settings/webhooks", True),
         (None, "/no-such-page", True),
     ]
 
@@ -113,7 +116,7 @@ def test_phone_user_can_revoke_and_reach_every_menu_entry(app, make_agency, make
     page.fill("#email", ag.email)
     page.fill("#password", ag.password)
     page.click("main button[type=submit]")
-    for entry in ("Locks", "History", "Staff", "Account"):
+    for entry in ("Locks", "History", "Arrivals", "Alerts", "Staff", "Account"):
         box = page.locator("header nav").get_by_role("link", name=entry).bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], entry
     logout = page.get_by_role("button", name="Log out").bounding_box()
