@@ -4,7 +4,8 @@ The engines an operator scales on, each a real server in its own process group, 
   PostgreSQL (its own cluster under VAR, or DATABASE_URL), Redis (the rate limiter's shared counters, or
   REDIS_URL), mosquitto with TLS only (dynamic-security logins; a throwaway CA under VAR/mqtt/tls unless
   --tls-dir gives ca.crt/server.crt/server.key), the web app under gunicorn with N workers, the mailer
-  (SMTP from MAIL_SERVER/MAIL_PORT/…, as in production) and N bridge workers sharing the uplinks.
+  (SMTP from MAIL_SERVER/MAIL_PORT/…, as in production; it also delivers webhooks), the feed and automation
+  workers (docs/automation.md) and N bridge workers sharing the uplinks.
 Everything else is configured from the environment exactly as in production (cloud/config.py).
 Writes VAR/prod.json (URLs, ports, PIDs, the CA file); Ctrl-C or SIGTERM stops every child.
 """
@@ -144,6 +145,8 @@ class ProdStack(Supervisor):
                                  f"127.0.0.1:{self.ports['web']}", "--access-logfile", "-", "--access-logformat",
                                  '%(p)s %(h)s "%(r)s" %(s)s', "cloud:create_app()"])
         self.start("mailer", [str(BIN / "flask"), "--app", "cloud", "mailer"])
+        self.start("calendars", [str(BIN / "flask"), "--app", "cloud", "calendars"])
+        self.start("automation", [str(BIN / "flask"), "--app", "cloud", "automation"])
         for i in range(self.args.bridges):
             self.start(f"bridge-{i + 1}", [str(BIN / "flask"), "--app", "cloud", "bridge"])
         wait_http(f"http://127.0.0.1:{self.ports['web']}/healthz", 120, web)
