@@ -71,6 +71,8 @@ def sync_feed(feed: CalendarFeed, now: datetime | None = None) -> dict:
     if not _claim(feed.id, now):
         return {"ok": False, "error": "another worker is syncing this feed"}
     db.session.refresh(feed)
+    if feed.lock.is_decommissioned:
+        return _fail(feed, "The lock is decommissioned: its feed is no longer fetched.")
     try:
         resp = _fetch(feed)
     except netguard.FetchError as exc:

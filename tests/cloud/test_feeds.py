@@ -312,3 +312,16 @@ def test_calendars_once_cli(setup, app):
     assert result.exit_code == 1 and "failed=1" in result.output
     result = app.test_cli_runner().invoke(args=["automation", "--once"])
     assert result.exit_code == 0 and "not_ready=" in result.output
+
+
+def test_a_decommissioned_lock_feed_is_not_fetched(setup, app):
+    from cloud import domain
+    from cloud.models import User
+    setup.attach("airbnb")
+    setup.sync()
+    with app.app_context():
+        domain.decommission_lock(db.session.get(Lock, setup.lock), by=db.session.get(User, setup.agency.owner_id))
+    hits = len(setup.srv.hits("airbnb"))
+    assert setup.sync()["failed"] == 1 and len(setup.srv.hits("airbnb")) == hits
+    with app.app_context():
+        assert "decommissioned" in db.session.scalar(sa.select(CalendarFeed.last_error))
