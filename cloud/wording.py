@@ -38,6 +38,8 @@ def event_words(kind: str, detail: dict | None = None) -> str:
 
 def sync_words(lock) -> str:
     """Whether the lock holds the codes the agency set (no revision numbers)."""
+    if not lock.is_active:
+        return "The lock has not connected yet: it gets its codes when it first does."
     if lock.acked_revision >= lock.desired_revision:
         return "Up to date: the lock has every change."
     if lock.online is False:

@@ -65,5 +65,16 @@ def main() -> int:
                 size = len(resp.data)
             print(f"{name:22} {statistics.median(times):10.1f} {_pct(times, 95):8.1f} {max(times):8.1f} "
                   f"{size / 1024:6.1f}")
-        print(f"non-200 answers: {failed}")
+        # equal work: a wrong password for a real account and for an unknown address (auth/passwords.py)
+        anon = app.test_client()
+        for label, email in (("known account", "bench@example.com"), ("unknown address", "nobody@example.com")):
+            times = []
+            for _ in range(ROUNDS // 2):
+                t0 = time.perf_counter()
+                resp = anon.post("/login", data={"email": email, "password": "wrong password"})
+                times.append((time.perf_counter() - t0) * 1000)
+                failed += resp.status_code != 200
+            print(f"{'wrong login, ' + label:30} median {statistics.median(times):6.1f} ms  "
+                  f"p95 {_pct(times, 95):6.1f} ms")
+        print(f"unexpected answers: {failed}")
         return 1 if failed else 0
