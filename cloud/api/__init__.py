@@ -9,7 +9,7 @@ from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, current_app, g, jsonify, request
 
 from ..auth.passwords import verify
-from ..auth.roles import FORBIDDEN_MESSAGE, can
+from ..auth.roles import FORBIDDEN_MESSAGE, can, permission_required
 from ..domain import (DomainError, generate_code, provision, register_lock, revoke_code, set_guest,
                       update_lock)
 from .. import alerts, readiness, webhooks
@@ -192,6 +192,7 @@ LOCK_EDITABLE = ("name", "address", "timezone", "checkin_time", "checkout_time")
 
 @bp.patch("/locks/<lock_id>")
 @token_required
+@permission_required("manage_locks")
 def patch_lock(lock_id: str):
     lock = agency_lock_or_404(g.user.agency_id, lock_id)
     data = _body()
@@ -216,6 +217,7 @@ def patch_lock(lock_id: str):
 
 @bp.post("/locks/<lock_id>/provision")
 @token_required
+@permission_required("manage_locks")  # hands out the lock's secret
 def provision_lock(lock_id: str):
     lock = agency_lock_or_404(g.user.agency_id, lock_id)
     body = provision(lock, by=g.user, config=current_app.config, remote_addr=request.remote_addr)

@@ -105,3 +105,20 @@ def test_the_permission_table_is_the_only_source(app):
     assert can(type("U", (), {"role": "manager"}), "manage_webhooks")
     with pytest.raises(KeyError):
         permission_required("no_such_permission")
+
+
+def test_a_staff_members_old_token_cannot_edit_or_provision(app, make_agency, make_lock):
+    """Defence in depth: even a token that outlived a demotion (written straight to the database here) cannot
+    edit a lock or fetch its secret."""
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    member = _member(app, ag, "old@example.com", "staff")
+    with app.app_context():
+        row, token = ApiToken.issue(db.session.get(User, member.id), label="left over")
+        db.session.add(row)
+        db.session.commit()
+    api = app.test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    assert api.patch(f"/api/v1/locks/{lock_id}", json={"name": "X"}, headers=auth).status_code == 403
+    assert api.post(f"/api/v1/locks/{lock_id}/provision", headers=auth).status_code == 403
+    assert api.get(f"/api/v1/locks/{lock_id}", headers=auth).status_code == 200
