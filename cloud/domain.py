@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from . import alerts, broker_credentials, codegen, codemail
+from . import alerts, broker_credentials, codegen, codemail, statequeue
 from . import events as webhook_events
 from .extensions import db
 from .firmware.release import public_key_hex
@@ -456,6 +456,7 @@ def expire_due(now: datetime | None = None) -> list[str]:
                        .values(expired_noted_at=now))
     db.session.execute(sa.update(Lock).where(Lock.id.in_(lock_ids))
                        .values(desired_revision=Lock.desired_revision + 1))
+    statequeue.enqueue(lock_ids)
     db.session.commit()
     return lock_ids
 
@@ -469,8 +470,7 @@ def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None)
     revision = min(int(revision), lock.desired_revision)
     res = db.session.execute(sa.update(Lock).where(Lock.id == lock.id, Lock.acked_revision < revision)
                              .values(acked_revision=revision))
-    if res.rowcount != 1:  # nothing new (or another bridge worker recorded it first)
-        db.session.rollback()
+    if res.rowcount != 1:  # nothing new (or another bridge worker recorded it first): the caller's work stays
         return
     db.session.refresh(lock, ["acked_revision"])
     arrived = db.session.scalars(sa.select(Code).where(

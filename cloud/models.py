@@ -222,9 +222,12 @@ class Lock(db.Model):
         return mqtt_password(self.secret)
 
     def bump_revision(self) -> int:
-        """Bump desired_revision in SQL (row-locking UPDATE), so concurrent writers serialise on the lock."""
+        """Bump desired_revision in SQL (row-locking UPDATE), so concurrent writers serialise on the lock, and
+        queue the change for the bridge in the same transaction (cloud/statequeue.py)."""
+        from .statequeue import enqueue
         db.session.execute(sa.update(Lock).where(Lock.id == self.id)
                            .values(desired_revision=Lock.desired_revision + 1))
+        enqueue([self.id])
         db.session.refresh(self, ["desired_revision"])
         return self.desired_revision
 
@@ -238,11 +241,24 @@ class BridgeLockState(db.Model):
     lock_id: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
     last_counter: Mapped[int] = mapped_column(sa.BigInteger, default=0)   # highest accepted uplink `n`
     will_counter: Mapped[Optional[int]] = mapped_column(sa.BigInteger)    # `will` of the last hello
-    published_revision: Mapped[int] = mapped_column(default=0)           # last `state` published
+    # Bit k set: counter last_counter - 1 - k was accepted too. Several bridge workers share the uplinks and may
+    # apply a lock's messages slightly out of order; each counter value is still accepted at most once.
+    seen_window: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # Set on a verified hello (True) and on the lock's signed last will (False), with online_changed_at.
     # A row the bridge created for other reasons (start-up, a publish) has online_changed_at None: never seen.
     online: Mapped[bool] = mapped_column(default=False)
     online_changed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class StateChange(db.Model):
+    """Outbox of desired-state changes (cloud/statequeue.py): at most one pending row per lock, written in the
+    transaction that changed the lock's desired state, deleted by the bridge worker that published it."""
+
+    __tablename__ = "state_change"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
+    lock_id: Mapped[str] = mapped_column(sa.String(12), unique=True)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # ---------------------------------------------------------------- codes

@@ -285,9 +285,24 @@ class RecordingClient:
 
     def __init__(self):
         self.sent = []
+        self.acked = []
 
     def publish(self, topic, payload, qos=0, retain=False):
         self.sent.append((topic, payload, retain))
+        return _Delivered()
+
+    def ack(self, mid, qos):
+        self.acked.append(mid)
+
+
+class _Delivered:
+    """paho's MessageInfo of a publication the broker acknowledged at once."""
+
+    def wait_for_publish(self, timeout=None):
+        pass
+
+    def is_published(self):
+        return True
 
 
 @pytest.fixture
@@ -297,6 +312,7 @@ def bridge(app):
     with app.app_context():
         b = Bridge(app, host="unused", port=0, username=None, password=None)
         b.client = RecordingClient()
+        b.session.connected.set()
         yield b
 
 

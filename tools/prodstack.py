@@ -148,7 +148,9 @@ class ProdStack(Supervisor):
         self.start("calendars", [str(BIN / "flask"), "--app", "cloud", "calendars"])
         self.start("automation", [str(BIN / "flask"), "--app", "cloud", "automation"])
         for i in range(self.args.bridges):
-            self.start(f"bridge-{i + 1}", [str(BIN / "flask"), "--app", "cloud", "bridge"])
+            # a slot per worker: its broker session survives a crash and is resumed by its restart
+            self.start(f"bridge-{i + 1}", [str(BIN / "flask"), "--app", "cloud", "bridge"],
+                       dict(self.env, KEYDROP_BRIDGE_WORKER=str(i)))
         wait_http(f"http://127.0.0.1:{self.ports['web']}/healthz", 120, web)
         self.banner()
         return self.watch()

@@ -1,4 +1,11 @@
-"""Desired-state publishing: finds the locks whose code set changed and publishes their `state` (retained, QoS 1)."""
+"""Desired-state publishing: claims rows of the change queue and publishes each lock's `state` (retained, QoS 1).
+
+A worker claims a batch of queued locks (DELETE … RETURNING, with FOR UPDATE SKIP LOCKED on PostgreSQL so two
+workers never claim the same row), publishes their current states and commits the deletion only once the broker
+has acknowledged every publication (PUBACK): if the worker dies or the broker is away first, the rows come back
+and are published again. A token bucket caps the states per second, so a storm (every lock reconnecting after a
+broker restart, a mass expiry) is spread out instead of sent at once.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,61 +15,86 @@ import sqlalchemy as sa
 
 from .. import domain
 from ..extensions import db
-from ..models import BridgeLockState, Lock
+from ..models import Lock, StateChange
 from .envelope import Keyring, encode_state
 from .metrics import Metrics
 
 log = logging.getLogger("keydrop.bridge")
-S = BridgeLockState
+Q = StateChange
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.t = time.monotonic()
+
+    def available(self) -> int:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        return int(self.tokens)
+
+    def take(self, n: int) -> None:
+        self.tokens -= n
 
 
 class Publisher:
-    def __init__(self, session, keyring: Keyring, metrics: Metrics):
+    def __init__(self, session, keyring: Keyring, metrics: Metrics, *, rate: float = 1000.0, batch: int = 200,
+                 ack_timeout: float = 10.0):
         self.session, self.keyring, self.metrics = session, keyring, metrics
-        self.t_query = self.t_pushed = 0.0
+        self.bucket = TokenBucket(rate, batch)
+        self.batch = batch
+        self.ack_timeout = ack_timeout
+        self._peek = sa.select(Q.id).order_by(Q.id).limit(1)
 
-    def push_state(self, lock: Lock, *, commit: bool = True) -> None:
+    def _state_message(self, lock: Lock):
+        """(topic, payload) of the lock's current desired state, or None if it cannot be published."""
         state = domain.desired_state(lock)
-        topic = f"lock/{lock.id}/down"
         try:
             body = encode_state(state)
         except ValueError as exc:
-            # more codes than a lock holds: not published (the lock keeps its last set); retried at the
-            # lock's next change, not at every poll
+            # more codes than a lock holds: not published (the lock keeps its last set) until its next change
             self.metrics.add("state_too_large")
             log.error("lock %s: desired state of revision %s not published: %s", lock.id, state["revision"], exc)
-            db.session.execute(sa.update(S).where(S.lock_id == lock.id).values(published_revision=state["revision"]))
-            if commit:
-                db.session.commit()
-            return
-        env = self.keyring.get(lock.id)
-        self.session.publish(topic, env.seal(topic, body), retain=True)
-        r = db.session.execute(sa.update(S).where(S.lock_id == lock.id).values(published_revision=body["rev"]))
-        if r.rowcount == 0:
-            db.session.add(S(lock_id=lock.id, last_counter=0, published_revision=body["rev"], online=False))
-        if commit:
-            db.session.commit()
-        self.metrics.add("states_published")
+            return None
+        topic = f"lock/{lock.id}/down"
+        return topic, self.keyring.get(lock.id).seal(topic, body)
+
+    def has_work(self) -> bool:
+        """One indexed read of the queue's head: the cost of an idle poll, whatever the fleet's size."""
+        return db.session.execute(self._peek).first() is not None
 
     def publish_due(self) -> int:
-        rows = db.session.execute(
-            sa.select(Lock.id).join(S, S.lock_id == Lock.id, isouter=True).where(
-                Lock.desired_revision > sa.func.coalesce(S.published_revision, 0))).scalars().all()
-        self.t_query = time.monotonic()
-        for lid in rows:
-            try:
-                self.push_state(db.session.get(Lock, lid), commit=False)
-            except Exception:
-                log.exception("publishing the desired state of %s", lid)
-                db.session.rollback()
-                self.metrics.add("publish_error")
-        self.t_pushed = time.monotonic()
-        if rows:
-            db.session.commit()  # one commit for the published revisions of the whole poll
-        return len(rows)
-
-    def republish_all(self) -> None:
-        """After (re)connecting: the broker may have restarted without persistence and lost the retained
-        states, so publish every lock's desired state again on the next poll."""
-        db.session.execute(sa.update(S).values(published_revision=0))
+        """Claim, publish and confirm up to one batch of queued states; returns how many were published."""
+        if not self.session.connected.is_set():
+            return 0  # the rows stay queued until the broker is back
+        budget = min(self.batch, self.bucket.available())
+        if budget <= 0 or not self.has_work():
+            db.session.rollback()  # end the read transaction (SQLite: release the shared lock)
+            return 0
+        head = sa.select(Q.id).order_by(Q.id).limit(budget).with_for_update(skip_locked=True)
+        claimed = db.session.execute(sa.delete(Q).where(Q.id.in_(head.scalar_subquery())).returning(Q.lock_id)) \
+            .scalars().all()
+        infos = []
+        try:
+            for lid in claimed:
+                lock = db.session.get(Lock, lid)
+                msg = self._state_message(lock) if lock is not None else None
+                if msg is not None:
+                    infos.append(self.session.publish(msg[0], msg[1], retain=True))
+            deadline = time.monotonic() + self.ack_timeout
+            for info in infos:
+                if info is not None:
+                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                    if not info.is_published():
+                        raise TimeoutError("no PUBACK from the broker")
+        except Exception as exc:
+            db.session.rollback()  # the claimed rows return to the queue: published again later
+            self.metrics.add("publish_unconfirmed")
+            log.warning("%d desired states not confirmed by the broker, kept queued: %s", len(claimed), exc)
+            return 0
         db.session.commit()
+        self.bucket.take(len(claimed))
+        self.metrics.add("states_published", len(infos))
+        return len(infos)

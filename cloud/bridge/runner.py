@@ -1,47 +1,66 @@
-"""The bridge process: wires session, verification, dispatch and publisher together and runs the main loop."""
+"""The bridge process: wires session, verification, dispatch and publisher together and runs the main loop.
+
+One loop in the main thread: take a batch of uplinks from the session's inbox, verify and apply each, commit,
+then acknowledge them to the broker; publish queued desired states when woken (PostgreSQL NOTIFY, or after a
+handler queued one) or every KEYDROP_BRIDGE_POLL seconds; write last-contact times once a second.
+"""
 from __future__ import annotations
 
 import gc
 import logging
 import os
 import queue
+import hashlib
+import hmac
 import secrets
 import signal
 import threading
 import time
 from typing import Optional
 
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
 from ..extensions import db
-from ..models import BridgeLockState
+from ..models import BridgeLockState, Lock
+from ..timeutil import utcnow
 from .credentials import BrokerCredentials
 from . import firmware as _firmware  # noqa: F401  (registers the firmware uplinks)
-from .dispatch import HANDLERS, dispatch
+from .dispatch import HANDLERS, accept_counters, dispatch, is_plain_reack
 from .envelope import Keyring
 from .metrics import Metrics
 from .publisher import Publisher
 from .session import Session
 from .uplink import Drop, verify
+from .wakeup import Listener
 
 log = logging.getLogger("keydrop.bridge")
+
+CHUNK = 200  # uplinks per transaction
 
 
 class Bridge:
     def __init__(self, app, *, host: str, port: int, username: Optional[str], password: Optional[str],
-                 tls_ca: Optional[str] = None, shared: bool = False, poll: float = 0.05,
+                 tls_ca: Optional[str] = None, shared: bool = True, poll: Optional[float] = None,
                  expire_every: float = 30.0, client_id: Optional[str] = None,
-                 reconcile_every: float = 300.0, metrics_file: Optional[str] = None):
+                 reconcile_every: float = 300.0, metrics_file: Optional[str] = None, state_rate: float = 1000.0,
+                 persistent: bool = False):
         self.app = app
-        self.poll = poll
+        self.listen = db.engine.dialect.name == "postgresql"  # LISTEN/NOTIFY wakes it
+        # with LISTEN/NOTIFY the poll is only a safety net; on SQLite it is how changes are found
+        self.poll = poll if poll is not None else (1.0 if self.listen else 0.05)
         self.expire_every = expire_every
         self.metrics = Metrics(metrics_file)
         self.keyring = Keyring()
         # the client id is unguessable and unique per worker: nobody can end a worker's session by reusing it
         self.session = Session(self.metrics, host=host, port=port, username=username, password=password,
                                client_id=client_id or f"keydrop-bridge-{secrets.token_hex(8)}", tls_ca=tls_ca,
-                               shared=shared)
-        self.publisher = Publisher(self.session, self.keyring, self.metrics)
+                               shared=shared, persistent=persistent)
+        self.publisher = Publisher(self.session, self.keyring, self.metrics, rate=state_rate)
         self.credentials = BrokerCredentials(app.config, every=reconcile_every)
         self.acked: dict[str, int] = {}  # lock id → acked revision the cloud recorded (skips re-ack writes)
+        self._seen: dict[str, object] = {}  # lock id → time of its last verified uplink, not yet written
+        self._woken = True
         self._stop = threading.Event()
 
     # the pieces tests and tools reach for
@@ -65,21 +84,91 @@ class Bridge:
     def publish_due(self) -> int:
         return self.publisher.publish_due()
 
+    def wake(self) -> None:
+        """A handler queued a desired state: publish at the end of this batch, not at the next poll."""
+        self._woken = True
+
+    def seen(self, lock_id: str) -> None:
+        self._seen[lock_id] = utcnow()
+
+    def flush_seen(self) -> int:
+        """Write the locks' last contact (Lock.last_seen_at) for every lock heard from since the last flush:
+        one executemany UPDATE a second instead of a write per message."""
+        if not self._seen:
+            return 0
+        rows = [{"lid": k, "at": v} for k, v in self._seen.items()]
+        self._seen.clear()
+        t = Lock.__table__
+        db.session.execute(t.update().where(t.c.id == sa.bindparam("lid")).values(last_seen_at=sa.bindparam("at")),
+                           rows)
+        db.session.commit()
+        return len(rows)
+
     # ------------------------------------------------------------ uplink
     def handle(self, topic: str, payload: bytes) -> bool:
         """Verify and act on one uplink message. Never raises; returns True if accepted."""
-        lock_id = "?"
         try:
             up = verify(topic, payload, self.keyring, HANDLERS)
-            lock_id = up.lock_id
+        except Drop as d:
+            self.metrics.drop(d.reason, d.lock_id, d.level)
+            return False
+        except Exception:
+            log.exception("verifying an uplink")
+            db.session.rollback()
+            self.metrics.drop("error", level=0)
+            return False
+        return self._dispatch_safely(up)
+
+    def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
+        """handle() for a batch. On PostgreSQL the plain re-acks (most of a flood) have their counters accepted
+        together (dispatch.accept_counters: two round trips for the batch instead of one per message); the
+        rest, and everything on SQLite (no round trips), goes through handle() in order."""
+        if not self.listen:
+            for topic, payload in messages:
+                self.handle(topic, payload)
+            return
+        plain = []
+        for topic, payload in messages:
+            try:
+                up = verify(topic, payload, self.keyring, HANDLERS)
+            except Drop as d:
+                self.metrics.drop(d.reason, d.lock_id, d.level)
+                continue
+            except Exception:
+                log.exception("verifying an uplink")
+                db.session.rollback()
+                self.metrics.drop("error", level=0)
+                continue
+            if is_plain_reack(self, up):
+                plain.append(up)
+            else:
+                self._dispatch_safely(up)
+        if plain:
+            try:
+                accepted = accept_counters([(up.lock_id, up.n) for up in plain])
+            except Exception:
+                log.exception("accepting %d counters", len(plain))
+                db.session.rollback()
+                for _ in plain:
+                    self.metrics.drop("error", level=0)
+                return
+            for up, ok in zip(plain, accepted):
+                if ok:
+                    self.seen(up.lock_id)
+                    self.metrics.add("ok_ack")
+                else:
+                    self.metrics.drop("replay", up.lock_id)
+
+    def _dispatch_safely(self, up) -> bool:
+        try:
             dispatch(self, up)
             return True
         except Drop as d:
             self.metrics.drop(d.reason, d.lock_id, d.level)
         except Exception:
-            log.exception("handling an uplink from %s", lock_id)
+            log.exception("handling %s from %s", up.t, up.lock_id)
             db.session.rollback()
-            self.metrics.drop("error", lock_id, level=0)
+            self.metrics.drop("error", up.lock_id, level=0)
         return False
 
     # ------------------------------------------------------------ main loop
@@ -89,9 +178,12 @@ class Bridge:
         BridgeLockState.__table__.create(bind=db.engine, checkfirst=True)
         missing = db.session.scalars(select(Lock.id).where(~exists().where(BridgeLockState.lock_id == Lock.id))).all()
         for lid in missing:
-            db.session.add(BridgeLockState(lock_id=lid, last_counter=0, published_revision=0, online=False))
+            db.session.add(BridgeLockState(lock_id=lid, last_counter=0, seen_window=0, online=False))
         if missing:
-            db.session.commit()
+            try:
+                db.session.commit()
+            except IntegrityError:
+                db.session.rollback()  # another worker starting at the same time created them
         self.credentials.sync(force=True)
 
     def run(self, *, max_batch: int = 2000) -> None:
@@ -101,11 +193,15 @@ class Bridge:
         _watch_gc()
         self.session.start()
         inbox = self.session.inbox
-        last_expire = last_poll = last_metrics = 0.0
+        listener = None
+        if self.listen:
+            listener = Listener(db.engine.url, inbox)
+            listener.start()
+        last_expire = last_poll = last_metrics = last_seen = 0.0
         last_dump = time.monotonic()
         try:
             while not self._stop.is_set():
-                timeout = max(0.0, self.poll - (time.monotonic() - last_poll))
+                timeout = 0.0 if self._woken else max(0.0, self.poll - (time.monotonic() - last_poll))
                 batch = []
                 try:
                     batch.append(inbox.get(timeout=timeout))
@@ -113,35 +209,35 @@ class Bridge:
                         batch.append(inbox.get_nowait())
                 except queue.Empty:
                     pass
-                t_commit = time.monotonic()
-                for kind, topic, payload in batch:
-                    if kind == "connected":
-                        self.metrics.add("connects")
-                        self.publisher.republish_all()
-                    else:
-                        self.handle(topic, payload)
-                    if time.monotonic() - t_commit >= 0.02:
-                        # hold the database's write lock briefly: the web's transactions wait for it
-                        self._commit()
-                        t_commit = time.monotonic()
-                    if time.monotonic() - last_poll >= self.poll:
-                        # a long batch must not delay the desired states: publish in between
-                        self._commit()
-                        last_poll = time.monotonic()
+                for i in range(0, len(batch), CHUNK):
+                    # one transaction per chunk: the database's write lock (SQLite) is held briefly, and the
+                    # desired states are published between chunks, not after a whole long batch
+                    mids, msgs = [], []
+                    for tag, topic, payload in batch[i:i + CHUNK]:
+                        if topic is None:  # "connected" / "wake"
+                            if tag == "connected":
+                                self.metrics.add("connects")
+                            self._woken = True
+                            continue
+                        msgs.append((topic, payload))
+                        if tag is not None:
+                            mids.append(tag)
+                    self.handle_batch(msgs)
+                    self._commit_and_ack(mids)
+                    if self._woken:
                         self._publish_due_safe()
-                if batch:
-                    self._commit()
-                    dt = time.monotonic() - t_commit
-                    if dt > 0.25:
-                        log.warning("a batch of %d uplinks took %.0f ms after its last commit", len(batch), dt * 1000)
+                        last_poll = time.monotonic()
                 now = time.monotonic()
-                if now - last_poll >= self.poll:
-                    last_poll = now
+                if self._woken or now - last_poll >= self.poll:
                     self._publish_due_safe()
+                    last_poll = now
+                if now - last_seen >= 1.0:
+                    last_seen = now
+                    self._safely("recording last contact", self.flush_seen)
                 if now - last_expire >= self.expire_every:
                     last_expire = now
                     self._expire_due()
-                self.credentials.sync()
+                self._safely("reconciling broker logins", self.credentials.sync)
                 if self.metrics.dirty and now - last_metrics >= 0.2:
                     last_metrics = now
                     self.metrics.write()
@@ -150,9 +246,27 @@ class Bridge:
                     log.info("bridge counters: %s", self.metrics.summary())
         finally:
             log.info("bridge counters: %s", self.metrics.summary())
+            self._safely("recording last contact", self.flush_seen)
             self.metrics.write()
+            if listener is not None:
+                listener.stop()
             self.session.stop()
             db.session.remove()
+
+    def _commit_and_ack(self, mids: list) -> None:
+        """Commit what the batch applied, then acknowledge it: a crash before the commit leaves the messages
+        unacknowledged with the broker (sent again); after it, a resent copy is a replay (dropped, counted)."""
+        self._commit()
+        if mids:
+            self.session.ack(mids)
+            mids.clear()
+
+    def _safely(self, what: str, fn) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception(what)
+            db.session.rollback()
 
     def _commit(self) -> None:
         try:
@@ -172,18 +286,25 @@ class Bridge:
             db.session.rollback()
 
     def _publish_due_safe(self) -> None:
+        """Publish queued states until the queue is empty or the rate limit says wait (then poll soon)."""
+        self._woken = False
         t0 = time.monotonic()
-        p = self.publisher
+        n = 0
         try:
-            n = p.publish_due()
-            dt = time.monotonic() - t0
-            if dt > 0.25:
-                log.warning("publishing %d desired states took %.0f ms (query %.0f, push %.0f, commit %.0f)", n,
-                            dt * 1000, (p.t_query - t0) * 1000, (p.t_pushed - p.t_query) * 1000,
-                            (time.monotonic() - p.t_pushed) * 1000)
+            while True:
+                k = self.publisher.publish_due()
+                n += k
+                if k < self.publisher.batch:
+                    break
+                if time.monotonic() - t0 > 0.05:
+                    self._woken = True  # more to do: come back after the next uplinks
+                    break
         except Exception:
-            log.exception("polling desired states")
+            log.exception("publishing desired states")
             db.session.rollback()
+        dt = time.monotonic() - t0
+        if dt > 0.25:
+            log.warning("publishing %d desired states took %.0f ms", n, dt * 1000)
 
     def stop(self) -> None:
         self._stop.set()
@@ -213,12 +334,23 @@ def from_config(app) -> Bridge:
     username = get("MQTT_USERNAME", "bridge")
     password = get("MQTT_PASSWORD")
     tls = str(get("MQTT_TLS", "0")).lower() in ("1", "true", "yes", "on")
+    # KEYDROP_BRIDGE_WORKER (a slot: 0, 1, …): a stable client id per slot and a persistent session, so the broker
+    # keeps what a killed worker had not acknowledged and hands it to the worker restarted in that slot. The id
+    # is derived from SECRET_KEY (nobody can guess it to end the session). Without a slot: a random id per
+    # process and a clean session (nothing is kept for a worker that never comes back).
+    worker = get("KEYDROP_BRIDGE_WORKER")
+    client_id, persistent = get("MQTT_CLIENT_ID"), worker is not None
+    if persistent:
+        base = client_id or "keydrop-bridge-" + hmac.new(str(cfg.get("SECRET_KEY", "")).encode(), b"bridge-client-id",
+                                                         hashlib.sha256).hexdigest()[:16]
+        client_id = f"{base}-{worker}"
     return Bridge(app, host=get("MQTT_HOST", "127.0.0.1"), port=int(get("MQTT_PORT", 1883)),
                   username=username, password=password, tls_ca=get("MQTT_CA_FILE") if tls else None,
-                  shared=str(get("KEYDROP_BRIDGE_SHARED", "0")) in ("1", "true", "yes"),
-                  poll=float(get("KEYDROP_BRIDGE_POLL", 0.05)),
+                  shared=str(get("KEYDROP_BRIDGE_SHARED", "1")) in ("1", "true", "yes"),
+                  poll=float(get("KEYDROP_BRIDGE_POLL")) if get("KEYDROP_BRIDGE_POLL") else None,
                   expire_every=float(get("KEYDROP_BRIDGE_EXPIRE_EVERY", 30)),
-                  client_id=get("MQTT_CLIENT_ID"),
+                  state_rate=float(get("KEYDROP_BRIDGE_STATE_RATE", 1000)),
+                  client_id=client_id, persistent=persistent,
                   reconcile_every=float(get("KEYDROP_CREDENTIALS_RECONCILE_S", 300)),
                   metrics_file=get("KEYDROP_BRIDGE_METRICS"))
 

@@ -1,4 +1,11 @@
-"""The bridge's MQTT session (paho): connect, subscribe to the uplinks, queue what arrives, publish downlinks."""
+"""The bridge's MQTT session (paho): connect, subscribe to the uplinks, queue what arrives, publish downlinks.
+
+Uplinks are acknowledged by hand, only after the database transaction that applied them committed (`ack`).
+With a worker slot the session is persistent (clean_session=False, a stable client id): a worker killed
+mid-batch leaves its unacknowledged messages with the broker, which sends them again when the worker restarted
+in that slot reconnects. Several
+workers share the uplinks through the shared subscription `$share/bridge/lock/+/up`.
+"""
 from __future__ import annotations
 
 import logging
@@ -20,11 +27,13 @@ class Session:
     """paho's network thread only queues incoming messages in `inbox`; the bridge's main thread does the rest."""
 
     def __init__(self, metrics: Metrics, *, host: str, port: int, username: Optional[str], password: Optional[str],
-                 client_id: str, tls_ca: Optional[str] = None, shared: bool = False, inbox_size: int = 100_000):
+                 client_id: str, tls_ca: Optional[str] = None, shared: bool = False, persistent: bool = False,
+                 inbox_size: int = 100_000):
         self.metrics = metrics
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.client_id = client_id
+        self.persistent = persistent
         self.tls_ca = tls_ca
         self.topic = SHARED_UPLINKS if shared else UPLINKS
         self.inbox: queue.Queue = queue.Queue(maxsize=inbox_size)
@@ -33,8 +42,9 @@ class Session:
 
     def _make_client(self):
         import paho.mqtt.client as mqtt
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                        clean_session=not self.persistent,
+                        protocol=mqtt.MQTTv311, manual_ack=True)
         if self.username:
             c.username_pw_set(self.username, self.password)
         if self.tls_ca:
@@ -71,19 +81,26 @@ class Session:
                  self.topic)
         self.inbox.put(("connected", None, None))
 
+    def ack(self, mids) -> None:
+        """Acknowledge applied uplinks (after their transaction committed)."""
+        for mid in mids:
+            self.client.ack(mid, 1)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
         log.warning("bridge disconnected from the broker (%s)", reason_code)
 
     def _on_message(self, client, userdata, msg):
         try:
-            self.inbox.put_nowait(("msg", msg.topic, msg.payload))
+            self.inbox.put_nowait((msg.mid if msg.qos else None, msg.topic, msg.payload))
         except queue.Full:
+            # not acknowledged: the broker keeps it for this session and sends it again after a reconnect
             self.metrics.add("overload")
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False):
+        """QoS 1; returns paho's MessageInfo (wait_for_publish: the broker's PUBACK), None if refused here."""
         if len(payload) > MAX_DOWN:
             self.metrics.add("down_oversize")
             log.error("not publishing %s: %d bytes exceed %d", topic, len(payload), MAX_DOWN)
-            return
-        self.client.publish(topic, payload, qos=1, retain=retain)
+            return None
+        return self.client.publish(topic, payload, qos=1, retain=retain)

@@ -1,0 +1,42 @@
+"""Wakes the bridge when the change queue gets rows: PostgreSQL LISTEN on the domain's NOTIFY (SQLite: none, the
+runner polls the queue's head instead)."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from ..statequeue import CHANNEL
+
+log = logging.getLogger("keydrop.bridge")
+
+
+class Listener:
+    """A thread holding one autocommit connection in LISTEN; each notification puts ("wake", None, None) into
+    the bridge's inbox. After a lost connection it reconnects and wakes the bridge once (a NOTIFY sent while it
+    was away is gone; the queue rows are not)."""
+
+    def __init__(self, url, inbox):
+        self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.inbox = inbox
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bridge-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        import psycopg
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.inbox.put(("wake", None, None))
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.inbox.put(("wake", None, None))
+            except Exception as exc:
+                log.warning("LISTEN %s: %s; reconnecting", CHANNEL, exc)
+                self._stop.wait(1.0)

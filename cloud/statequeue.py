@@ -1,0 +1,46 @@
+"""The change queue between the domain and the bridge: an indexed outbox of locks whose desired state changed.
+
+The domain calls enqueue() in the transaction that changes a lock's desired state (Lock.bump_revision,
+expire_due), so a change is queued exactly when it commits. A lock has at most one pending row: a second change
+before the bridge published the first finds the row already there (the bridge always publishes the lock's
+current state, so one row covers both). On PostgreSQL the same transaction sends NOTIFY keydrop_state_change,
+which wakes the bridge at commit; on SQLite the bridge polls the queue (one indexed `LIMIT 1` read).
+The bridge side (claim, publish, delete) is cloud/bridge/publisher.py. See docs/protocol.md, "The change queue".
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import sqlalchemy as sa
+
+from .extensions import db
+from .models import StateChange
+from .timeutil import utcnow
+
+CHANNEL = "keydrop_state_change"
+
+
+def _insert(dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise RuntimeError(f"the change queue supports PostgreSQL and SQLite, not {dialect}")
+    return insert(StateChange).on_conflict_do_nothing(index_elements=["lock_id"])
+
+
+def enqueue(lock_ids: Iterable[str]) -> None:
+    """Queue the locks' desired states for publishing; commits with the caller's transaction."""
+    now = utcnow()
+    rows = [{"lock_id": lid, "queued_at": now} for lid in lock_ids]
+    if not rows:
+        return
+    dialect = db.session.get_bind().dialect.name
+    db.session.execute(_insert(dialect), rows)
+    if dialect == "postgresql":
+        db.session.execute(sa.text(f"NOTIFY {CHANNEL}"))  # delivered at commit, folded into one per transaction
+
+
+def pending() -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(StateChange)) or 0
