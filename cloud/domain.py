@@ -98,6 +98,7 @@ def register_lock(agency: Agency, *, mac: str, name: str, address: str, timezone
         raise Conflict("This MAC address is already registered.")
     lock = Lock.new(mac=mac, agency=agency, name=name, address=address, timezone=timezone, by=by)
     db.session.add(lock)
+    statequeue.enqueue([lock.id])  # its first state (no codes, the backup key) waits retained for its first connect
     try:
         db.session.commit()
     except IntegrityError:  # lost a race with another registration of the same MAC

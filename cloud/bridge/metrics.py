@@ -28,6 +28,7 @@ class Metrics:
         """Count a dropped uplink; log it (lock id + reason only) within a per-reason budget, so a flood of
         garbage cannot flood the log (it is counted anyway)."""
         self.add(reason)
+        self.counts["dropped"] += 1  # every drop, whatever the reason
         if not level:
             return
         now = time.monotonic()

@@ -47,6 +47,7 @@ class Publisher:
         self.batch = batch
         self.ack_timeout = ack_timeout
         self._peek = sa.select(Q.id).order_by(Q.id).limit(1)
+        self.backlog = False
 
     def _state_message(self, lock: Lock):
         """(topic, payload) of the lock's current desired state, or None if it cannot be published."""
@@ -67,11 +68,16 @@ class Publisher:
 
     def publish_due(self) -> int:
         """Claim, publish and confirm up to one batch of queued states; returns how many were published."""
+        self.backlog = False
         if not self.session.connected.is_set():
             return 0  # the rows stay queued until the broker is back
         budget = min(self.batch, self.bucket.available())
-        if budget <= 0 or not self.has_work():
+        if not self.has_work():
             db.session.rollback()  # end the read transaction (SQLite: release the shared lock)
+            return 0
+        if budget <= 0:
+            db.session.rollback()
+            self.backlog = True  # rate-limited with work waiting: the runner comes back soon, not at the next poll
             return 0
         head = sa.select(Q.id).order_by(Q.id).limit(budget).with_for_update(skip_locked=True)
         claimed = db.session.execute(sa.delete(Q).where(Q.id.in_(head.scalar_subquery())).returning(Q.lock_id)) \
@@ -96,5 +102,6 @@ class Publisher:
             return 0
         db.session.commit()
         self.bucket.take(len(claimed))
+        self.backlog = len(claimed) == budget
         self.metrics.add("states_published", len(infos))
         return len(infos)

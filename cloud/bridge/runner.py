@@ -201,7 +201,8 @@ class Bridge:
         last_dump = time.monotonic()
         try:
             while not self._stop.is_set():
-                timeout = 0.0 if self._woken else max(0.0, self.poll - (time.monotonic() - last_poll))
+                poll = 0.02 if self.publisher.backlog else self.poll
+                timeout = 0.0 if self._woken else max(0.0, poll - (time.monotonic() - last_poll))
                 batch = []
                 try:
                     batch.append(inbox.get(timeout=timeout))
@@ -228,7 +229,7 @@ class Bridge:
                         self._publish_due_safe()
                         last_poll = time.monotonic()
                 now = time.monotonic()
-                if self._woken or now - last_poll >= self.poll:
+                if self._woken or now - last_poll >= (0.02 if self.publisher.backlog else self.poll):
                     self._publish_due_safe()
                     last_poll = now
                 if now - last_seen >= 1.0:

@@ -77,5 +77,7 @@ def test_two_workers_lose_nothing_and_apply_nothing_twice_through_a_kill(tmp_pat
     try:
         asyncio.run(run())
     finally:
-        cloud.close()
-        broker.stop()
+        try:
+            cloud.close()
+        finally:
+            broker.stop()
