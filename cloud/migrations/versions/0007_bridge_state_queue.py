@@ -1,8 +1,8 @@
 """the change queue (state_change outbox) and the bridge's counter window; published_revision goes (the queue
 replaces the scan that compared it)
 
-Revision ID: 0006_bridge_queue
-Revises: 0005_site_accounts
+Revision ID: 0007_bridge_queue
+Revises: 0006_feeds_automation
 Create Date: 2026-12-01 21:50:00
 
 """
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006_bridge_queue'
-down_revision = '0005_site_accounts'
+revision = '0007_bridge_queue'
+down_revision = '0006_feeds_automation'
 branch_labels = None
 depends_on = None
 
