@@ -205,7 +205,7 @@ class Lock:
         n = self._n
         if n != self.code_length:
             self._clear_entry()
-            self._refuse(now, 4, True)
+            self._refuse(now, 4)
             return
         d = self._mac.digest(self._entry)
         self._clear_entry()
@@ -228,11 +228,11 @@ class Lock:
             self._accept(now)
             self.record(al.OPENED, cid, now)
         elif res == OUTSIDE:
-            self._refuse(now, 2, False)
+            self._refuse(now, 2)
         elif res == NO_TIME:
-            self._refuse(now, 3, False)
+            self._refuse(now, 3)
         else:
-            self._refuse(now, 1, True)
+            self._refuse(now, 1)
 
     def _accept(self, now: int) -> None:
         self._feedback("accepted", now)
@@ -240,18 +240,19 @@ class Lock:
             self.lockout.success()
             self._save_state()
 
-    def _refuse(self, now: int, reason: int, counts: bool) -> None:
-        """Refuse an entry. Unknown codes (and wrong lengths) count towards the lockout; a real code used
-        outside its window or without trusted time is refused without counting."""
-        secs = self.lockout.failure(now) if counts else 0
+    def _refuse(self, now: int, reason: int) -> None:
+        """Refuse an entry (reason: an index in accesslog.REASONS). Every refusal counts towards the lockout
+        with the same feedback and the same work, whatever the reason (only the access log knows it): an
+        unknown code, a wrong length, a real code outside its window or without trusted time all look alike,
+        so the keypad tells a guesser nothing about which codes exist (docs/security.md, guessing budget)."""
+        secs = self.lockout.failure(now)
         self._feedback("locked_out" if secs else "refused", now)
         self.record(al.REFUSED, reason, now)
         if secs:
             self._lock_t = self.clock.now(now)
             self._was_locked = True
             self.record(al.LOCKOUT, secs, now)
-        if counts:
-            self._save_state()
+        self._save_state()
 
     def _feedback(self, kind: str, now: int) -> None:
         self.feedback.play(PATTERNS[kind], now)

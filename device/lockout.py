@@ -1,22 +1,22 @@
-"""Wrong-code lockout: after 5 wrong codes in a row the keypad refuses everything for 30 s, doubling with
-each further wrong code up to 15 minutes. Pure logic; times are ticks_ms values passed in."""
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore
-        return x
-
+"""Wrong-entry lockout: after 5 refused entries in a row the keypad refuses everything for 30 s, doubling with
+each further one up to 15 minutes; from the 12th in a row, 30 minutes (the guessing budget this gives is in
+docs/security.md). Pure logic; times are ticks_ms values passed in."""
+from micropython import const
 from time import ticks_add, ticks_diff
 
 FREE_TRIES = const(5)
 BASE_S = const(30)
 CAP_S = const(900)
+_GUESSING_AFTER = const(12)  # this many refused entries in a row is someone guessing, not mistyping
+_GUESSING_S = const(1800)
 
 
 def duration_for(fails: int) -> int:
-    """Lockout seconds after the fails-th wrong code in a row (0 = none)."""
+    """Lockout seconds after the fails-th refused entry in a row (0 = none)."""
     if fails < FREE_TRIES:
         return 0
+    if fails >= _GUESSING_AFTER:
+        return _GUESSING_S
     d = BASE_S
     for _ in range(fails - FREE_TRIES):
         d *= 2
@@ -47,7 +47,7 @@ class Lockout:
         self.active = seconds > 0
 
     def failure(self, now_ms) -> int:
-        """Count a wrong code; returns the lockout seconds started by it (0 = none)."""
+        """Count a refused entry; returns the lockout seconds started by it (0 = none)."""
         self.fails += 1
         d = duration_for(self.fails)
         if d:

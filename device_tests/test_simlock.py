@@ -76,7 +76,10 @@ def test_codes_need_time_lockout_survives_power_cycle(lockdir):
         assert "open" not in s.kinds(ev, "relay", "state") and "locked_out" in s.kinds(ev, "feedback")
         s.send("!advance 31")
         ev = s.send("4821")
-        assert s.kinds(ev, "log", "reason") == ["no_time"]
+        # a real code refused for want of trusted time counts like any refusal: the 6th in a row locks out
+        assert s.kinds(ev, "log", "reason") == ["no_time", None] and s.kinds(ev, "log", "seconds") == [None, 60]
+        assert s.kinds(ev, "feedback") == ["locked_out"]
+        s.send("!advance 61")
         ev = s.send(BACKUP)
         assert s.kinds(ev, "relay", "state") == ["open"]
         assert s.status()["fails"] == 0

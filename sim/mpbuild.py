@@ -29,7 +29,10 @@ def _compile(src_dir: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for src in sorted(src_dir.glob("*.py")):
         if src.name != "__init__.py":
-            mpycross.compile_if_stale(src, out_dir / (src.stem + ".mpy"))
+            # the source name tracebacks show is the module's own file, the string the importer keeps as its
+            # __file__: one qstr for both (qstrs are heap on the unix port, and never freed)
+            out = out_dir / (src.stem + ".mpy")
+            mpycross.compile_if_stale(src, out, str(out))
     # drop outputs whose source is gone
     for out in out_dir.glob("*.mpy"):
         if not (src_dir / (out.stem + ".py")).exists():

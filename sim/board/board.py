@@ -21,7 +21,7 @@ import sys
 import exitcodes  # the exit codes that tell the host to power the board up again
 import simnet  # the link's network seam (sim/board/simnet.py)
 
-_MASK = (1 << 62) - 1  # unix-port ticks period - 1 (a small int)
+_MASK = (1 << 30) - 1  # the ESP32's ticks period - 1 (sim/board/time.py makes ticks_diff modular in it too)
 _START = 20000  # ticks start 20 s before they wrap: exercises the firmware's ticks arithmetic
 KEYS = "123456789*0#"
 RTC_ADDR = 0x68  # ds3231.ADDR; the driver is imported only once an RTC is fitted, as the firmware does
