@@ -181,17 +181,18 @@ def on_hello(bridge, up: Uplink) -> None:
     db.session.execute(sa.update(S).where(S.lock_id == up.lock_id).values(
         will_counter=m.get("will"), online=True, online_changed_at=utcnow()))
     lock = _lock(up.lock_id)
-    res = domain.lock_hello(lock, firmware=m["fw"], boot_count=m["boot"], lock_time=m.get("time"),
-                            revision=m["rev"])
+    behind = m["rev"] != lock.desired_revision
+    if behind:
+        # the lock is behind (or the broker lost the retained state): through the queue, so a reconnect storm is
+        # published at the publisher's pace; queued before lock_hello so that its commit is the hello's only one
+        # (a change committed in between queues itself)
+        statequeue.enqueue([up.lock_id])
+    domain.lock_hello(lock, firmware=m["fw"], boot_count=m["boot"], lock_time=m.get("time"), revision=m["rev"])
     bridge.reply(up.lock_id, {"v": V, "t": "time", "now": int(time.time()), "nonce": m["nonce"]})
     announce = fw_rollout.on_hello(up.lock_id, m["fw"])  # a lock that should move to another release hears it now
     if announce is not None:
         bridge.reply(up.lock_id, announce)
-    if res.get("push"):
-        # the lock is behind (or the broker lost the retained state): through the queue, so a reconnect storm
-        # is published at the publisher's pace
-        statequeue.enqueue([up.lock_id])
-        db.session.commit()
+    if behind:
         bridge.wake()
 
 
