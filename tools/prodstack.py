@@ -147,11 +147,14 @@ class ProdStack(Supervisor):
         self.start("mailer", [str(BIN / "flask"), "--app", "cloud", "mailer"])
         self.start("calendars", [str(BIN / "flask"), "--app", "cloud", "calendars"])
         self.start("automation", [str(BIN / "flask"), "--app", "cloud", "automation"])
+        bridges = []
         for i in range(self.args.bridges):
             # a slot per worker: its broker session survives a crash and is resumed by its restart
-            self.start(f"bridge-{i + 1}", [str(BIN / "flask"), "--app", "cloud", "bridge"],
-                       dict(self.env, KEYDROP_BRIDGE_WORKER=str(i)))
+            bridges.append(self.start(f"bridge-{i + 1}", [str(BIN / "flask"), "--app", "cloud", "bridge"],
+                                      dict(self.env, KEYDROP_BRIDGE_WORKER=str(i))))
         wait_http(f"http://127.0.0.1:{self.ports['web']}/healthz", 120, web)
+        for b in bridges:
+            self.wait_subscribed(b, 120)
         self.banner()
         return self.watch()
 
@@ -168,6 +171,17 @@ class ProdStack(Supervisor):
         path.write_text(json.dumps(state))
         os.chmod(path, 0o600)
         self.state = state
+
+    @staticmethod
+    def wait_subscribed(bridge: Child, timeout: float) -> None:
+        """Ready means the uplinks have a reader: a lock's hello sent before any bridge subscribes is lost."""
+        deadline = time.monotonic() + timeout
+        while "subscribed to" not in bridge.tail(200):
+            if not bridge.alive():
+                raise StackError(f"{bridge.name} exited while starting; see {bridge.log_path}\n{bridge.tail()}")
+            if time.monotonic() > deadline:
+                raise StackError(f"{bridge.name} did not subscribe within {timeout:.0f} s; see {bridge.log_path}")
+            time.sleep(0.2)
 
     def banner(self) -> None:
         info = {"web": f"http://127.0.0.1:{self.ports['web']}/", "ports": self.ports,
@@ -190,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--var", default=os.environ.get("KEYDROP_PROD_VAR", str(ROOT / "var-prod")),
                     help="folder for state and logs (default ./var-prod or $KEYDROP_PROD_VAR)")
     ap.add_argument("--web-workers", type=int, default=int(os.environ.get("KEYDROP_WEB_WORKERS", 4)))
-    ap.add_argument("--bridges", type=int, default=int(os.environ.get("KEYDROP_BRIDGES", 2)))
+    # one by default: with a shared subscription two workers can apply a lock's uplinks out of order (a hello
+    # handled after the ack that followed it is refused as a replay); see docs/operations.md
+    ap.add_argument("--bridges", type=int, default=int(os.environ.get("KEYDROP_BRIDGES", 1)))
     ap.add_argument("--web-port", type=int, default=int(os.environ.get("KEYDROP_WEB_PORT", 0)) or None)
     ap.add_argument("--tls-dir", help="the broker's ca.crt, server.crt, server.key (default: a throwaway CA)")
     ap.add_argument("--fast-unsafe", action="store_true", help="PostgreSQL without fsync (tests only)")

@@ -1,5 +1,5 @@
 """The production profile (`python -m tools.prodstack`) on real engines: gunicorn with 4 workers, PostgreSQL, Redis,
-mosquitto over TLS only, the mailer, 2 bridge workers. A login limit holds across all workers, and a lock
+mosquitto over TLS only, the mailer, the bridge. A login limit holds across all workers, and a lock
 provisioned through it gets online, receives a code over TLS and opens with it."""
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def prod(tmp_path_factory):
         env.pop(k, None)
     log = open(var / "prodstack.out", "wb")
     p = subprocess.Popen([PY, "-m", "tools.prodstack", "--var", str(var), "--web-workers", str(WORKERS),
-                          "--bridges", "2", "--fast-unsafe"], cwd=ROOT, env=env, stdout=log,
+                          "--fast-unsafe"], cwd=ROOT, env=env, stdout=log,
                          stderr=subprocess.STDOUT, start_new_session=True)
     try:
         info = wait_until(lambda: _info(var, p), 180, "the production stack to start", every=0.3)
