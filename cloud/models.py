@@ -446,7 +446,7 @@ class FirmwareRelease(db.Model):
     sha256: Mapped[str] = mapped_column(sa.String(64))   # hex, of the archive
     signature: Mapped[str] = mapped_column(sa.String(128))  # hex Ed25519 over the manifest
     flags: Mapped[int] = mapped_column(default=0)         # 1: may replace a higher version (downgrade)
-    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary, deferred=True)  # loaded only to answer chunks
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

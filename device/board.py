@@ -13,6 +13,7 @@ Interface used by main.py and lock.py:
   .setup_requested()    True when the setup button is held
   .started(lock)        the lock is up and accepting keys
   .crashed(exc)         the master exception handler's last word: reset the chip
+  .reboot(reason)       a planned reset (firmware update: "update", "rollback"), relay released first
   .wlan()               the station interface, for the link (activated on first use)
   .start_ap(essid, pw)  open the setup access point (portal), returns its IP
   .stop_ap()            close it again (the portal's setup window is over)
@@ -79,6 +80,13 @@ class Board:
         if self._timer is not None:
             self._timer.deinit()
         time.sleep_ms(2000)
+        machine.reset()
+
+    def reboot(self, reason: str) -> None:
+        """A planned restart (an update switching slots, or rolling one back): relay released, then reset."""
+        self.relay_off()
+        if self._timer is not None:
+            self._timer.deinit()
         machine.reset()
 
     def wlan(self):

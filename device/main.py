@@ -7,17 +7,18 @@ import board
 import config
 
 
-def _start_link(lock, cfg, b) -> None:
-    """Plug the MQTT link in when the config asks for it and device/link.py is present."""
+def _start_link(lock, cfg, b):
+    """Plug the MQTT link in when the config asks for it and device/link.py is present; returns it or None."""
     if not cfg.get("mqtt"):
-        return
+        return None
     try:
         import link  # type: ignore
     except ImportError:
-        return
+        return None
     svc = link.start(lock, cfg, b)
     if svc is not None:
         lock.add_service(svc)
+    return svc
 
 
 def _portal(b, cfg, window_ms):
@@ -49,7 +50,14 @@ def main() -> None:
             if svc is not None:
                 lock.add_service(svc)
                 svc.bind(lock)
-        _start_link(lock, cfg, b)
+        svc = _start_link(lock, cfg, b)
+        # the updater also runs without a link: a version on trial that cannot reach the cloud rolls back
+        import ota
+
+        updater = ota.Updater(lock, b, cfg)
+        if svc is not None:
+            updater.attach(svc)
+        lock.add_service(updater)
         b.started(lock)
         while True:
             lock.poll(b.ticks_ms())

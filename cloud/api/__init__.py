@@ -16,6 +16,7 @@ from .. import alerts, readiness, webhooks
 from ..extensions import db, limiter
 from ..feeds import manage as feeds
 from ..i18n import LOCALES
+from ..firmware import rollout as fw_rollout
 from ..models import ApiToken, Code, InvalidMac, Lock, User, WebhookDelivery, WebhookEndpoint
 from ..scoping import (MAX_CODE_ID, BadFilter, agency_code_or_404, agency_lock_or_404, agency_locks,
                        code_history)
@@ -110,7 +111,8 @@ def lock_json(lock: Lock) -> dict:
             "activated_at": _iso(lock.activated_at), "last_seen_at": _iso(lock.last_seen_at),
             "firmware_version": lock.firmware_version, "desired_revision": lock.desired_revision,
             "acked_revision": lock.acked_revision,
-            "online": lock.online, "online_changed_at": _iso(lock.online_changed_at)}
+            "online": lock.online, "online_changed_at": _iso(lock.online_changed_at),
+            "firmware": fw_rollout.lock_json(lock.id, lock.firmware_version)["firmware"]}
 
 
 def code_json(code: Code, now: datetime | None = None) -> dict:

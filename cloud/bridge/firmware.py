@@ -26,3 +26,17 @@ def on_fwstatus(bridge, up: Uplink) -> None:
         raise Drop("malformed", up.lock_id)
     rollout.on_report(up.lock_id, m)
 
+
+
+def announce_due(bridge) -> int:
+    """Tell the online locks a new rollout targets (once per bridge process; a lock that is offline hears it
+    after its next hello). Returns how many were told."""
+    n = 0
+    for lock_id, rollout_id, ann in rollout.due_announcements():
+        if (lock_id, rollout_id) in bridge.fw_announced:
+            continue
+        bridge.fw_announced.add((lock_id, rollout_id))
+        bridge.reply(lock_id, ann)
+        bridge.metrics.add("fw_announced")
+        n += 1
+    return n

@@ -61,6 +61,7 @@ class Bridge:
         self.acked: dict[str, int] = {}  # lock id → acked revision the cloud recorded (skips re-ack writes)
         self._seen: dict[str, object] = {}  # lock id → time of its last verified uplink, not yet written
         self._woken = True
+        self.fw_announced: set[tuple[str, int]] = set()  # (lock id, rollout id) this process announced
         self._stop = threading.Event()
 
     # the pieces tests and tools reach for
@@ -197,7 +198,7 @@ class Bridge:
         if self.listen:
             listener = Listener(db.engine.url, inbox)
             listener.start()
-        last_expire = last_poll = last_metrics = last_seen = 0.0
+        last_expire = last_poll = last_metrics = last_seen = last_fw = 0.0
         last_dump = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -239,6 +240,9 @@ class Bridge:
                     last_expire = now
                     self._expire_due()
                 self._safely("reconciling broker logins", self.credentials.sync)
+                if now - last_fw >= 1.0:
+                    last_fw = now
+                    self._safely("announcing firmware releases", lambda: _firmware.announce_due(self))
                 if self.metrics.dirty and now - last_metrics >= 0.2:
                     last_metrics = now
                     self.metrics.write()

@@ -105,6 +105,22 @@ def announcement(release: FirmwareRelease) -> dict:
             "sha": release.sha256, "sig": release.signature, "flags": release.flags}
 
 
+def due_announcements() -> list[tuple[str, int, dict]]:
+    """(lock id, rollout id, announcement) for every online lock an active rollout has not reached yet."""
+    from ..models import BridgeLockState
+
+    rows = db.session.execute(
+        sa.select(LockFirmware.lock_id, LockFirmware.rollout_id, FirmwareRelease)
+        .join(FirmwareRelease, FirmwareRelease.id == LockFirmware.release_id)
+        .join(FirmwareRollout, FirmwareRollout.id == LockFirmware.rollout_id)
+        .join(BridgeLockState, BridgeLockState.lock_id == LockFirmware.lock_id)
+        .where(LockFirmware.state == "announced", FirmwareRollout.state == "active",
+               BridgeLockState.online.is_(True))).all()
+    out = [(lid, rid, announcement(rel)) for lid, rid, rel in rows]
+    db.session.commit()  # read only: end the transaction, the web's writers must not wait on it
+    return out
+
+
 def on_hello(lock_id: str, firmware: str | None, now: datetime | None = None) -> dict | None:
     """After a verified hello: the announcement to send when the lock should move to another release."""
     lf = db.session.get(LockFirmware, lock_id)
@@ -132,13 +148,25 @@ def chunk(lock_id: str, version, off, length, now: datetime | None = None) -> di
     rel = lf.release
     if not 0 <= off < rel.size or not 0 < length <= MAX_CHUNK:
         return None
-    data = rel.data[off:off + length]
+    data = _bundle(rel)[off:off + length]
     if off >= lf.progress or lf.state != "downloading":
         lf.progress = off
         lf.state = "downloading"
         lf.updated_at = now or utcnow()
         db.session.commit()
     return {"v": 1, "t": "fwchunk", "ver": rel.version, "off": off, "d": base64.b64encode(data).decode()}
+
+
+_BUNDLES: dict[str, bytes] = {}  # sha256 -> archive: a chunk request needs no 60 KB read from the database
+
+
+def _bundle(rel: FirmwareRelease) -> bytes:
+    data = _BUNDLES.get(rel.sha256)
+    if data is None:
+        if len(_BUNDLES) >= 4:
+            _BUNDLES.pop(next(iter(_BUNDLES)))
+        data = _BUNDLES[rel.sha256] = rel.data
+    return data
 
 
 def on_report(lock_id: str, body: dict, now: datetime | None = None) -> None:

@@ -258,6 +258,12 @@ class Board:
         self.world.save()
         sys.exit(exitcodes.CRASH)
 
+    def reboot(self, reason: str) -> None:
+        self.relay_off()
+        emit({"event": "reset", "reason": reason})
+        self.world.save()
+        sys.exit(exitcodes.RESET)
+
     def mac(self) -> str:
         return self.lock.lock_id if self.lock is not None else "000000000000"
 
