@@ -86,6 +86,9 @@ class Updater:
     def on_connected(self) -> None:
         self.connected = True
         self.asked = False
+        job = self.job
+        if job is not None and job["phase"] == "download":
+            self._report("downloading", job["ver"], off=job["off"], size=job["size"])
         last = self.boot.get("last")
         if last:  # repeated on every connection: the cloud counts a rollback once (by `rollbacks`)
             self._report("rolled_back", last["ver"], reason=last["reason"], rollbacks=self.boot["rollbacks"])
@@ -199,7 +202,7 @@ class Updater:
                 return
             self.job = job
             self._save_job()
-            self._report("downloading", job["ver"])
+            self._report("downloading", job["ver"], off=0, size=job["size"])
         elif kind == "hash":
             if hexlify(r).decode() != job["sha"]:
                 self._fail("bad_hash")
@@ -262,9 +265,16 @@ class Updater:
         self.reboot_due = "rollback"
 
     def _report(self, state: str, ver, **extra) -> None:
+        """Tell the cloud (fwstatus) and the lock's listeners ("ota" events, shown by the simulator)."""
         body = {"v": 1, "t": "fwstatus", "state": state, "ver": ver, "fw": VERSION}
         body.update(extra)
         self.send(body)
+        ev = {"state": state, "ver": ver}
+        ev.update(extra)
+        try:
+            self.lock.emit("ota", ev)
+        except Exception:  # a listener's fault must not stop an update
+            pass
 
     # ---------------------------------------------------------------- persistence
     def _load_job(self) -> None:

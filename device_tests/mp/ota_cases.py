@@ -49,6 +49,10 @@ class FakeLock:
     def add_listener(self, fn):
         self.listeners.append(fn)
 
+    def emit(self, event, data):
+        for fn in self.listeners:
+            fn(event, data)
+
 
 class FakeBoard:
     def __init__(self):

@@ -1,0 +1,151 @@
+"""Over-the-air firmware updates end to end: `flask --app cloud firmware keygen|build|rollout`, mosquitto, the
+bridge, and a lock simulated by `tools/simlock` (the firmware on the MicroPython unix port, booting through
+its selector). In file order, like a lock's life: a release signed by the wrong key is refused; v0.2.0 is
+fetched (a power cut in the middle resumes), switched to at boot and reported in the hello; a v0.3.0 whose
+main.py raises at boot is rolled back to v0.2.0, the cloud shows it and halts the rollout. A code opens the
+door throughout.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from e2e_stack import FLASK, ROOT, Stack, mosquitto_available, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MAC = "24a16054ac01"
+
+
+@pytest.fixture(scope="module")
+def st(tmp_path_factory):
+    if not mosquitto_available():
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    d = tmp_path_factory.mktemp("ota")
+    s = Stack(d)
+    key = d / "release.key"
+    s.env["FIRMWARE_SIGNING_KEY"] = str(key)
+    r = flask(s, "firmware", "keygen", "--out", str(key))
+    assert r.returncode == 0 and "public key" in r.stdout, r.stderr
+    with s.running():
+        yield s
+
+
+def flask(s: Stack, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([FLASK, "--app", "cloud", *args], env=env or s.env, cwd=str(ROOT), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+@pytest.fixture(scope="module")
+def lock(st):
+    lk = st.new_lock(MAC)
+    lk.link_event("state", "connected", timeout=90)
+    now = time.time()
+    st_, code = st.api("POST", f"/api/v1/locks/{MAC}/codes", {"valid_from": iso(now - 60),
+                                                              "valid_until": iso(now + 7 * 86400)})
+    assert st_ == 201, code
+    wait_until(lambda: st.api("GET", f"/api/v1/codes/{code['id']}")[1].get("on_lock_at"), 60, "code on the lock")
+    lk.code = code["code"]
+    return lk
+
+
+def fw_of(st) -> dict:
+    status, body = st.api("GET", f"/api/v1/locks/{MAC}")
+    assert status == 200, body
+    return body
+
+
+def build(st, version, device_dir=None, env=None):
+    args = ["firmware", "build", "--version", version, "--target", "host"]
+    if device_dir:
+        args += ["--device-dir", str(device_dir)]
+    r = flask(st, *args, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return r.stdout
+
+
+def rollout(st, version):
+    r = flask(st, "firmware", "rollout", "--version", version, "--lock", MAC)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return r.stdout
+
+
+def opens(lk) -> None:
+    outcome, _ = lk.enter(lk.code)
+    assert outcome == "open"
+
+
+def test_the_lock_gets_the_release_key_in_its_provisioning(st, lock):
+    import json
+    cfg = json.loads((lock.dir / "flash" / "config.json").read_text())
+    out = flask(st, "firmware", "keygen", "--out", str(st.tmp / "release.key"))
+    assert out.returncode != 0  # never overwritten
+    from cloud.firmware.release import public_key_hex
+    assert cfg["fw_pubkey"] == public_key_hex(st.env["FIRMWARE_SIGNING_KEY"])
+    assert fw_of(st)["firmware_version"] == "0.1.0"
+
+
+def test_a_release_signed_by_another_key_is_refused(st, lock):
+    other = st.tmp / "other.key"
+    assert flask(st, "firmware", "keygen", "--out", str(other)).returncode == 0
+    build(st, "0.1.5", env=dict(st.env, FIRMWARE_SIGNING_KEY=str(other)))
+    m = lock.mark()
+    rollout(st, "0.1.5")
+    ev = lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "refused", 60, m, "refusal")
+    assert ev["reason"] == "bad_signature"
+    wait_until(lambda: fw_of(st)["firmware"]["state"] == "refused", 30, "the cloud to show the refusal")
+    body = fw_of(st)
+    assert "bad_signature" in body["firmware"]["last_error"] and body["firmware_version"] == "0.1.0"
+    opens(lock)
+
+
+def test_v2_is_fetched_resumed_after_a_power_cut_and_reported_in_the_hello(st, lock):
+    build(st, "0.2.0")
+    m = lock.mark()
+    rollout(st, "0.2.0")
+    # the download is under way: cut the power in the middle
+    lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "downloading", 60, m, "download start")
+    wait_until(lambda: (fw_of(st)["firmware"]["progress"] or 0) > 0.2, 60, "a part of the bundle fetched")
+    opens(lock)  # codes open during the download
+    cut = lock.mark()
+    lock.send("!power-cycle")
+    lock.wait(lambda e: e.get("event") == "ready", 60, cut, "boot after the power cut")
+    resumed = lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "downloading", 90, cut, "resume")
+    assert resumed["off"] > 0
+    lock.wait(lambda e: e.get("event") == "reset" and e.get("reason") == "update", 180, cut, "the switch")
+    ready = lock.wait(lambda e: e.get("event") == "ready", 60, cut, "boot into 0.2.0")
+    assert ready["version"] == "0.2.0"
+    wait_until(lambda: fw_of(st)["firmware_version"] == "0.2.0", 60, "the hello to report 0.2.0")
+    wait_until(lambda: fw_of(st)["firmware"]["state"] == "updated", 60, "the cloud to mark it updated")
+    lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "confirmed", 60, cut, "confirmed")
+    opens(lock)
+
+
+def test_v3_that_raises_at_boot_is_rolled_back_and_the_rollout_halts(st, lock):
+    src = st.tmp / "device-v3"
+    shutil.copytree(ROOT / "device", src)
+    main = src / "main.py"
+    main.write_text(main.read_text() + '\nraise RuntimeError("v3 is broken")\n')
+    build(st, "0.3.0", device_dir=src)
+    m = lock.mark()
+    rollout(st, "0.3.0")
+    lock.wait(lambda e: e.get("event") == "reset" and e.get("reason") == "update", 180, m, "the switch to 0.3.0")
+    ready = lock.wait(lambda e: e.get("event") == "ready", 60, m, "boot after the failed version")
+    assert ready["version"] == "0.2.0"
+    wait_until(lambda: fw_of(st)["firmware"]["rollbacks"] == 1, 60, "the cloud to count the rollback")
+    body = fw_of(st)
+    fw = body["firmware"]
+    assert body["firmware_version"] == "0.2.0" and fw["state"] == "rolled_back" and fw["target"] == "0.3.0"
+    assert "0.3.0" in fw["last_error"] and "crash_at_boot" in fw["last_error"]
+    assert fw["rollout_halted"]  # 1 of 1 locks rolled back: above the 20 % limit
+    opens(lock)
+    again = flask(st, "firmware", "rollout", "--version", "0.3.0", "--lock", MAC)
+    assert again.returncode != 0 and "halted" in again.stderr
