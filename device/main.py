@@ -51,13 +51,13 @@ def main() -> None:
                 lock.add_service(svc)
                 svc.bind(lock)
         svc = _start_link(lock, cfg, b)
-        # the updater also runs without a link: a version on trial that cannot reach the cloud rolls back
+        # firmware updates also run without a link: a version on trial that cannot reach the cloud rolls back
         import ota
 
-        updater = ota.Updater(lock, b, cfg)
+        updates = ota.Ota(lock, b, cfg)
         if svc is not None:
-            updater.attach(svc)
-        lock.add_service(updater)
+            updates.attach(svc)
+        lock.add_service(updates)
         b.started(lock)
         while True:
             lock.poll(b.ticks_ms())
