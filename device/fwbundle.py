@@ -115,6 +115,7 @@ def unpack_steps(path: str, dest: str):
                 raise BundleError("bad_file_hash")
         if f.read(1):
             raise BundleError("bad_archive")
+    yield True
 
 
 def check_steps(path: str, dest: str):
@@ -137,3 +138,4 @@ def check_steps(path: str, dest: str):
             if h.digest() != sha:
                 raise BundleError("bad_file_hash")
             yield
+    yield True

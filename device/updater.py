@@ -147,6 +147,8 @@ class Updater(Idle):
 
         kind = self.work_kind or ""
         gen = self.work
+        # every generator ends by yielding its result; ending without one, or raising, is a failure (never a
+        # pass: a signature check cut short by a MemoryError must not read as a valid signature)
         try:
             for _ in range(_STEPS):
                 r = next(gen)  # type: ignore
@@ -154,26 +156,36 @@ class Updater(Idle):
                     self.work = None
                     self._done(kind, r)
                     return
+            return
         except StopIteration:
-            self.work = None
-            if kind == "self_check":
-                self.checked = True
-            else:
-                self._done(kind, True)
-        except (fwbundle.BundleError, OSError) as e:
-            self.work = None
-            reason = e.args[0] if isinstance(e, fwbundle.BundleError) else "flash"
-            if kind == "self_check":
-                self._roll_back("self_check:" + reason)
-            else:
-                self._fail(reason)
+            reason = "interrupted"
+        except fwbundle.BundleError as e:
+            reason = e.args[0]
+        except MemoryError:
+            reason = "no_memory"
+        except OSError:
+            reason = "flash"
+        self.work = None
+        if kind == "self_check":
+            self._roll_back("self_check:" + reason)
+        elif kind == "signature":
+            job = self.pending
+            self.pending = None
+            self._refuse(job["ver"] if job else None, reason)
+        else:
+            self._fail(reason)
 
     def _done(self, kind: str, r) -> None:
+        if kind == "self_check":
+            self.checked = True
+            return
         job = self.pending if kind == "signature" else self.job
         if job is None:
             return
         if kind == "signature":
             self.pending = None
+            for m in ("ed25519", "sha512"):  # their code goes back to the heap before the download
+                sys.modules.pop(m, None)
             if r is not True:
                 self._refuse(job["ver"], "bad_signature")
                 return

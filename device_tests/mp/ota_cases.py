@@ -391,9 +391,36 @@ def test_no_signed_answer_in_time_rolls_back():
     sent = []
     shim.send = lambda obj: sent.append(obj) or True
     shim._on_event("link", {"state": "connected"})
-    assert shim.u is None
+    assert shim.u is ota._IDLE
     assert sent and sent[0]["state"] == "rolled_back" and sent[0]["reason"] == "no_ack" and sent[0]["rollbacks"] == 1
     g = Rig(FIX["releases"]["good"])
     # and refuses the failed version if it is announced again
     g.announce()
     assert g.reports("refused")[-1]["reason"] == "failed_before"
+
+
+def test_a_signature_check_cut_short_is_a_refusal_not_a_pass():
+    fresh()
+    r = Rig(FIX["releases"]["good"])
+    real = ed25519._add
+    calls = [0]
+
+    def failing(p, q):
+        calls[0] += 1
+        if calls[0] == 60:
+            raise MemoryError()
+        return real(p, q)
+
+    ed25519._add = failing
+    try:
+        r.announce()
+        for _ in range(400):
+            try:
+                r.u.poll(0)
+            except MemoryError:
+                pass
+    finally:
+        ed25519._add = real
+    assert calls[0] >= 60
+    assert [m["reason"] for m in r.reports("refused")] == ["no_memory"], r.status
+    assert r.u.job is None and not r.reports("downloading")

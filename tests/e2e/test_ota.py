@@ -48,6 +48,7 @@ def iso(epoch: float) -> str:
 def lock(st):
     lk = st.new_lock(MAC)
     lk.link_event("state", "connected", timeout=90)
+    wait_until(lambda: st.api("GET", f"/api/v1/locks/{MAC}")[1].get("status") == "active", 30, "the lock active")
     now = time.time()
     st_, code = st.api("POST", f"/api/v1/locks/{MAC}/codes", {"valid_from": iso(now - 60),
                                                               "valid_until": iso(now + 7 * 86400)})
