@@ -11,11 +11,12 @@ import store
 
 NAME = "boot.bin"
 ROOT = "app"
+ARCHIVE = "fw.bin"  # a downloaded bundle; kept until the version it holds is confirmed (its self-check)
 
 
 def load() -> dict:
     st = {"slot": None, "ver": None, "good": None, "good_ver": None, "trial": False, "tries": 0,
-          "stage": None, "rollbacks": 0, "last": None}
+          "stage": None, "rollbacks": 0, "last": None, "pending": None, "refused": None}
     data = store.load(NAME)
     if data is not None:
         try:
@@ -66,7 +67,7 @@ def confirm(st: dict) -> None:
 
 def rollback(st: dict, reason: str, boot=None) -> None:
     """Give up the version on trial: the last good slot boots again; the failure is kept for the report."""
-    st["last"] = {"ver": st["ver"], "reason": reason, "boot": boot, "reported": False}
+    st["last"] = {"ver": st["ver"], "reason": reason, "boot": boot}
     st["slot"] = st["good"]
     st["ver"] = st["good_ver"]
     st["trial"] = False

@@ -12,7 +12,6 @@ import os
 from be32 import u32
 
 MAGIC = b"KDB1"
-DOWNGRADE = 1
 _BLOCK = 1024
 
 
@@ -24,18 +23,6 @@ def manifest(version: str, target: str, size: int, sha: bytes, flags: int) -> by
     return (b"KDFW1\x00" + version.encode() + b"\x00" + target.encode() + b"\x00"
             + bytes(((size >> 24) & 255, (size >> 16) & 255, (size >> 8) & 255, size & 255))
             + bytes(sha) + bytes((flags & 255,)))
-
-
-def parse_version(v):
-    """'1.2.3' -> (1, 2, 3); None when v is not dot-separated whole numbers (at most 4 parts)."""
-    if not isinstance(v, str) or not v or len(v) > 32:
-        return None
-    out = []
-    for p in v.split("."):
-        if not p or not p.isdigit():
-            return None
-        out.append(int(p))
-    return tuple(out) if len(out) <= 4 else None
 
 
 def _read(f, n: int) -> bytes:

@@ -1,13 +1,14 @@
-"""Firmware updates, the part that stays loaded (docs/ota.md): plugs the update messages into the link and
-loads the updater (updater.py, the download / verify / stage / trial state machine) only while there is
-work: an announcement, a download to resume, a new version on trial. At 128k the heap left beside the link
-is fragmented into blocks of a few KB, so the updater's code and the signature check live there only then."""
+"""Firmware updates, the part that stays loaded (docs/ota.md): plugs the update messages into the link, tells
+the cloud what the boot selector decided (a rollback, a refused release), and loads the updater (updater.py:
+fetch, hash, trial) only while there is work: an announcement, a download to resume, a version on trial. At
+128k the heap left beside the link is fragmented into blocks of a few KB: the updater's code lives there only
+then, and the signature check runs in the boot selector, before the link takes the heap."""
 import sys
 
 import store
 
 _JOB = "ota.bin"
-_MODS = ("updater", "ed25519", "sha512", "fwbundle")
+_MODS = ("updater", "fwbundle")
 
 
 class Release:
@@ -89,11 +90,17 @@ class Ota:
         import bootstate
 
         st = bootstate.load()
-        # the last rollback, told to the cloud on every connection (it counts it once, by `rollbacks`)
+        # what the boot selector decided, told to the cloud on every connection (it counts each event once):
+        # the last rollback, the last release it refused to install
+        self.told = []
         last = st.get("last")
-        self.rolled_back = None if not last else {"v": 1, "t": "fwstatus", "state": "rolled_back",
-                                                  "ver": last["ver"], "reason": last["reason"],
-                                                  "rollbacks": st["rollbacks"]}
+        if last:
+            self.told.append({"v": 1, "t": "fwstatus", "state": "rolled_back", "ver": last["ver"],
+                              "reason": last["reason"], "rollbacks": st["rollbacks"]})
+        refused = st.get("refused")
+        if refused:
+            self.told.append({"v": 1, "t": "fwstatus", "state": "refused", "ver": refused["ver"],
+                              "reason": refused["reason"]})
         if st["trial"] or store.load(_JOB) is not None:
             self._load()
 
@@ -128,7 +135,12 @@ class Ota:
     def _on_release(self, msg, now) -> None:
         from updater import parse_release
 
-        self._load().on_release(*parse_release(msg.obj))
+        u = self._load()
+        try:
+            args = parse_release(msg.obj)
+        except ValueError:
+            return  # malformed: the session's counters already saw it as a message; nothing to fetch
+        u.on_release(*args)
 
     def _on_chunk(self, msg, now) -> None:
         self.u.on_chunk(msg.ver, msg.off, msg.data)
@@ -140,9 +152,9 @@ class Ota:
         u = self.u
         if st == "connected":
             self.connected = True
-            if self.rolled_back is not None:
-                self.send(self.rolled_back)
-                ev = dict(self.rolled_back)
+            for body in self.told:
+                self.send(body)
+                ev = dict(body)
                 ev.pop("v")
                 ev.pop("t")
                 self.lock.emit("ota", ev)

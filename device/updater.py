@@ -1,16 +1,20 @@
-"""Over-the-air update of the application bundle (docs/ota.md), loaded by ota.py when there is work: checks a release
-announcement (version, target, size, SHA-256, Ed25519 signature by the release key in the config), downloads
-the bundle in chunks over the link into fw.bin (resuming where it stopped, progress persisted atomically),
-verifies the hash, unpacks it into the spare slot, switches the boot state (bootstate.py) and reboots when the
-door is idle; then, as the new version on trial, runs its self-check and confirms itself once the cloud has
-answered its hello, or rolls back.
+"""Over-the-air update of the application bundle (docs/ota.md), loaded by ota.py while there is work.
 
-Everything heavy (signature, hash, unpack, self-check) runs as generators a few steps per main-loop pass, so
-the keypad and the relay keep working; nothing here blocks on the network."""
+Fetching: a release announcement (version, target, size, SHA-256, signature) passes the lock's rules (no
+downgrade unless the release says so, size, target, not a version that failed here before), then the bundle
+is fetched in chunks over the link into fw.bin, the progress persisted atomically after every chunk so a
+Wi-Fi drop or a power cut resumes where it stopped; the whole file's SHA-256 is checked; then the release goes
+to the boot state as pending and the lock restarts when the door is idle. The boot selector (bootsel.py)
+checks the Ed25519 signature and the hash again before it unpacks the bundle into the spare slot and switches.
+
+On trial (the first boot of a new version): the self-check (every file of the slot against the archive), then
+the cloud's signed answer to the hello confirms the version; a failed self-check or no answer in time rolls it
+back. The hash and the self-check run a few steps per main-loop pass: the keypad and the relay keep working."""
 import hashlib
+import json
 import os
 import sys
-from binascii import hexlify, unhexlify
+from binascii import hexlify
 from time import ticks_add, ticks_diff, ticks_ms
 
 import bootstate
@@ -19,12 +23,12 @@ from ota import Idle
 from version import VERSION
 
 JOB = "ota.bin"          # the release being fetched: manifest fields + bytes received (store.py, atomic)
-ARCHIVE = "fw.bin"       # the bundle as downloaded; kept until the new version is confirmed (self-check)
-CHUNK = 1024             # bytes asked per chunk request: 1,368 base64 characters, one JSON string the
-                         # worker allocates in a heap fragmented to ~2.7 KB blocks at 128k
-MAX_SIZE = 256 * 1024    # a bundle larger than this is refused (two slots + the archive fit a 2 MB flash)
+CHUNK = 1024             # bytes per chunk request: 1,368 base64 characters, one string the link's worker
+                         # allocates in a heap fragmented to blocks of a few KB at 128k
+MAX_SIZE = 256 * 1024    # a larger bundle is refused (two slots + the archive fit a 2 MB flash)
+DOWNGRADE = 1            # manifest flag: the release may replace a higher version
 _RETRY_MS = 10000        # a chunk request unanswered this long is asked again
-_STEPS = 8               # generator steps per main-loop pass (1 KB each for hash/unpack)
+_STEPS = 8               # hash / self-check steps (1 KB each) per main-loop pass
 _CONFIRM_MIN = 10
 
 
@@ -33,19 +37,30 @@ def target() -> str:
     return "esp32" if sys.platform == "esp32" else "host"
 
 
+def parse_version(v):
+    """'1.2.3' -> (1, 2, 3); None unless dot-separated whole numbers (at most 4 parts)."""
+    if not isinstance(v, str) or not v or len(v) > 32:
+        return None
+    out = []
+    for p in v.split("."):
+        if not p or not p.isdigit():
+            return None
+        out.append(int(p))
+    return tuple(out) if len(out) <= 4 else None
+
+
 class Updater(Idle):
     def __init__(self, lock, board, cfg: dict) -> None:
         self.lock = lock
         self.board = board
-        self.key = _hex(cfg.get("fw_pubkey"), 32)
+        self.has_key = bool(cfg.get("fw_pubkey"))
         m = cfg.get("ota_confirm_minutes")
         self.confirm_ms = (m if type(m) is int and 0 < m <= 1440 else _CONFIRM_MIN) * 60000
-        self.send = lambda obj: False  # set by the link: queue one uplink body (dict), True when queued
+        self.send = lambda obj: False  # the link's send (ota.py sets it)
         self.boot = bootstate.load()
-        self.job = None  # type: dict | None  # dict: ver, target, size, sha, sig, flags, off, phase ("download" | "hash" | "unpack")
-        self.work = None  # the running generator (signature, hash, unpack or self-check)
-        self.work_kind = None  # type: str | None
-        self.pending = None  # type: dict | None  # an announcement whose signature is being checked
+        self.job = None  # type: dict | None  # ver, target, size, sha, sig, flags, off, phase (download | hash)
+        self.work = None  # the running generator: the hash, or the self-check
+        self.work_kind = ""
         self.connected = False
         self.asked = False  # a chunk request is out (sent at asked_at)
         self.asked_at = ticks_ms()
@@ -60,7 +75,7 @@ class Updater(Idle):
 
             self.boot["stage"] = "running"  # reached the main loop: a crash from now on is not "at boot"
             bootstate.save(self.boot)
-            self._start(fwbundle.check_steps(ARCHIVE, bootstate.slot_dir(self.boot["slot"])), "self_check")
+            self._start(fwbundle.check_steps(bootstate.ARCHIVE, bootstate.slot_dir(self.boot["slot"])), "self_check")
 
     # ---------------------------------------------------------------- inputs
     def on_connected(self) -> None:
@@ -69,6 +84,8 @@ class Updater(Idle):
         job = self.job
         if job is not None and job["phase"] == "download":
             self._report("downloading", job["ver"], off=job["off"], size=job["size"])
+        if self.boot["trial"]:
+            self._report("trial", VERSION)
 
     def on_disconnected(self) -> None:
         self.connected = False
@@ -78,24 +95,19 @@ class Updater(Idle):
         self.answered = True
 
     def on_release(self, ver: str, tgt: str, size: int, sha: bytes, sig: bytes, flags: int) -> None:
-        """A verified-by-HMAC release announcement; its Ed25519 signature is checked before anything else."""
         job = self.job
-        if ver == VERSION or (job is not None and job["ver"] == ver) or self.work is not None:
-            return  # running it, fetching it, or busy checking (the cloud announces again at the next hello)
-        import ed25519
-        import fwbundle
-
+        if ver == VERSION or (job is not None and job["ver"] == ver) or self.reboot_due is not None:
+            return  # running it, fetching it, or restarting to install one
         reason = self._refusal(ver, tgt, size, flags)
         if reason is not None:
             self._refuse(ver, reason)
             return
-        msg = fwbundle.manifest(ver, tgt, size, sha, flags)
-        if job is not None:  # the cloud's target moved on while this one was half fetched
-            self.job = None
-            store.remove(JOB)
-        self.pending = {"ver": ver, "target": tgt, "size": size, "sha": hexlify(sha).decode(),
-                        "sig": hexlify(sig).decode(), "flags": flags, "off": 0, "phase": "download"}
-        self._start(ed25519.verify_steps(self.key, msg, sig), "signature")
+        self.work = None  # a half-fetched older target is dropped: the cloud moved on
+        self.job = {"ver": ver, "target": tgt, "size": size, "sha": hexlify(sha).decode(),
+                    "sig": hexlify(sig).decode(), "flags": flags, "off": 0, "phase": "download"}
+        self._save_job()
+        self.asked = False
+        self._report("downloading", ver, off=0, size=size)
 
     def on_chunk(self, ver: str, off: int, data) -> None:
         job = self.job
@@ -104,16 +116,16 @@ class Updater(Idle):
         if not data or len(data) > CHUNK or off + len(data) > job["size"]:
             self._fail("bad_chunk")
             return
-        with open(ARCHIVE, "r+b" if off else "wb") as f:
+        with open(bootstate.ARCHIVE, "r+b" if off else "wb") as f:
             f.seek(off)
             f.write(data)
         job["off"] = off + len(data)
         if job["off"] == job["size"]:
             job["phase"] = "hash"
-        self._save_job()
+        self._save_job()  # after the data: a cut in between only makes the same chunk come again
         self.asked = False
         if job["phase"] == "hash":
-            self._start(_hash_steps(ARCHIVE), "hash")
+            self._start(_hash_steps(bootstate.ARCHIVE), "hash")
 
     # ---------------------------------------------------------------- main loop
     def poll(self, now) -> None:
@@ -131,7 +143,7 @@ class Updater(Idle):
             if self.checked and self.answered:
                 bootstate.confirm(self.boot)
                 bootstate.save(self.boot)
-                _remove(ARCHIVE)
+                _remove(bootstate.ARCHIVE)
                 self._report("confirmed", VERSION)
             elif ticks_diff(ticks_ms(), ticks_add(self.t0, self.confirm_ms)) >= 0:
                 self._roll_back("no_ack")
@@ -143,12 +155,9 @@ class Updater(Idle):
         self.work_kind = kind
 
     def _step(self) -> None:
-        import fwbundle
-
-        kind = self.work_kind or ""
+        kind = self.work_kind
         gen = self.work
-        # every generator ends by yielding its result; ending without one, or raising, is a failure (never a
-        # pass: a signature check cut short by a MemoryError must not read as a valid signature)
+        # every generator ends by yielding its result; ending without one, or raising, is a failure
         try:
             for _ in range(_STEPS):
                 r = next(gen)  # type: ignore
@@ -159,19 +168,15 @@ class Updater(Idle):
             return
         except StopIteration:
             reason = "interrupted"
-        except fwbundle.BundleError as e:
-            reason = e.args[0]
         except MemoryError:
             reason = "no_memory"
         except OSError:
             reason = "flash"
+        except Exception as e:  # fwbundle.BundleError: its reason
+            reason = str(e.args[0]) if e.args else "bad_archive"
         self.work = None
         if kind == "self_check":
             self._roll_back("self_check:" + reason)
-        elif kind == "signature":
-            job = self.pending
-            self.pending = None
-            self._refuse(job["ver"] if job else None, reason)
         else:
             self._fail(reason)
 
@@ -179,45 +184,26 @@ class Updater(Idle):
         if kind == "self_check":
             self.checked = True
             return
-        job = self.pending if kind == "signature" else self.job
+        job = self.job
         if job is None:
             return
-        if kind == "signature":
-            self.pending = None
-            for m in ("ed25519", "sha512"):  # their code goes back to the heap before the download
-                sys.modules.pop(m, None)
-            if r is not True:
-                self._refuse(job["ver"], "bad_signature")
-                return
-            self.job = job
-            self._save_job()
-            self._report("downloading", job["ver"], off=0, size=job["size"])
-        elif kind == "hash":
-            if hexlify(r).decode() != job["sha"]:
-                self._fail("bad_hash")
-                return
-            import fwbundle
-
-            job["phase"] = "unpack"
-            self._save_job()
-            self._start(fwbundle.unpack_steps(ARCHIVE, bootstate.slot_dir(bootstate.spare(self.boot))), "unpack")
-        elif kind == "unpack":
-            ver = job["ver"]
-            bootstate.stage(self.boot, bootstate.spare(self.boot), ver)
-            bootstate.save(self.boot)  # the switch: from here the next boot runs the new version on trial
-            self.job = None
-            store.remove(JOB)
-            self._report("staged", ver)
-            self.reboot_due = "update"
+        if hexlify(r).decode() != job["sha"]:
+            self._fail("bad_hash")
+            return
+        # complete and intact: the boot selector checks the signature, unpacks and switches at the restart
+        self.boot["pending"] = {k: job[k] for k in ("ver", "target", "size", "sha", "sig", "flags")}
+        bootstate.save(self.boot)
+        self.job = None
+        store.remove(JOB)
+        self._report("downloaded", job["ver"])
+        self.reboot_due = "update"
 
     # ---------------------------------------------------------------- outcomes
     def _refusal(self, ver, tgt, size, flags):
-        import fwbundle
-
-        new = fwbundle.parse_version(ver)
+        new = parse_version(ver)
         if new is None:
             return "bad_version"
-        if self.key is None:
+        if not self.has_key:
             return "no_key"
         if tgt != target():
             return "wrong_target"
@@ -225,11 +211,10 @@ class Updater(Idle):
             return "oversize"
         if self.boot["trial"]:
             return "on_trial"
-        last = self.boot.get("last")
-        if last and last["ver"] == ver:
-            return "failed_before"
-        cur = fwbundle.parse_version(VERSION) or ()
-        if new <= cur and not flags & fwbundle.DOWNGRADE:
+        for past in (self.boot.get("last"), self.boot.get("refused")):
+            if past and past["ver"] == ver:
+                return "failed_before"
+        if new <= (parse_version(VERSION) or ()) and not flags & DOWNGRADE:
             return "downgrade"
         return None
 
@@ -243,7 +228,7 @@ class Updater(Idle):
         self.job = None
         self.work = None
         store.remove(JOB)
-        _remove(ARCHIVE)
+        _remove(bootstate.ARCHIVE)
         self._refuse(ver, reason)
 
     def _roll_back(self, reason: str) -> None:
@@ -271,47 +256,43 @@ class Updater(Idle):
         if data is None:
             return
         try:
-            import json
-
             job = json.loads(bytes(data))
         except ValueError:
-            return
-        if not isinstance(job, dict) or job.get("ver") == VERSION or self.boot["trial"]:
-            store.remove(JOB)  # finished (the switch happened just before the cut) or superseded by a trial
+            job = None
+        if not isinstance(job, dict) or job.get("ver") == VERSION or self.boot["trial"] or self.boot.get("pending"):
+            store.remove(JOB)  # finished (cut just before it was removed) or superseded
             return
         self.job = job
-        if job["phase"] != "download":  # hash and unpack start over from the downloaded archive
-            job["phase"] = "hash"
-            self._start(_hash_steps(ARCHIVE), "hash")
+        if job["phase"] == "hash":  # the hash starts over from the downloaded archive
+            self._start(_hash_steps(bootstate.ARCHIVE), "hash")
 
     def _save_job(self) -> None:
-        import json
-
         store.save(JOB, json.dumps(self.job).encode())
 
     def idle(self) -> bool:
         """Nothing to do: ota.py may drop this module until the next announcement."""
-        return (self.job is None and self.work is None and self.pending is None and not self.boot["trial"]
-                and self.reboot_due is None)
+        return self.job is None and self.work is None and not self.boot["trial"] and self.reboot_due is None
 
     def status(self) -> dict:
         job = self.job
         return {"version": VERSION, "trial": self.boot["trial"], "rollbacks": self.boot["rollbacks"],
-                "target": job["ver"] if job else None, "phase": job["phase"] if job else self.work_kind,
+                "target": job["ver"] if job else None, "phase": job["phase"] if job else self.work_kind or None,
                 "progress": job["off"] if job else None, "error": self.error}
 
 
 def parse_release(obj):
     """A "fw" body -> the on_release arguments; raises ValueError when a field is missing or of a wrong type."""
+    from binascii import unhexlify
+
     def field(key, kind):
         v = obj.get(key)
         if not isinstance(v, kind) or isinstance(v, bool):
             raise ValueError(key)
         return v
 
-    sha = _hex(field("sha", str), 32)
-    sig = _hex(field("sig", str), 64)
-    if sha is None or sig is None:
+    sha = unhexlify(field("sha", str))
+    sig = unhexlify(field("sig", str))
+    if len(sha) != 32 or len(sig) != 64:
         raise ValueError("sha/sig")
     return field("ver", str), field("target", str), field("size", int), sha, sig, field("flags", int)
 
@@ -327,14 +308,6 @@ def _hash_steps(path: str):
             h.update(memoryview(buf)[:n])
             yield None
     yield h.digest()
-
-
-def _hex(s, n: int):
-    try:
-        b = unhexlify(s)
-    except (ValueError, TypeError):
-        return None
-    return b if len(b) == n else None
 
 
 def _remove(path: str) -> None:
