@@ -21,6 +21,23 @@ def _start_link(lock, cfg, b):
     return svc
 
 
+def _start_updates(lock, cfg, b, link) -> None:
+    """Firmware updates (ota.py), after the link has its boot-time buffers. They also run without a link: a
+    version on trial that cannot reach the cloud rolls back. A heap too short for them leaves a working lock
+    that says so (on stderr, the board's console) rather than a lock that reboots forever."""
+    try:
+        import ota
+
+        updates = ota.Ota(lock, b, cfg)
+    except MemoryError as e:
+        sys.print_exception(e, sys.stderr)  # type: ignore
+        print("ota: no memory left for firmware updates", file=sys.stderr)
+        return
+    if link is not None:
+        updates.attach(link)
+    lock.add_service(updates)
+
+
 def _portal(b, cfg, window_ms):
     """Hand over to the setup portal when device/portal.py provides run(). A provisioned lock gets the portal
     back as a service (codes keep working while it is open; it closes itself after window_ms), else None."""
@@ -51,13 +68,7 @@ def main() -> None:
                 lock.add_service(svc)
                 svc.bind(lock)
         svc = _start_link(lock, cfg, b)
-        # firmware updates also run without a link: a version on trial that cannot reach the cloud rolls back
-        import ota
-
-        updates = ota.Ota(lock, b, cfg)
-        if svc is not None:
-            updates.attach(svc)
-        lock.add_service(updates)
+        _start_updates(lock, cfg, b, svc)
         b.started(lock)
         while True:
             lock.poll(b.ticks_ms())
