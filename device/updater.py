@@ -23,8 +23,8 @@ from ota import Idle
 from version import VERSION
 
 JOB = "ota.bin"          # the release being fetched: manifest fields + bytes received (store.py, atomic)
-CHUNK = 1024             # bytes per chunk request: 1,368 base64 characters, one string the link's worker
-                         # allocates in a heap fragmented to blocks of a few KB at 128k
+CHUNK = 256              # bytes per chunk request: 344 base64 characters, one string the link's worker
+                         # allocates; 1 KB chunks failed (no_memory) in a heap fragmented beside the link
 MAX_SIZE = 256 * 1024    # a larger bundle is refused (two slots + the archive fit a 2 MB flash)
 DOWNGRADE = 1            # manifest flag: the release may replace a higher version
 _RETRY_MS = 10000        # a chunk request unanswered this long is asked again

@@ -53,6 +53,18 @@ def _in_share(lock_id: str, release: FirmwareRelease, percent: float) -> bool:
     return int.from_bytes(h[:4], "big") < percent / 100 * 2**32
 
 
+def newer_releases(current: str | None) -> list[FirmwareRelease]:
+    """Releases above a lock's version whose rollouts never halted, newest first (the lock page's choice)."""
+    try:
+        cur = parse_version(current) if current else ()
+    except ReleaseError:
+        cur = ()
+    halted = sa.select(FirmwareRollout.release_id).where(FirmwareRollout.state == "halted")
+    rels = db.session.scalars(sa.select(FirmwareRelease).where(FirmwareRelease.id.not_in(halted))).all()
+    return sorted((r for r in rels if parse_version(r.version) > cur), key=lambda r: parse_version(r.version),
+                  reverse=True)
+
+
 def start_rollout(release: FirmwareRelease, *, lock_ids: list[str] | None = None, agency_id: int | None = None,
                   percent: float | None = None, halt_share: float = DEFAULT_HALT_SHARE) -> tuple[FirmwareRollout, list[str]]:
     """Target locks at release: the named ones, an agency's, or a stable share of the whole fleet. Locks
@@ -189,6 +201,8 @@ def on_report(lock_id: str, body: dict, now: datetime | None = None) -> None:
                 lf.state = "rolled_back"
             _check_halt(lf.rollout)
     elif state == "refused" and targeted:
+        if reason == "failed_before" and lf.state in ("refused", "rolled_back"):
+            return  # the lock repeats why it will not take this version again: the first reason stands
         lf.state = "refused"
         lf.last_error = f"refused {body.get('ver')}: {reason}"
     elif state == "staged" and targeted:

@@ -11,6 +11,8 @@ from ..auth import login_required
 from ..auth.roles import can, permission_required
 from ..domain import DomainError, decommission_lock, register_lock, reveal_backup_key, update_lock
 from ..extensions import db
+from ..firmware import rollout as fw_rollout
+from ..firmware.release import ReleaseError
 from ..models import AuditEvent, BackupKeyRotation, Code, Lock, LockEvent
 from ..scoping import agency_lock_or_404, agency_locks
 from ..timeutil import aware, to_epoch, utcnow, zone, zone_names
@@ -60,9 +62,11 @@ def _lock_page(lock: Lock, form: EmptyForm, backup_key: str | None):
     upcoming = db.session.scalars(sa.select(Code).where(
         Code.lock_id == lock.id, Code.revoked_at.is_(None), Code.valid_until > now)
         .order_by(Code.valid_from).limit(20)).all()
+    firmware = fw_rollout.lock_json(lock.id, lock.firmware_version)["firmware"]
+    releases = fw_rollout.newer_releases(lock.firmware_version) if can(g.user, "manage_locks") else []
     return render_template("locks/show.html", lock=lock, events=events, codes=codes, audits=audits,
                            rotations=rotations, upcoming=upcoming, form=form, backup_key=backup_key, now=now,
-                           backup=_backup_status(lock, rotations))
+                           backup=_backup_status(lock, rotations), firmware=firmware, releases=releases)
 
 
 # The lock asks for a new backup key this long after the current one's first use (docs/protocol.md).
@@ -163,3 +167,23 @@ def calendar_view(lock_id: str):
     return render_template("locks/calendar.html", lock=lock, weeks=weeks, today=today,
                            prev=(weeks[0].days[0] - step).isoformat(), next=(weeks[0].days[0] + step).isoformat(),
                            now=utcnow())
+
+
+@bp.post("/<lock_id>/firmware")
+@login_required
+@permission_required("manage_locks")
+def update_firmware(lock_id: str):
+    """The owner (or a manager) moves this one lock to a newer release the operator built."""
+    lock = agency_lock_or_404(g.user.agency_id, lock_id)
+    if EmptyForm().validate_on_submit() and not lock.is_decommissioned:
+        wanted = request.form.get("release", type=int)
+        rel = next((r for r in fw_rollout.newer_releases(lock.firmware_version) if r.id == wanted), None)
+        if rel is None:
+            flash("Choose one of the releases offered for this lock.", "error")
+        else:
+            try:
+                fw_rollout.start_rollout(rel, lock_ids=[lock.id])
+                flash(f"{lock.name} will update to {rel.version} at its next connection.", "success")
+            except ReleaseError as exc:
+                flash(str(exc), "error")
+    return redirect(url_for("locks.show", lock_id=lock.id) + "#firmware")

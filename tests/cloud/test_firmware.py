@@ -151,3 +151,40 @@ def test_provisioning_gives_the_release_public_key(app, client, signing_key, mak
     body = client.post(f"/api/v1/locks/{lid}/provision", headers={"Authorization": f"Bearer {tok}"}).get_json()
     assert body["fw_pubkey"] == pub
     assert str(key_path) not in str(body)
+
+
+def test_lock_page_shows_the_update_and_the_owner_can_start_one(app, client, signing_key, make_agency, make_lock,
+                                                                 login):
+    key_path, _ = signing_key
+    a = make_agency()
+    lid = make_lock(a, firmware="0.1.0")
+    _release(app, key_path, "0.2.0")
+    _release(app, key_path, "0.0.5")  # older: never offered
+    login(client, a)
+    page = client.get(f"/locks/{lid}").get_data(as_text=True)
+    assert "Firmware update" in page and ">0.2.0<" in page and ">0.0.5<" not in page
+    from cloud.models import FirmwareRelease
+    from cloud.extensions import db
+    with app.app_context():
+        rid = db.session.query(FirmwareRelease).filter_by(version="0.2.0").one().id
+    r = client.post(f"/locks/{lid}/firmware", data={"release": str(rid)})
+    assert r.status_code == 302
+    page = client.get(f"/locks/{lid}").get_data(as_text=True)
+    assert "update to 0.2.0: announced" in page
+    # another agency's lock cannot be updated from this account
+    b = make_agency()
+    other = make_lock(b, firmware="0.1.0")
+    assert client.post(f"/locks/{other}/firmware", data={"release": str(rid)}).status_code == 404
+
+
+def test_the_api_lock_json_carries_the_firmware_state(app, client, signing_key, make_agency, make_lock, api_token):
+    key_path, _ = signing_key
+    a = make_agency()
+    lid = make_lock(a, firmware="0.1.0")
+    _release(app, key_path, "0.2.0")
+    assert _cli(app, "firmware", "rollout", "--version", "0.2.0", "--lock", lid).exit_code == 0
+    tok = api_token(a)
+    body = client.get(f"/api/v1/locks/{lid}", headers={"Authorization": f"Bearer {tok}"}).get_json()
+    assert body["firmware_version"] == "0.1.0"
+    assert body["firmware"] == {"target": "0.2.0", "state": "announced", "progress": 0.0, "last_error": None,
+                                "rollbacks": 0, "rollout_halted": False}

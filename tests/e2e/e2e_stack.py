@@ -82,7 +82,8 @@ class SimLock:
         self.lock_id = json.loads((directory / "flash" / "config.json").read_text())["lock_id"]
 
     def start(self) -> "SimLock":
-        self.p = subprocess.Popen([PY, str(ROOT / "tools" / "simlock"), "run", str(self.dir), *(["--heap", os.environ["E2E_HEAP"]] if os.environ.get("E2E_HEAP") else [])], cwd=str(ROOT),
+        heap = ["--heap", self.env["E2E_HEAP"]] if self.env.get("E2E_HEAP") else []  # the default: 128k
+        self.p = subprocess.Popen([PY, str(ROOT / "tools" / "simlock"), "run", str(self.dir), *heap], cwd=str(ROOT),
                                   env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=open(self.dir / "stderr.log", "ab"), text=True, bufsize=1,
                                   start_new_session=True)

@@ -7,7 +7,6 @@ door throughout.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -19,6 +18,10 @@ from e2e_stack import FLASK, ROOT, Stack, mosquitto_available, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAC = "24a16054ac01"
+# The lock runs under a larger heap cap than the other e2e locks: at 128k the link leaves about 17 KB in
+# small fragments, and the updater's code (loaded when a release is announced) does not fit beside it
+# (docs/ota.md, "Memory"). The unit tests of the updater run at 128k.
+HEAP = "160k"
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,7 @@ def st(tmp_path_factory):
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     d = tmp_path_factory.mktemp("ota")
     s = Stack(d)
+    s.env["E2E_HEAP"] = HEAP
     key = d / "release.key"
     s.env["FIRMWARE_SIGNING_KEY"] = str(key)
     r = flask(s, "firmware", "keygen", "--out", str(key))
@@ -79,6 +83,11 @@ def rollout(st, version):
     return r.stdout
 
 
+def after(lk, ev) -> int:
+    """The index just after event ev in the lock's event list (to wait for what follows it)."""
+    return next(i for i, e in enumerate(lk.events) if e is ev) + 1
+
+
 def opens(lk) -> None:
     outcome, _ = lk.enter(lk.code)
     assert outcome == "open"
@@ -94,13 +103,25 @@ def test_the_lock_gets_the_release_key_in_its_provisioning(st, lock):
     assert fw_of(st)["firmware_version"] == "0.1.0"
 
 
+def small_bundle(st, name, main_py: str):
+    """A firmware tree of just main.py and version.py: quick to fetch, enough for the cases that never run
+    (a refused release) or fail at once (a main.py that raises)."""
+    d = st.tmp / name
+    d.mkdir()
+    (d / "main.py").write_text(main_py)
+    (d / "version.py").write_text('VERSION = "0"\n')
+    return d
+
+
 def test_a_release_signed_by_another_key_is_refused(st, lock):
     other = st.tmp / "other.key"
     assert flask(st, "firmware", "keygen", "--out", str(other)).returncode == 0
-    build(st, "0.1.5", env=dict(st.env, FIRMWARE_SIGNING_KEY=str(other)))
+    build(st, "0.1.5", device_dir=small_bundle(st, "device-forged", "def main():\n    pass\n"),
+          env=dict(st.env, FIRMWARE_SIGNING_KEY=str(other)))
     m = lock.mark()
     rollout(st, "0.1.5")
-    ev = lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "refused", 60, m, "refusal")
+    # fetched, then checked by the boot selector at the restart: refused, the running version untouched
+    ev = lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "refused", 120, m, "refusal")
     assert ev["reason"] == "bad_signature"
     wait_until(lambda: fw_of(st)["firmware"]["state"] == "refused", 30, "the cloud to show the refusal")
     body = fw_of(st)
@@ -114,15 +135,15 @@ def test_v2_is_fetched_resumed_after_a_power_cut_and_reported_in_the_hello(st, l
     rollout(st, "0.2.0")
     # the download is under way: cut the power in the middle
     lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "downloading", 60, m, "download start")
-    wait_until(lambda: (fw_of(st)["firmware"]["progress"] or 0) > 0.2, 60, "a part of the bundle fetched")
+    wait_until(lambda: (fw_of(st)["firmware"]["progress"] or 0) > 0.2, 120, "a part of the bundle fetched")
     opens(lock)  # codes open during the download
     cut = lock.mark()
     lock.send("!power-cycle")
     lock.wait(lambda e: e.get("event") == "ready", 60, cut, "boot after the power cut")
     resumed = lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "downloading", 90, cut, "resume")
     assert resumed["off"] > 0
-    lock.wait(lambda e: e.get("event") == "reset" and e.get("reason") == "update", 180, cut, "the switch")
-    ready = lock.wait(lambda e: e.get("event") == "ready", 60, cut, "boot into 0.2.0")
+    reset = lock.wait(lambda e: e.get("event") == "reset" and e.get("reason") == "update", 300, cut, "the switch")
+    ready = lock.wait(lambda e: e.get("event") == "ready", 60, after(lock, reset), "boot into 0.2.0")
     assert ready["version"] == "0.2.0"
     wait_until(lambda: fw_of(st)["firmware_version"] == "0.2.0", 60, "the hello to report 0.2.0")
     wait_until(lambda: fw_of(st)["firmware"]["state"] == "updated", 60, "the cloud to mark it updated")
@@ -131,15 +152,11 @@ def test_v2_is_fetched_resumed_after_a_power_cut_and_reported_in_the_hello(st, l
 
 
 def test_v3_that_raises_at_boot_is_rolled_back_and_the_rollout_halts(st, lock):
-    src = st.tmp / "device-v3"
-    shutil.copytree(ROOT / "device", src)
-    main = src / "main.py"
-    main.write_text(main.read_text() + '\nraise RuntimeError("v3 is broken")\n')
-    build(st, "0.3.0", device_dir=src)
+    build(st, "0.3.0", device_dir=small_bundle(st, "device-v3", 'raise RuntimeError("v3 is broken")\n'))
     m = lock.mark()
     rollout(st, "0.3.0")
-    lock.wait(lambda e: e.get("event") == "reset" and e.get("reason") == "update", 180, m, "the switch to 0.3.0")
-    ready = lock.wait(lambda e: e.get("event") == "ready", 60, m, "boot after the failed version")
+    reset = lock.wait(lambda e: e.get("event") == "reset" and e.get("reason") == "update", 180, m, "the switch to 0.3.0")
+    ready = lock.wait(lambda e: e.get("event") == "ready", 60, after(lock, reset), "boot after the failed version")
     assert ready["version"] == "0.2.0"
     wait_until(lambda: fw_of(st)["firmware"]["rollbacks"] == 1, 60, "the cloud to count the rollback")
     body = fw_of(st)
