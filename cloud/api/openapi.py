@@ -47,7 +47,17 @@ def spec() -> dict:
                                "description": "the MQTT bridge's view: true after a verified hello, false after "
                                               "the lock's signed last will; null if the bridge never saw the lock"},
                     "online_changed_at": {"type": "string", "format": "date-time", "nullable": True,
-                                          "description": "when `online` last changed; null with it"}}},
+                                          "description": "when `online` last changed; null with it"},
+                    "firmware": {"type": "object", "description": "over-the-air update state (docs/ota.md)",
+                                 "properties": {
+                                     "target": {"type": "string", "nullable": True},
+                                     "state": {"type": "string", "enum": ["idle", "announced", "downloading",
+                                                                          "staged", "updated", "refused",
+                                                                          "rolled_back", "halted"]},
+                                     "progress": {"type": "number", "nullable": True, "minimum": 0, "maximum": 1},
+                                     "last_error": {"type": "string", "nullable": True},
+                                     "rollbacks": {"type": "integer"},
+                                     "rollout_halted": {"type": "boolean"}}}}},
                 "LockList": {"type": "object", "properties": {
                     "locks": {"type": "array", "items": {"$ref": "#/components/schemas/Lock"}}}},
                 "NewLock": {"type": "object", "required": ["mac", "name", "address"], "properties": {

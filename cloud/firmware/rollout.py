@@ -182,7 +182,8 @@ def _bundle(rel: FirmwareRelease) -> bytes:
 
 
 def on_report(lock_id: str, body: dict, now: datetime | None = None) -> None:
-    """A lock's fwstatus report: downloading, staged, confirmed, refused (reason) or rolled_back (reason)."""
+    """A lock's fwstatus report: downloading, downloaded, trial, confirmed, refused (reason) or rolled_back
+    (reason, rollbacks). Reports of a version the lock is not targeted at only count its rollbacks."""
     lf = db.session.get(LockFirmware, lock_id)
     if lf is None:
         lf = LockFirmware(lock_id=lock_id, rollbacks=0, state="idle", progress=0)
@@ -205,7 +206,7 @@ def on_report(lock_id: str, body: dict, now: datetime | None = None) -> None:
             return  # the lock repeats why it will not take this version again: the first reason stands
         lf.state = "refused"
         lf.last_error = f"refused {body.get('ver')}: {reason}"
-    elif state == "staged" and targeted:
+    elif state in ("downloaded", "trial") and targeted:  # fetched and hashed / running on trial
         lf.state = "staged"
         lf.progress = lf.release.size
     elif state == "confirmed" and targeted:
