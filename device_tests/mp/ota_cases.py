@@ -7,13 +7,15 @@ import os
 import random
 from binascii import unhexlify
 
+import bootsel
 import bootstate
 import ed25519
 import fwbundle
-import bootsel
 import ota
+import powercut
 import store
 import updater
+from powercut import Cutter, PowerCut
 
 FIX = json.load(open(os.getenv("OTA_FIXTURE")))
 ROOT = os.getenv("TEST_TMP")
@@ -184,7 +186,7 @@ def _refused(rel_name, want):
     fresh()
     r = Rig(FIX["releases"][rel_name])
     r.announce()
-    r.run(200)
+    r.run(2000)
     got = [m["reason"] for m in r.reports("refused")]
     assert got == [want], (rel_name, got)
     assert not r.board.reboots
@@ -216,96 +218,15 @@ def test_oversize_refused():
     assert [m["reason"] for m in r.reports("refused")] == ["oversize"]
 
 
-class PowerCut(Exception):
-    pass
-
-
-class Cutter:
-    """Stands in for open/os in the updater's modules; cuts the power at file operation n (a write is cut
-    after a random number of its bytes)."""
-
-    def __init__(self, n):
-        self.n = n
-        self.ops = 0
-        cut = self
-
-        class FakeOs:
-            @staticmethod
-            def rename(a, b):
-                cut.tick()
-                os.rename(a, b)
-
-            @staticmethod
-            def remove(a):
-                cut.tick()
-                os.remove(a)
-
-            @staticmethod
-            def mkdir(a):
-                cut.tick()
-                os.mkdir(a)
-
-            @staticmethod
-            def rmdir(a):
-                cut.tick()
-                os.rmdir(a)
-
-            stat = staticmethod(os.stat)
-            ilistdir = staticmethod(os.ilistdir)
-
-        self.os = FakeOs
-
-    def tick(self):
-        self.ops += 1
-        if self.ops == self.n:
-            raise PowerCut()
-
-    def open(self, path, mode="r"):
-        f = open(path, mode)
-        if "w" not in mode and "+" not in mode:
-            return f
-        self.tick()
-        return CutFile(self, f)
-
-
-class CutFile:
-    def __init__(self, cut, f):
-        self.cut = cut
-        self.f = f
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.f.close()
-
-    def seek(self, n):
-        self.f.seek(n)
-
-    def write(self, b):
-        c = self.cut
-        c.ops += 1
-        if c.ops == c.n:
-            k = random.getrandbits(16) % (len(b) + 1)
-            self.f.write(bytes(b)[:k])
-            self.f.close()
-            raise PowerCut()
-        return self.f.write(b)
-
-
 _MODS = (updater, fwbundle, store, bootsel)
 
 
 def _install(cut):
-    for m in _MODS:
-        m.open = cut.open
-        m.os = cut.os
+    powercut.install(cut, _MODS)
 
 
 def _uninstall():
-    for m in _MODS:
-        m.open = open
-        m.os = os
+    powercut.uninstall(_MODS)
 
 
 def test_power_cut_at_random_points_leaves_a_bootable_lock():
