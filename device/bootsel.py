@@ -75,7 +75,6 @@ def _install(bootstate, st) -> None:
 
 def _check(path: str, p: dict):
     """None when the archive at path is the signed release p describes, else the reason."""
-    import hashlib
     import json
     from binascii import unhexlify
 
@@ -91,16 +90,11 @@ def _check(path: str, p: dict):
     if not ed25519.verify(key, fwbundle.manifest(p["ver"], p["target"], p["size"], sha, p["flags"]),
                           unhexlify(p["sig"])):
         return "bad_signature"
-    h = hashlib.sha256()
-    n = 0
-    buf = bytearray(1024)
-    with open(path, "rb") as f:
-        while True:
-            k = f.readinto(buf)
-            if not k:
-                break
-            h.update(memoryview(buf)[:k])
-            n += k
-    if n != p["size"] or h.digest() != sha:
+    import filehash
+
+    for r in filehash.steps(path):
+        pass
+    digest, n = r
+    if n != p["size"] or digest != sha:
         return "bad_hash"
     return None

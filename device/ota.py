@@ -8,7 +8,7 @@ import sys
 import store
 
 _JOB = "ota.bin"
-_MODS = ("updater", "fwbundle")
+_MODS = ("updater", "fwbundle", "filehash")
 
 
 class Release:

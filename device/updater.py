@@ -10,7 +10,6 @@ checks the Ed25519 signature and the hash again before it unpacks the bundle int
 On trial (the first boot of a new version): the self-check (every file of the slot against the archive), then
 the cloud's signed answer to the hello confirms the version; a failed self-check or no answer in time rolls it
 back. The hash and the self-check run a few steps per main-loop pass: the keypad and the relay keep working."""
-import hashlib
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ from binascii import hexlify
 from time import ticks_add, ticks_diff, ticks_ms
 
 import bootstate
+import filehash
 import store
 from ota import Idle
 from version import VERSION
@@ -125,7 +125,7 @@ class Updater(Idle):
         self._save_job()  # after the data: a cut in between only makes the same chunk come again
         self.asked = False
         if job["phase"] == "hash":
-            self._start(_hash_steps(bootstate.ARCHIVE), "hash")
+            self._start(filehash.steps(bootstate.ARCHIVE), "hash")
 
     # ---------------------------------------------------------------- main loop
     def poll(self, now) -> None:
@@ -187,7 +187,7 @@ class Updater(Idle):
         job = self.job
         if job is None:
             return
-        if hexlify(r).decode() != job["sha"]:
+        if hexlify(r[0]).decode() != job["sha"] or r[1] != job["size"]:
             self._fail("bad_hash")
             return
         # complete and intact: the boot selector checks the signature, unpacks and switches at the restart
@@ -264,7 +264,7 @@ class Updater(Idle):
             return
         self.job = job
         if job["phase"] == "hash":  # the hash starts over from the downloaded archive
-            self._start(_hash_steps(bootstate.ARCHIVE), "hash")
+            self._start(filehash.steps(bootstate.ARCHIVE), "hash")
 
     def _save_job(self) -> None:
         store.save(JOB, json.dumps(self.job).encode())
@@ -295,19 +295,6 @@ def parse_release(obj):
     if len(sha) != 32 or len(sig) != 64:
         raise ValueError("sha/sig")
     return field("ver", str), field("target", str), field("size", int), sha, sig, field("flags", int)
-
-
-def _hash_steps(path: str):
-    h = hashlib.sha256()
-    buf = bytearray(1024)
-    with open(path, "rb") as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(memoryview(buf)[:n])
-            yield None
-    yield h.digest()
 
 
 def _remove(path: str) -> None:

@@ -25,7 +25,7 @@ from ..extensions import db
 from ..models import BridgeLockState, Lock
 from ..timeutil import utcnow
 from .credentials import BrokerCredentials
-from . import firmware as _firmware  # noqa: F401  (registers the firmware uplinks)
+from . import firmware as _firmware  # registers the firmware uplinks; announce_due
 from .dispatch import HANDLERS, accept_counters, dispatch, is_plain_reack
 from .envelope import Keyring
 from .metrics import Metrics
