@@ -68,6 +68,7 @@ class Updater(Idle):
         self.reboot_due = None  # type: str | None  # why the lock must restart, once the door is idle
         self.answered = False
         self.checked = False
+        self.told = not (self.boot.get("last") or self.boot.get("refused"))  # reported since loaded
         self.t0 = ticks_ms()
         self._load_job()
         if self.boot["trial"]:
@@ -78,6 +79,30 @@ class Updater(Idle):
             self._start(fwbundle.check_steps(bootstate.ARCHIVE, bootstate.slot_dir(self.boot["slot"])), "self_check")
 
     # ---------------------------------------------------------------- inputs
+    def on_message(self, obj: dict) -> None:
+        """A "fw" or "fwchunk" body from the link (HMAC verified), on the main loop."""
+        try:
+            if obj.get("t") == "fw":
+                self.on_release(*parse_release(obj))
+            else:
+                from binascii import a2b_base64
+
+                ver, off, d = obj.get("ver"), obj.get("off"), obj.get("d")
+                if isinstance(ver, str) and type(off) is int and isinstance(d, str):
+                    self.on_chunk(ver, off, a2b_base64(d))
+        except ValueError:
+            pass  # malformed: nothing to act on (the cloud announces again at the next hello)
+
+    def on_link(self, data: dict) -> None:
+        """The link's events: connected, offline, and the signed time answering this session's hello."""
+        st = data.get("state")
+        if st == "connected":
+            self.on_connected()
+        elif st == "offline":
+            self.connected = False
+        elif data.get("ok") is True and "time" in data:
+            self.answered = True
+
     def on_connected(self) -> None:
         self.connected = True
         self.asked = False
@@ -86,13 +111,14 @@ class Updater(Idle):
             self._report("downloading", job["ver"], off=job["off"], size=job["size"])
         if self.boot["trial"]:
             self._report("trial", VERSION)
-
-    def on_disconnected(self) -> None:
-        self.connected = False
-
-    def on_answer(self) -> None:
-        """The cloud's signed answer to this session's hello arrived."""
-        self.answered = True
+        # what the boot selector decided, told on every connection (the cloud counts each event once)
+        last = self.boot.get("last")
+        if last:
+            self._report("rolled_back", last["ver"], reason=last["reason"], rollbacks=self.boot["rollbacks"])
+        refused = self.boot.get("refused")
+        if refused:
+            self._report("refused", refused["ver"], reason=refused["reason"])
+        self.told = True
 
     def on_release(self, ver: str, tgt: str, size: int, sha: bytes, sig: bytes, flags: int) -> None:
         job = self.job
@@ -271,7 +297,8 @@ class Updater(Idle):
 
     def idle(self) -> bool:
         """Nothing to do: ota.py may drop this module until the next announcement."""
-        return self.job is None and self.work is None and not self.boot["trial"] and self.reboot_due is None
+        return (self.job is None and self.work is None and not self.boot["trial"] and self.reboot_due is None
+                and self.told)
 
     def status(self) -> dict:
         job = self.job

@@ -171,13 +171,10 @@ def _refused_at_boot(rel_name, want):
     assert d is None and not trial and st["slot"] is None, st  # the running version is untouched
     assert st["refused"] == {"ver": r.rel["ver"], "reason": want}, st
     assert not os.listdir("app") if "app" in os.listdir() else True
-    # the resident part tells the cloud, and the same version is not fetched again
-    shim = ota.Ota(FakeLock(), FakeBoard(), {"fw_pubkey": PUB})
-    sent = []
-    shim.send = lambda obj: sent.append(obj) or True
-    shim._on_event("link", {"state": "connected"})
-    assert [(m["state"], m["reason"]) for m in sent] == [("refused", want)], sent
+    # the next connection tells the cloud, and the same version is not fetched again
     g = Rig(FIX["releases"][rel_name])
+    assert [(m["state"], m["reason"]) for m in g.reports()] == [("refused", want)], g.status
+    assert g.u.idle()  # told: ota.py may drop the updater
     g.announce()
     assert g.reports("refused")[-1]["reason"] == "failed_before"
 
@@ -207,6 +204,16 @@ def test_downgrade_refused():
 
 def test_wrong_target_refused():
     _refused("esp32", "wrong_target")
+
+
+def test_the_resident_part_loads_the_updater_only_for_work():
+    fresh()
+    shim = ota.Ota(FakeLock(), FakeBoard(), {"fw_pubkey": PUB})
+    assert shim.u is ota._IDLE  # a lock never updated: nothing but the resident part
+    shim._on_msg(ota.Msg({"t": "fw", "ver": "0.2.0"}), 0)  # malformed: no sha/sig
+    assert shim.u is not ota._IDLE
+    shim.poll(0)
+    assert shim.u is ota._IDLE  # idle again: dropped
 
 
 def test_oversize_refused():
@@ -302,7 +309,7 @@ def test_trial_confirms_after_self_check_and_signed_answer():
     for _ in range(200):
         t.u.poll(0)
     assert bootstate.load()["trial"]  # self-check passed, but no signed answer yet
-    t.u.on_answer()
+    t.u.on_link({"time": 1, "ok": True})
     t.u.poll(0)
     st = bootstate.load()
     assert not st["trial"] and st["good"] == "a" and t.reports("confirmed"), st
@@ -321,7 +328,7 @@ def test_failed_self_check_rolls_back():
         f.seek(10)
         f.write(b"\x00\x01\x02")
     t = Rig(FIX["releases"]["good"])
-    t.u.on_answer()
+    t.u.on_link({"time": 1, "ok": True})
     for _ in range(200):
         t.u.poll(0)
     st = bootstate.load()
@@ -339,14 +346,10 @@ def test_no_signed_answer_in_time_rolls_back():
     t.u.poll(0)
     st = bootstate.load()
     assert st["slot"] is None and st["last"]["reason"] == "no_ack" and t.board.reboots
-    # the good version reports the rollback when it connects (the resident part, without loading the updater)
-    shim = ota.Ota(FakeLock(), FakeBoard(), {"fw_pubkey": PUB})
-    sent = []
-    shim.send = lambda obj: sent.append(obj) or True
-    shim._on_event("link", {"state": "connected"})
-    assert shim.u is ota._IDLE
-    assert sent and sent[0]["state"] == "rolled_back" and sent[0]["reason"] == "no_ack" and sent[0]["rollbacks"] == 1
+    # the good version reports the rollback when it connects
     g = Rig(FIX["releases"]["good"])
+    rb = g.reports("rolled_back")
+    assert rb and rb[0]["reason"] == "no_ack" and rb[0]["rollbacks"] == 1, g.status
     # and refuses the failed version if it is announced again
     g.announce()
     assert g.reports("refused")[-1]["reason"] == "failed_before"
