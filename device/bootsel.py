@@ -13,6 +13,29 @@ from the cloud in time), the last good slot boots and the reason is kept for the
 import sys
 
 
+def run(boot_file: str) -> None:
+    """Install a pending release, put the slot to boot on sys.path, run its main. A version on trial that
+    fails at import (before its own crash handler could run) is marked failed and the last good one boots in
+    this same power-up."""
+    keep = set(sys.modules)
+    base = list(sys.path)
+    factory = boot_file.rsplit("/", 1)[0] if "/" in boot_file else ""
+    trial = choose(keep, factory)
+    try:
+        import main  # type: ignore
+    except Exception as e:
+        if not trial:
+            raise
+        sys.print_exception(e, sys.stderr)  # type: ignore
+        for m in list(sys.modules):
+            if m not in keep:
+                del sys.modules[m]
+        sys.path[:] = base
+        choose(keep, factory, "crash_at_boot: " + repr(e)[:80])
+        import main  # type: ignore
+    main.main()
+
+
 def choose(keep, factory: str, crashed=None) -> bool:
     """Put the slot to boot on sys.path ahead of the factory application (the directory boot.py came from)
     and return whether it runs on trial. crashed: the version on trial just failed at import, roll it back.

@@ -22,9 +22,12 @@ def _start_link(lock, cfg, b):
 
 
 def _start_updates(lock, cfg, b, link) -> None:
-    """Firmware updates (ota.py), after the link has its boot-time buffers. They also run without a link: a
-    version on trial that cannot reach the cloud rolls back. A heap too short for them leaves a working lock
-    that says so (on stderr, the board's console) rather than a lock that reboots forever."""
+    """Firmware updates (ota.py), after the link has its boot-time buffers, for a lock given the release key
+    (`fw_pubkey`: without it no update could be checked). They also run without a link: a version on trial that
+    cannot reach the cloud rolls back. A heap too short for them leaves a working lock that says so (on stderr,
+    the board's console) rather than a lock that reboots forever."""
+    if not cfg.get("fw_pubkey"):
+        return
     try:
         import ota
 
