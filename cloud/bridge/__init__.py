@@ -3,6 +3,7 @@
 Where things are:
 - envelope.py     the signed envelope, the `state` body, the per-lock key cache
 - uplink.py       verification of one uplink (topic, size, signature, version, type, counter field)
+- inbound.py      one uplink or a batch: verify, dispatch, count every outcome
 - dispatch.py     uplink → domain: a table of handlers by message type (add new uplink types there)
 - publisher.py    desired states → retained `state` downlinks
 - session.py      the paho MQTT session (subscription, inbox, publish)

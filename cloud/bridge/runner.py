@@ -26,12 +26,11 @@ from ..models import BridgeLockState, Lock
 from ..timeutil import utcnow
 from .credentials import BrokerCredentials
 from . import firmware as _firmware  # registers the firmware uplinks; announce_due
-from .dispatch import HANDLERS, accept_counters, dispatch, is_plain_reack
+from . import inbound
 from .envelope import Keyring
 from .metrics import Metrics
 from .publisher import Publisher
 from .session import Session
-from .uplink import Drop, verify
 from .wakeup import Listener
 
 log = logging.getLogger("keydrop.bridge")
@@ -108,69 +107,10 @@ class Bridge:
     # ------------------------------------------------------------ uplink
     def handle(self, topic: str, payload: bytes) -> bool:
         """Verify and act on one uplink message. Never raises; returns True if accepted."""
-        try:
-            up = verify(topic, payload, self.keyring, HANDLERS)
-        except Drop as d:
-            self.metrics.drop(d.reason, d.lock_id, d.level)
-            return False
-        except Exception:
-            log.exception("verifying an uplink")
-            db.session.rollback()
-            self.metrics.drop("error", level=0)
-            return False
-        return self._dispatch_safely(up)
+        return inbound.handle(self, topic, payload)
 
     def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
-        """handle() for a batch. On PostgreSQL the plain re-acks (most of a flood) have their counters accepted
-        together (dispatch.accept_counters: two round trips for the batch instead of one per message); the
-        rest, and everything on SQLite (no round trips), goes through handle() in order."""
-        if not self.listen:
-            for topic, payload in messages:
-                self.handle(topic, payload)
-            return
-        plain = []
-        for topic, payload in messages:
-            try:
-                up = verify(topic, payload, self.keyring, HANDLERS)
-            except Drop as d:
-                self.metrics.drop(d.reason, d.lock_id, d.level)
-                continue
-            except Exception:
-                log.exception("verifying an uplink")
-                db.session.rollback()
-                self.metrics.drop("error", level=0)
-                continue
-            if is_plain_reack(self, up):
-                plain.append(up)
-            else:
-                self._dispatch_safely(up)
-        if plain:
-            try:
-                accepted = accept_counters([(up.lock_id, up.n) for up in plain])
-            except Exception:
-                log.exception("accepting %d counters", len(plain))
-                db.session.rollback()
-                for _ in plain:
-                    self.metrics.drop("error", level=0)
-                return
-            for up, ok in zip(plain, accepted):
-                if ok:
-                    self.seen(up.lock_id)
-                    self.metrics.add("ok_ack")
-                else:
-                    self.metrics.drop("replay", up.lock_id)
-
-    def _dispatch_safely(self, up) -> bool:
-        try:
-            dispatch(self, up)
-            return True
-        except Drop as d:
-            self.metrics.drop(d.reason, d.lock_id, d.level)
-        except Exception:
-            log.exception("handling %s from %s", up.t, up.lock_id)
-            db.session.rollback()
-            self.metrics.drop("error", up.lock_id, level=0)
-        return False
+        inbound.handle_batch(self, messages)
 
     # ------------------------------------------------------------ main loop
     def setup(self) -> None:
