@@ -63,6 +63,8 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     init_devmail(app)  # dev-only mailbox page, only when DEV_MAILBOX_DIR is configured (tools/devstack)
 
     app.jinja_env.filters["local"] = fmt_local
+    from .timeutil import fmt_duration
+    app.jinja_env.filters["duration"] = fmt_duration
     from .wording import code_place, event_words, sync_words
     app.jinja_env.filters.update(event_words=event_words, sync_words=sync_words, code_place=code_place)
     from .timeutil import DEFAULT_TIMEZONE

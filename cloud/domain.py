@@ -398,13 +398,33 @@ def decommission_lock(lock: Lock, *, by: User, now: datetime | None = None) -> L
 # ---------------------------------------------------------------- operations the MQTT bridge calls
 
 
+HEALTH_INTS = {"uptime": (0, 2**40), "heap_free": (0, 2**32), "heap_block": (0, 2**32), "rssi": (-127, 0),
+               "flash_writes": (0, 2**40)}
+RESET_CAUSES = ("power_on", "watchdog", "software", "hard", "deep_sleep", "other")
+
+
+def clean_health(h) -> dict | None:
+    """A hello's "health" object -> the figures the cloud keeps (anything unknown or out of range is left out);
+    None when there is nothing usable (an older firmware sends none)."""
+    if not isinstance(h, dict):
+        return None
+    out = {}
+    for k, (lo, hi) in HEALTH_INTS.items():
+        v = h.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi:
+            out[k] = v
+    if h.get("reset") in RESET_CAUSES:
+        out["reset"] = h["reset"]
+    return out or None
+
+
 def lock_hello(lock: Lock, *, firmware: str, boot_count: int, lock_time: int | None, revision: int,
-               now: datetime | None = None) -> dict:
+               now: datetime | None = None, health: dict | None = None) -> dict:
     """A verified hello from the lock (the bridge checked its HMAC and counter).
 
     Marks the lock active (the first time, emails the owner "lock online" with the current backup key),
-    updates last_seen_at, firmware_version, boot_count, reported_revision and clock_skew_s
-    (lock_time − cloud time, None when the lock has no trusted time).
+    updates last_seen_at, firmware_version, boot_count, reported_revision, clock_skew_s
+    (lock_time − cloud time, None when the lock has no trusted time) and the health figures (clean_health).
     Returns {"activated": bool, "push": bool} — push is True when the lock's revision differs from the
     desired one, i.e. the bridge should send desired_state(lock).
     """
@@ -422,6 +442,10 @@ def lock_hello(lock: Lock, *, firmware: str, boot_count: int, lock_time: int | N
     lock.reported_revision = revision
     lock.clock_skew_s = None if lock_time is None else int(lock_time) - to_epoch(now)
     alerts.on_clock(lock, lock.clock_skew_s, now)
+    h = clean_health(health)
+    if h is not None:
+        lock.health = h
+        lock.health_at = now
     if activated:
         enqueue(lock.agency.owner.email, "lock_online", f"{lock.name} is online",
                 lock=lock, backup_key=lock.backup_key, when=fmt_local(now, lock.timezone))

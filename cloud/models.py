@@ -164,6 +164,10 @@ class Lock(db.Model):
     firmware_version: Mapped[Optional[str]] = mapped_column(sa.String(40))
     boot_count: Mapped[Optional[int]] = mapped_column()
     clock_skew_s: Mapped[Optional[int]] = mapped_column()  # lock clock minus cloud clock at the last hello
+    # the health figures of the last hello (domain.clean_health: reset, uptime, heap_free, heap_block, rssi,
+    # flash_writes), and when it came
+    health: Mapped[Optional[dict]] = mapped_column(sa.JSON)
+    health_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     # Revision of the code set the cloud wants on the lock; bumped in the transaction of every change.
     desired_revision: Mapped[int] = mapped_column(default=1)
     # Highest revision the lock confirmed it installed.

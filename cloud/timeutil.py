@@ -106,3 +106,16 @@ class UTCDateTime(sa.types.TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+def fmt_duration(seconds: int) -> str:
+    """A length of time for people: "45 s", "12 min", "3 h 5 min", "4 days 2 h"."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    d = s // 86400
+    return f"{d} day{'s' if d != 1 else ''} {s % 86400 // 3600} h"

@@ -112,7 +112,8 @@ def lock_json(lock: Lock) -> dict:
             "firmware_version": lock.firmware_version, "desired_revision": lock.desired_revision,
             "acked_revision": lock.acked_revision,
             "online": lock.online, "online_changed_at": _iso(lock.online_changed_at),
-            "firmware": fw_rollout.lock_json(lock.id, lock.firmware_version)["firmware"]}
+            "firmware": fw_rollout.lock_json(lock.id, lock.firmware_version)["firmware"],
+            "health": dict(lock.health, at=_iso(lock.health_at)) if lock.health else None}
 
 
 def code_json(code: Code, now: datetime | None = None) -> dict:

@@ -57,7 +57,20 @@ def spec() -> dict:
                                      "progress": {"type": "number", "nullable": True, "minimum": 0, "maximum": 1},
                                      "last_error": {"type": "string", "nullable": True},
                                      "rollbacks": {"type": "integer"},
-                                     "rollout_halted": {"type": "boolean"}}}}},
+                                     "rollout_halted": {"type": "boolean"}}},
+                    "health": {"type": "object", "nullable": True,
+                               "description": "the figures of the lock's last hello (docs/protocol.md); each may "
+                                              "be missing; null before the first",
+                               "properties": {
+                                   "reset": {"type": "string", "enum": ["power_on", "watchdog", "software", "hard",
+                                                                        "deep_sleep", "other"]},
+                                   "uptime": {"type": "integer", "description": "seconds since boot"},
+                                   "heap_free": {"type": "integer", "description": "bytes"},
+                                   "heap_block": {"type": "integer",
+                                                  "description": "largest free heap block at boot, bytes"},
+                                   "rssi": {"type": "integer", "description": "Wi-Fi signal, dBm"},
+                                   "flash_writes": {"type": "integer", "description": "files written since boot"},
+                                   "at": {"type": "string", "format": "date-time"}}}}},
                 "LockList": {"type": "object", "properties": {
                     "locks": {"type": "array", "items": {"$ref": "#/components/schemas/Lock"}}}},
                 "NewLock": {"type": "object", "required": ["mac", "name", "address"], "properties": {

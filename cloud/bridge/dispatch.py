@@ -187,7 +187,8 @@ def on_hello(bridge, up: Uplink) -> None:
         # published at the publisher's pace; queued before lock_hello so that its commit is the hello's only one
         # (a change committed in between queues itself)
         statequeue.enqueue([up.lock_id])
-    domain.lock_hello(lock, firmware=m["fw"], boot_count=m["boot"], lock_time=m.get("time"), revision=m["rev"])
+    domain.lock_hello(lock, firmware=m["fw"], boot_count=m["boot"], lock_time=m.get("time"), revision=m["rev"],
+                      health=m.get("health"))
     bridge.reply(up.lock_id, {"v": V, "t": "time", "now": int(time.time()), "nonce": m["nonce"]})
     announce = fw_rollout.on_hello(up.lock_id, m["fw"])  # a lock that should move to another release hears it now
     if announce is not None:
