@@ -18,6 +18,9 @@ Interface used by main.py and lock.py:
   .start_ap(essid, pw)  open the setup access point (portal), returns its IP
   .stop_ap()            close it again (the portal's setup window is over)
   .mac()                the station MAC as 12 lowercase hex digits (the lock id)
+  .clock_ok()           the system clock was set since power-up (before, it reads 2000-01-01)
+  .set_clock(epoch)     set the system clock (UNIX epoch seconds): from the RTC or the cloud's signed time
+  .sntp(host)           set the system clock by SNTP (ntptime); OSError when nobody answers
 """
 import time
 
@@ -115,3 +118,19 @@ class Board:
 
     def mac(self) -> str:
         return "".join("%02x" % b for b in self.wlan().config("mac"))
+
+    # -- the system clock: what mbedTLS checks certificate dates against ------------------------------------
+    def clock_ok(self) -> bool:
+        return time.gmtime()[0] >= 2025
+
+    def set_clock(self, epoch: int) -> None:
+        # this port's time functions count from 2000 or from 1970 depending on the build
+        t = time.gmtime(epoch - (946684800 if time.gmtime(0)[0] == 2000 else 0))
+        machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+
+    def sntp(self, host: str) -> None:
+        import ntptime
+
+        ntptime.host = host
+        ntptime.timeout = 2
+        ntptime.settime()

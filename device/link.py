@@ -217,4 +217,4 @@ def start(lock, cfg: dict, board):
     env = P.Envelope(lock.secret, lock.lock_id)
     dl = Downlink(env)  # its ~30 KB of buffers first, while the heap is still in one piece
     from session import Session
-    return Link(lock, Session(cfg, board, lock.lock_id, env, dl))
+    return Link(lock, Session(cfg, board, lock.lock_id, env, dl, lock.trusted_now))

@@ -56,7 +56,7 @@ def _der(data):
 
 
 class Session:
-    def __init__(self, cfg: dict, board, lock_id: str, env, downlink) -> None:
+    def __init__(self, cfg: dict, board, lock_id: str, env, downlink, trusted_now) -> None:
         m = cfg["mqtt"]
         self.board = board
         self.env = env
@@ -66,6 +66,8 @@ class Session:
         self.password = m.get("password")
         self.client_id = "kd-" + lock_id
         self.wifi = cfg.get("wifi") or {}
+        self.ntp = cfg.get("ntp_host") or "pool.ntp.org"
+        self._trusted_now = trusted_now  # the lock's trusted time (RTC, cloud), None when it has none
         self._mu = _thread.allocate_lock()
         self._inq = []  # type: list
         self._outq = []  # type: list
@@ -181,12 +183,31 @@ class Session:
                 time.sleep_ms(100)
         return w.isconnected()
 
+    def _clock_for_tls(self) -> None:
+        """mbedTLS checks certificate dates against the system clock, which reads 2000-01-01 after a power-up:
+        set it first (the lock's trusted time, from its RTC or the cloud, else SNTP) or do not start TLS. SNTP
+        is good enough for certificate dates; it never becomes the lock's trusted time for opening codes."""
+        b = self.board
+        if b.clock_ok():
+            return
+        t = self._trusted_now()
+        if t is not None:
+            b.set_clock(t)
+            return
+        try:
+            b.sntp(self.ntp)
+        except OSError:
+            pass
+        if not b.clock_ok():
+            raise OSError("clock: not set (no SNTP answer from %s, no RTC): no TLS before it is" % self.ntp)
+
     def _ssl(self):
         """The TLS context, built once: the broker must present a chain to the configured CA, for its name."""
         if not self.tls:
             return None
         if self._refusal is not None:
             raise ValueError(self._refusal)
+        self._clock_for_tls()
         if self._ctx is None:
             import ssl
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

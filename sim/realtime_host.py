@@ -40,6 +40,9 @@ def run(sim_dir: str | os.PathLike, keypad_port: int, heap: str = HEAP, host: st
     d = Path(sim_dir).resolve()
     env = dict(os.environ, MICROPYPATH=build(), SIMLOCK_DIR=str(d), KEYPAD_PORT=str(keypad_port),
                KEYPAD_HOST=host, SETUP_PORT=str(setup_port or ""))
+    from sim.sntp import SntpServer
+
+    env["SIM_SNTP"] = SntpServer().start().addr  # the simulated network's time server (board.sntp)
     cmd = mpbuild.command(heap) + ["-m", "realtime"]
     state = {"child": None, "stop": False}
 

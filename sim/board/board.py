@@ -215,6 +215,9 @@ class Board:
         setup = int(os.getenv("SETUP_PORT") or "0")
         self.portal_addr = ("127.0.0.1", setup) if setup else None
         self._ap = False
+        # the system clock (what mbedTLS would check certificate dates against): unset at every boot of the
+        # simulated board, i.e. 2000-01-01 as an ESP32 after a power cut, until the firmware sets it
+        self._sysclock = None  # offset from the world's clock once set
         if setup:
             self.start_ap = self._start_ap  # only then: a board with an AP is one that needs Wi-Fi settings
         # a networked lock, or one serving its portal, keeps living between input lines (see simnet)
@@ -269,6 +272,20 @@ class Board:
 
     def wlan(self):
         return simnet.wlan
+
+    def clock_ok(self) -> bool:
+        return self._sysclock is not None
+
+    def set_clock(self, epoch: int) -> None:
+        self._sysclock = int(epoch) - self.world.epoch()
+
+    def sntp(self, host: str) -> None:
+        """A real SNTP query (UDP) to the simulated network's time server (SIM_SNTP, "host:port", started by the
+        host side); world.json "sntp": false plays a network where nobody answers."""
+        epoch = simnet.sntp(self.world.w.get("sntp", True))
+        self.set_clock(epoch)
+        if self.interactive:
+            emit({"event": "clock", "source": "sntp", "epoch": epoch})
 
     def _relay_changed(self, v: int) -> None:
         if self.on_relay is not None:

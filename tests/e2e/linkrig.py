@@ -17,12 +17,18 @@ LOCK_PW = "lock-password-77"
 BRIDGE_PW = "bridge-password-77"
 
 
-def make_lock(tmp: Path, mqtt: dict, ca: Path | None, env: dict, name: str = "lock") -> SimLock:
-    """A lock whose config.json has this mqtt section (plus login; `ca`: the CA it trusts, copied to its flash)."""
+def make_lock(tmp: Path, mqtt: dict, ca: Path | None, env: dict, name: str = "lock", world: dict | None = None,
+              rtc: bool = False) -> SimLock:
+    """A lock whose config.json has this mqtt section (plus login; `ca`: the CA it trusts, copied to its flash);
+    `world`: keys for its world.json (e.g. "sntp": False); `rtc`: a DS3231 fitted."""
     d = tmp / name
-    r = subprocess.run([PY, str(ROOT / "tools" / "simlock"), "init", str(d), "--lock-id", LOCK_ID],
-                       cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    r = subprocess.run([PY, str(ROOT / "tools" / "simlock"), "init", str(d), "--lock-id", LOCK_ID]
+                       + (["--rtc"] if rtc else []), cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    if world:
+        w = json.loads((d / "world.json").read_text())
+        w.update(world)
+        (d / "world.json").write_text(json.dumps(w))
     cfg_path = d / "flash" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["mqtt"] = dict({"tls": True, "username": LOCK_ID, "password": LOCK_PW}, **mqtt)
