@@ -23,6 +23,8 @@ _LOG_RESEND_MS = const(10000)
 _ROT_FIRST_MS = const(30000)
 _ROT_MAX_MS = const(3600000)
 _ROT_MIN_MS = const(1000)       # a jittered retry is never sooner than this
+_INSTALL_TRIES = const(4)
+_INSTALL_RETRY_MS = const(300)
 _REFUSED_LOG_MS = const(600000)  # one codeset_refused record per reason per 10 minutes; the counters carry the rest
 
 
@@ -41,6 +43,8 @@ class Link:
         self._shown_error = None  # type: str | None
         self._refused_at = {}  # type: dict  # reason -> ticks of its last access-log record
         self._booted = ticks_ms()
+        self._later = None  # a State whose install ran out of memory, and when to try it again
+        self._later_at = ticks_ms()
         # probed once, before the worker thread starts: probing later would starve that thread of memory
         self._block = largest_block()
 
@@ -65,6 +69,9 @@ class Link:
     def poll(self, now) -> None:
         s = self.session
         s.start()
+        if self._later is not None and ticks_diff(ticks_ms(), self._later_at) >= 0:
+            msg, self._later = self._later, None
+            self._on_state(msg, now)
         items = s.take()
         if items:
             for msg in items:
@@ -115,8 +122,19 @@ class Link:
         adopted = False
         try:
             adopted = self._apply_state(msg.rev, msg.codes, msg.backup)
+        except MemoryError:
+            # the heap is shared with the worker thread, whose peak (a TLS handshake) passes: try again a
+            # little later (the worker waits), then refuse once like any message that does not fit
+            msg.tries += 1
+            if msg.tries < _INSTALL_TRIES:
+                self._later = msg
+                self._later_at = ticks_add(ticks_ms(), _INSTALL_RETRY_MS)
+                return
+            self._on_refused(Refused("no_memory"), now)
+            self.session.count("no_memory")
         finally:
-            self.session.done(msg, adopted)
+            if self._later is not msg:
+                self.session.done(msg, adopted)
 
     def _apply_state(self, rev: int, codes, backup) -> bool:
         lock = self.lock

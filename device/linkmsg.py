@@ -40,6 +40,7 @@ class State:
         self.codes = codes
         self.backup = backup
         self.buf = buf
+        self.tries = 0  # installs that ran out of memory (the main loop tries again a little later)
 
 
 class LogAck:

@@ -235,31 +235,26 @@ class MQTTClient:
             else:
                 self._skip(sz)
             return op
-        if self.max_packet and sz > self.max_packet:
-            # read the header fields we need to ack, discard the payload unallocated
-            tl = self._read(2)
-            tl = tl[0] << 8 | tl[1]
-            self._skip(tl)
-            sz -= tl + 2
-            pid = 0
-            if op & 6:
-                p = self._read(2)
-                pid = p[0] << 8 | p[1]
-                sz -= 2
-            self._skip(sz)
-            self.dropped += 1
-            if op & 6 == 2:
-                self._write(b"\x40\x02" + struct.pack("!H", pid))
-            return None
+        big = self.max_packet and sz > self.max_packet
         tl = self._read(2)
         tl = tl[0] << 8 | tl[1]
-        topic = bytes(self._read(tl))
+        topic = b""
+        if big:
+            self._skip(tl)  # too big for us: read only the fields the ack needs, discard the rest unallocated
+        else:
+            topic = bytes(self._read(tl))
         sz -= tl + 2
         pid = 0
         if op & 6:
             p = self._read(2)
             pid = p[0] << 8 | p[1]
             sz -= 2
+        if big:
+            self._skip(sz)
+            self.dropped += 1
+            if op & 6 == 2:
+                self._write(b"\x40\x02" + struct.pack("!H", pid))
+            return None
         rx = self.rx_buf
         if rx is not None and 0 < sz <= len(rx):
             # caller-provided buffer: no allocation; the memoryview is valid during the callback only

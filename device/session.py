@@ -280,6 +280,7 @@ class Session:
         c.max_packet = P.MAX_DOWN + 256  # larger packets are dropped unread (and reported), never allocated
         c.rx_buf = dl.receiving()
         self._client = c
+        gc.collect()  # the TLS handshake's peak is the session's largest: give it the whole free heap
         c.connect(True, _CONNECT_TIMEOUT)
         c.subscribe(self.env.down, 1)
         self.connected = True

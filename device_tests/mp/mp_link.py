@@ -152,3 +152,33 @@ def test_offline_policy_sends_nothing():
     s.type("9999#")
     s.advance(100)
     assert fs.sent == []
+
+
+def test_an_install_out_of_memory_is_tried_again_then_refused_once():
+    s, fs, ln = _linked()
+    _up(s, fs)
+    real = s.lock.install_codeset
+    calls = []
+
+    def starved(*a):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise MemoryError("allocating 1024 bytes")
+        return real(*a)
+    s.lock.install_codeset = starved
+    st = State(9, [(1, D("4821"), T - 10, T + 3600)], None, 0)
+    fs.deliver(st)
+    t0 = time.ticks_ms()
+    while s.lock.revision != 9 and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+        s.advance(10)
+        time.sleep_ms(20)
+    assert s.lock.revision == 9 and len(calls) == 3 and fs.released == [(st, True)]
+    s.lock.install_codeset = lambda *a: (_ for _ in ()).throw(MemoryError())
+    st2 = State(10, [], None, 1)
+    fs.deliver(st2)
+    t0 = time.ticks_ms()
+    while not fs.released[1:] and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+        s.advance(10)
+        time.sleep_ms(20)
+    assert fs.released[1:] == [(st2, False)] and fs.counts.get("no_memory") == 1
+    assert [e["kind"] for e in s.lock.log_since(0, 50)].count("codeset_refused") == 1

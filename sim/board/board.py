@@ -282,7 +282,12 @@ class Board:
     def sntp(self, host: str) -> None:
         """A real SNTP query (UDP) to the simulated network's time server (SIM_SNTP, "host:port", started by the
         host side); world.json "sntp": false plays a network where nobody answers."""
-        epoch = simnet.sntp(self.world.w.get("sntp", True))
+        import simsntp
+
+        try:
+            epoch = simsntp.query(self.world.w.get("sntp", True))
+        finally:
+            del sys.modules["simsntp"]
         self.set_clock(epoch)
         if self.interactive:
             emit({"event": "clock", "source": "sntp", "epoch": epoch})

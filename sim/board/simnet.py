@@ -1,6 +1,5 @@
 """Simulated network for the simulated board: the Wi-Fi station the link sees, and real-time idling.
 
-- sntp(): the SNTP client of the simulated network (board.sntp), asking the loopback server of sim/sntp.py.
 - SimWLAN: the station interface the link sees through board.wlan(): isconnected()/connect()/active().
   `!net down` makes it report disconnected (the link drops its connection, like a lost access point);
   `!net up` brings it back.
@@ -77,29 +76,4 @@ def wait_line(world, timeout_ms: int = 20):
     if ev:
         return sys.stdin.readline()
     return None
-
-
-def sntp(answering: bool, timeout_s: int = 2) -> int:
-    """Ask the simulated network's SNTP server (env SIM_SNTP) for the time: UNIX epoch seconds, or OSError."""
-    import os
-    import socket
-
-    where = os.getenv("SIM_SNTP")
-    if not answering or not where:
-        time.sleep(timeout_s)  # like a query nobody answers
-        raise OSError(110, "sntp: no answer")
-    host, port = where.rsplit(":", 1)
-    addr = socket.getaddrinfo(host, int(port), 0, socket.SOCK_DGRAM)[0][-1]
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.settimeout(timeout_s)
-        req = bytearray(48)
-        req[0] = 0x23  # leap 0, version 4, mode 3 (client)
-        s.sendto(req, addr)
-        r = s.recv(48)
-    finally:
-        s.close()
-    if len(r) < 48 or r[0] & 7 != 4 or r[1] == 0:  # a server's answer, not a kiss-of-death
-        raise OSError(71, "sntp: bad answer")
-    return ((r[40] << 24) | (r[41] << 16) | (r[42] << 8) | r[43]) - 2208988800
 

@@ -4,26 +4,17 @@ SNTP server tools/simlock runs). SNTP time is good enough for certificate dates,
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 
 from certs import make_ca
-from e2e_stack import mosquitto_available
 from linkrig import broker, make_lock, status
 from test_link_tls import Impostor, pki  # noqa: F401  (the PKI fixture)
 
 pytestmark = [pytest.mark.e2e]
 
 
-@pytest.fixture
-def env():
-    if not mosquitto_available():
-        pytest.skip("mosquitto is not installed")
-    e = dict(os.environ)
-    e.pop("SIMLOCK_DIR", None)
-    return e
 
 
 def test_no_rtc_and_no_sntp_means_no_tls_yet_the_backup_key_opens(pki, tmp_path, env):  # noqa: F811

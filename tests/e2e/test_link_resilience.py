@@ -4,7 +4,6 @@ drop reason; a lock configured with several brokers (mqtt.hosts) fails over betw
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from pathlib import Path
