@@ -183,31 +183,28 @@ class Session:
                 time.sleep_ms(100)
         return w.isconnected()
 
-    def _clock_for_tls(self) -> None:
-        """mbedTLS checks certificate dates against the system clock, which reads 2000-01-01 after a power-up:
-        set it first (the lock's trusted time, from its RTC or the cloud, else SNTP) or do not start TLS. SNTP
-        is good enough for certificate dates; it never becomes the lock's trusted time for opening codes."""
-        b = self.board
-        if b.clock_ok():
-            return
-        t = self._trusted_now()
-        if t is not None:
-            b.set_clock(t)
-            return
-        try:
-            b.sntp(self.ntp)
-        except OSError:
-            pass
-        if not b.clock_ok():
-            raise OSError("clock: not set (no SNTP answer from %s, no RTC): no TLS before it is" % self.ntp)
-
     def _ssl(self):
-        """The TLS context, built once: the broker must present a chain to the configured CA, for its name."""
+        """The TLS context, built once: the broker must present a chain to the configured CA, for its name.
+
+        mbedTLS checks certificate dates against the system clock, which reads 2000-01-01 after a power-up: it
+        is set first (the lock's trusted time, from its RTC or the cloud, else SNTP) or TLS does not start.
+        SNTP is good enough for certificate dates; it never becomes the lock's trusted time for codes."""
         if not self.tls:
             return None
         if self._refusal is not None:
             raise ValueError(self._refusal)
-        self._clock_for_tls()
+        b = self.board
+        if not b.clock_ok():
+            t = self._trusted_now()
+            if t is not None:
+                b.set_clock(t)
+            else:
+                try:
+                    b.sntp(self.ntp)
+                except OSError:
+                    pass
+            if not b.clock_ok():
+                raise OSError("clock: not set (no SNTP answer from %s, no RTC): no TLS before it is" % self.ntp)
         if self._ctx is None:
             import ssl
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

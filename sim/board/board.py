@@ -217,7 +217,7 @@ class Board:
         self._ap = False
         # the system clock (what mbedTLS would check certificate dates against): unset at every boot of the
         # simulated board, i.e. 2000-01-01 as an ESP32 after a power cut, until the firmware sets it
-        self._sysclock = None  # offset from the world's clock once set
+        self._sysclock = None  # the epoch it was set to, once set
         if setup:
             self.start_ap = self._start_ap  # only then: a board with an AP is one that needs Wi-Fi settings
         # a networked lock, or one serving its portal, keeps living between input lines (see simnet)
@@ -277,20 +277,16 @@ class Board:
         return self._sysclock is not None
 
     def set_clock(self, epoch: int) -> None:
-        self._sysclock = int(epoch) - self.world.epoch()
+        self._sysclock = epoch
 
     def sntp(self, host: str) -> None:
-        """A real SNTP query (UDP) to the simulated network's time server (SIM_SNTP, "host:port", started by the
-        host side); world.json "sntp": false plays a network where nobody answers."""
+        """A real SNTP query (UDP) to the simulated network's time server (sim/board/simsntp.py)."""
         import simsntp
 
         try:
-            epoch = simsntp.query(self.world.w.get("sntp", True))
+            self._sysclock = simsntp.query(self.world.w, self.interactive and emit)
         finally:
-            del sys.modules["simsntp"]
-        self.set_clock(epoch)
-        if self.interactive:
-            emit({"event": "clock", "source": "sntp", "epoch": epoch})
+            del sys.modules["simsntp"]  # the simulator's code shares the firmware's heap
 
     def _relay_changed(self, v: int) -> None:
         if self.on_relay is not None:

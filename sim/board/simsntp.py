@@ -3,13 +3,14 @@ while the firmware sets its clock, then dropped again: the simulator's own code 
 import time
 
 
-def query(answering: bool, timeout_s: int = 2) -> int:
-    """Ask the simulated network's SNTP server (env SIM_SNTP) for the time: UNIX epoch seconds, or OSError."""
+def query(world: dict, emit, timeout_s: int = 2) -> int:
+    """Ask the simulated network's SNTP server (env SIM_SNTP, "host:port") for the time: UNIX epoch seconds, or
+    OSError. world.json "sntp": false plays a network where nobody answers. emit: report it (or False)."""
     import os
     import socket
 
     where = os.getenv("SIM_SNTP")
-    if not answering or not where:
+    if not world.get("sntp", True) or not where:
         time.sleep(timeout_s)  # like a query nobody answers
         raise OSError(110, "sntp: no answer")
     host, port = where.rsplit(":", 1)
@@ -25,5 +26,8 @@ def query(answering: bool, timeout_s: int = 2) -> int:
         s.close()
     if len(r) < 48 or r[0] & 7 != 4 or r[1] == 0:  # a server's answer, not a kiss-of-death
         raise OSError(71, "sntp: bad answer")
-    return ((r[40] << 24) | (r[41] << 16) | (r[42] << 8) | r[43]) - 2208988800
+    epoch = ((r[40] << 24) | (r[41] << 16) | (r[42] << 8) | r[43]) - 2208988800
+    if emit:
+        emit({"event": "clock", "source": "sntp", "epoch": epoch})
+    return epoch
 
