@@ -52,10 +52,6 @@ class Link:
         """Apply messages of class cls with fn(msg, now)."""
         self._handlers[cls] = fn
 
-    @property
-    def connected(self) -> bool:
-        return self.session.connected
-
     def send(self, obj: dict) -> bool:
         return self.session.send(obj)
 

@@ -1,34 +1,18 @@
-"""The messages the link's worker thread (session.py, downlink.py) hands to the main loop (link.py): one small
-class per kind, so both sides name what they exchange instead of indexing tuples."""
+"""The messages the link's worker thread (session.py, downlink.py) hands to the main loop (link.py), each its
+own type with named fields, so both sides name what they exchange instead of indexing tuples. Named tuples
+where the fields never change: a class costs twice their heap."""
+from collections import namedtuple
 
-
-class Up:
-    """The session is connected; `will` is the counter value sealed into its last will."""
-
-    def __init__(self, will: int) -> None:
-        self.will = will
-
-
-class Down:
-    """The session ended (`reason`: the link error) and is being retried."""
-
-    def __init__(self, reason) -> None:
-        self.reason = reason
-
-
-class Refused:
-    """A downlink message was dropped; `reason` names why (a key of Link.counts)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class Time:
-    """Signed server time answering the hello whose nonce it carries."""
-
-    def __init__(self, epoch: int, nonce: str) -> None:
-        self.epoch = epoch
-        self.nonce = nonce
+# The session is connected; `will`: the counter value sealed into its last will.
+Up = namedtuple("Up", ("will",))
+# The session ended (`reason`: the link error) and is being retried.
+Down = namedtuple("Down", ("reason",))
+# A downlink message was dropped; `reason` names why (a key of the session's counts).
+Refused = namedtuple("Refused", ("reason",))
+# Signed server time answering the hello whose nonce it carries.
+Time = namedtuple("Time", ("epoch", "nonce"))
+# The cloud stored the access log up to `seq`.
+LogAck = namedtuple("LogAck", ("seq",))
 
 
 class State:
@@ -41,10 +25,3 @@ class State:
         self.backup = backup
         self.buf = buf
         self.tries = 0  # installs that ran out of memory (the main loop tries again a little later)
-
-
-class LogAck:
-    """The cloud stored the access log up to `seq`."""
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq

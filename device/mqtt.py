@@ -126,8 +126,6 @@ class MQTTClient:
         self.cb = f
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
-        assert 0 <= qos <= 2
-        assert topic
         self.lw_topic = topic
         self.lw_msg = msg
         self.lw_qos = qos
@@ -167,10 +165,8 @@ class MQTTClient:
         return resp[2] & 1
 
     def disconnect(self):
-        try:
-            self._write(b"\xe0\x00")
-        finally:
-            self.sock.close()
+        self._write(b"\xe0\x00")
+        self.sock.close()
 
     def ping(self):
         self._write(b"\xc0\x00")
@@ -196,7 +192,6 @@ class MQTTClient:
             raise MQTTException("qos 2 not supported")
 
     def subscribe(self, topic, qos=0):
-        assert self.cb is not None, "subscribe callback is not set"
         pid = self._next_pid()
         body = struct.pack("!H", pid) + self._str(topic) + bytes([qos])
         self._write(b"\x82" + _varlen(len(body)) + body)
