@@ -35,12 +35,6 @@ class SimWLAN:
     def disconnect(self) -> None:
         self.up = False
 
-    def status(self, what=None):
-        """status("rssi"): the simulated signal strength, dBm (a fair indoor signal)."""
-        if what == "rssi":
-            return -61 if self.isconnected() else None
-        return 1010 if self.isconnected() else 1000  # network.STAT_GOT_IP / STAT_IDLE
-
     def config(self, *a, **k):
         return b"\x00\x00\x00\x00\x00\x00"
 
