@@ -76,7 +76,7 @@ def test_clock_off_mails_once_per_episode(app, make_agency, make_lock):
 def _connection(lock_id, online, at):
     row = db.session.get(BridgeLockState, lock_id)
     if row is None:
-        row = BridgeLockState(lock_id=lock_id, last_counter=0, published_revision=0)
+        row = BridgeLockState(lock_id=lock_id, last_counter=0)
         db.session.add(row)
     row.online, row.online_changed_at = online, at
     db.session.commit()
