@@ -144,6 +144,8 @@ class Bridge:
             while not self._stop.is_set():
                 poll = 0.02 if self.publisher.backlog else self.poll
                 timeout = 0.0 if self._woken else max(0.0, poll - (time.monotonic() - last_poll))
+                if self.metrics.dirty:  # counters reach the metrics file within 0.2 s, even with no traffic
+                    timeout = min(timeout, max(0.0, 0.2 - (time.monotonic() - last_metrics)))
                 batch = []
                 try:
                     batch.append(inbox.get(timeout=timeout))

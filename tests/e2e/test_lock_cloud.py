@@ -254,9 +254,12 @@ def test_backup_key_rotation_due_while_offline(stack, lock_a, recorder):
 
     m = lock_a.mark()
     r = len(recorder)
+    wills = stack.metrics().get("ok_will", 0)
     lock_a.cmd("!net down")
     lock_a.link_event("state", "offline", since=m, timeout=30)
     wait_until(lambda: online(stack, MAC_A) is False, 20, "the cloud to mark the lock offline (last will)")
+    # the bridge's counters are as of the last will: whatever the lock sent before it went offline is in
+    wait_until(lambda: stack.metrics().get("ok_will", 0) > wills, 10, "the last will in the bridge's counters")
     rev_before = stack.api("GET", f"/api/v1/locks/{MAC_A}")[1]["desired_revision"]
     ok_rotate = stack.metrics().get("ok_rotate", 0)
 
