@@ -198,3 +198,25 @@ def test_crash_releases_relay_and_reboots(lockdir):
         assert s.kinds(ev, "relay", "state") == ["closed"] and "crash" in s.kinds(ev, "log")
         st = s.status()
         assert st["boot_count"] == 2 and st["backup_used"]
+
+
+def test_the_simulated_board_runs_over_an_installed_firmware(lockdir, tmp_path):
+    """A flash the installer wrote holds the whole firmware, with the device's board.py that imports
+    machine and network: the simulator must still boot its simulated board and the firmware built from
+    device/, never those copies (MicroPython puts the working directory, the flash, first on its path)."""
+    import shutil
+
+    from tools import bundle
+
+    b = bundle.build("host", tmp_path / "bundle", mip_index=False)
+    flash = lockdir / "flash"
+    for f in b.files:
+        (flash / f.dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(b.out / f.dest, flash / f.dest)
+    assert (flash / "board.mpy").exists() and (flash / "boot.py").exists() and (flash / "main.py").exists()
+    # and a source copy of the device's board module, which MicroPython would prefer to the .mpy
+    shutil.copyfile(bundle.DEVICE_DIR / "board.py", flash / "board.py")
+    with SimLock(lockdir) as s:
+        assert [e["event"] for e in s.boot][:1] == ["ready"], s.boot
+        ev = s.send(BACKUP)
+        assert s.kinds(ev, "relay", "state") == ["open"]  # the simulated relay pin, so the simulated board

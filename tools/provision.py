@@ -9,7 +9,8 @@ Steps, each reported as it runs:
                --production also its eFuses, and stop unless it is hardened (tools/hardening.py)
   2. bundle    compile device/ and microdot with mpy-cross (tools/bundle.py)
   3. register  POST /api/v1/locks; a MAC already registered in the same agency is taken over
-  4. copy      copy the firmware (unchanged files are skipped by mpremote's hash check)
+  4. copy      clear a previous firmware's update state (boot.bin, app/ slots), copy the firmware
+               (unchanged files are skipped by mpremote's hash check)
   5. config    fetch the lock's credentials (POST /api/v1/locks/<id>/provision), write config.json
   6. reset     hard-reset the board so it boots the firmware (--no-reset skips it)
   7. online    poll GET /api/v1/locks/<id> until the cloud reports it "active" (--wait / --no-wait)
@@ -55,6 +56,35 @@ CONFIG_FILE = "config.json"
 MANIFEST_FILE = "keydrop_files.json"
 # The broker's CA certificate on the board (config.json's mqtt.ca names it), when --ca is given.
 CA_FILE = "ca.crt"
+# What a previous firmware's over-the-air updates left on the flash (device/bootstate.py, device/updater.py):
+# the boot state naming the application slot that boots, a fetch in progress, a downloaded archive (each file
+# with the .tmp/.bak siblings of device/store.py), and the slots themselves. The installer writes the factory
+# application; that state left in place would boot an old slot instead, or resume an old release.
+OTA_STATE_FILES = ("boot.bin", "ota.bin", "fw.bin")
+OTA_STATE_SUFFIXES = (".tmp", ".bak", "")  # the copies store.py falls back on go first
+OTA_SLOTS_DIR = "app"
+# Runs on the board before the copy: removes that state, the boot state first, so a cut at any point leaves a
+# board that boots the factory application (old or new).
+CLEAR_OTA = r"""
+def _kd_rmtree(p):
+    try:
+        entries = list(os.ilistdir(p))
+    except OSError:
+        return
+    for e in entries:
+        q = p + '/' + e[0]
+        if e[1] == 0x4000:
+            _kd_rmtree(q)
+        else:
+            os.remove(q)
+    os.rmdir(p)
+for n in %r:
+    try:
+        os.remove(n)
+    except OSError:
+        pass
+_kd_rmtree(%r)
+""" % (tuple(f + s for f in OTA_STATE_FILES for s in OTA_STATE_SUFFIXES), OTA_SLOTS_DIR)
 # Keys of config.json this tool owns; every other key already on the board is kept as it is.
 MANAGED_KEYS = ("lock_id", "secret", "backup_digest", "mqtt", "cloud_url", "fw_pubkey")
 
@@ -306,10 +336,17 @@ def stale_files(info: dict[str, Any], bundle: bundle_mod.Bundle) -> list[str]:
     return sorted(stale)
 
 
+def ota_state(info: dict[str, Any]) -> list[str]:
+    """The files of a previous firmware's update state on the board (what CLEAR_OTA removes)."""
+    names = {f + s for f in OTA_STATE_FILES for s in OTA_STATE_SUFFIXES}
+    return sorted(p for p in info.get("files") or [] if isinstance(p, str)
+                  and (p in names or p.startswith(OTA_SLOTS_DIR + "/")))
+
+
 def copy_firmware(board: Board, bundle: bundle_mod.Bundle, stale: list[str]) -> tuple[int, int]:
-    """Copy the bundle; returns (files written, files already up to date)."""
+    """Clear the update state, copy the bundle; returns (files written, files already up to date)."""
     dirs = sorted({p.as_posix() for f in bundle.files for p in Path(f.dest).parents} - {"."})
-    prep = ["import os"]
+    prep = ["import os", CLEAR_OTA]
     for d in dirs:  # parents first (sorted), each one created if missing
         prep.append(f"try:\n os.mkdir({d!r})\nexcept OSError:\n pass")
     for p in stale:
@@ -421,9 +458,11 @@ def install(args: argparse.Namespace) -> int:
 
     # 4. copy
     stale = stale_files(info, bundle)
+    ota = ota_state(info)
     written, unchanged = copy_firmware(board, bundle, stale)
     say(4, "copy", f"{written} files copied, {unchanged} already up to date"
-        + (f", {len(stale)} stale removed" if stale else ""))
+        + (f", {len(stale)} stale removed" if stale else "")
+        + (f"; the previous firmware's update state cleared ({len(ota)} files: boot state, slots)" if ota else ""))
 
     # 5. config: credentials are fetched last, right before they are written
     creds = cloud.provision(lock_id)

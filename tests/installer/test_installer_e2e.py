@@ -33,8 +33,6 @@ def e2e(tmp_path_factory):
         yield stack
 
 
-@pytest.mark.xfail(strict=False, reason="the installed flash's device board.py shadows the simulated board since "
-                   "the simulator boots through boot.py (ImportError: network); regression, issue 14 note")
 def test_installed_lock_comes_online_by_itself(e2e, tmp_path):
     lock_dir = tmp_path / "lock"  # lock_dir/flash is the board's flash, for the PTY board and the simulator
     board = PtyBoard(lock_dir, mac="24a16054ab77")

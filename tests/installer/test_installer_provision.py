@@ -158,3 +158,40 @@ def test_board_without_a_mac(make_board, cloud):
     board = make_board(mac=None)
     proc = run_tool(*tool_args(board, cloud, "--no-wait"))
     assert_clean_error(proc, 4, "Could not read the MAC address")
+
+
+def test_install_clears_a_previous_firmwares_update_state(make_board, cloud):
+    """A board whose old firmware was updated over the air holds a boot state naming an application slot, a
+    fetch in progress and a downloaded archive. Re-provisioned, it must boot the firmware just installed,
+    never the old slot (here a slot whose main.py would announce itself)."""
+    from sim import mpbuild
+    from sim.driver import SimLock
+
+    board = make_board(mac="24a16054ab43")
+    slot = board.flash / "app" / "a"
+    (slot / "lib").mkdir(parents=True)
+    (slot / "main.py").write_text("print('OLD SLOT BOOTED')\nraise SystemExit(3)\n")
+    (board.flash / "app" / "b").mkdir()  # an empty spare slot
+    (board.flash / "fw.bin").write_bytes(b"old archive")
+    # the boot state as the old firmware's own store.py wrote it: slot a, on trial, plus a fetch job
+    save = ("import bootstate, store\nst = bootstate.load()\nst.update(slot='a', ver='0.0.9', trial=True)\n"
+            "bootstate.save(st)\nbootstate.save(st)\nstore.save('ota.bin', b'{}')\n")
+    r = subprocess.run(mpbuild.command() + ["-c", save], cwd=board.flash, env=mpbuild.env(), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {"boot.bin", "boot.bin.bak", "ota.bin"} <= {p.name for p in board.flash.iterdir()}
+
+    proc = run_tool(*tool_args(board, cloud, *NEW_LOCK, "--no-wait"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "update state cleared" in proc.stdout
+    left = sorted(p.name for p in board.flash.iterdir())
+    for name in ("boot.bin", "boot.bin.bak", "boot.bin.tmp", "ota.bin", "fw.bin", "app"):
+        assert name not in left, left
+    assert "main.py" in left and "config.json" in left
+
+    # Powered up, the lock runs the firmware installed now (the factory application), not slot a.
+    board.close()
+    (board.flash.parent / "world.json").write_text(json.dumps({"epoch_ms": int(time.time() * 1000)}))
+    with SimLock(board.flash.parent) as s:
+        ready = [e for e in s.boot if e["event"] == "ready"]
+        assert ready and ready[0]["version"] != "0.0.9", s.boot
