@@ -26,6 +26,8 @@ def create_app(config_overrides: dict | None = None) -> Flask:
         logging.getLogger("keydrop").warning(
             "SECRET_KEY is not set: using a random key (sessions and reset links die with this process)")
 
+    from . import dbbusy
+    dbbusy.init_app(app)  # before the engine exists: its SQLite busy timeout
     db.init_app(app)
     migrate.init_app(app, db, directory=app.config.get("MIGRATIONS_DIR") or _migrations_dir(),
                      render_as_batch=True)

@@ -38,6 +38,8 @@ def from_environment() -> dict:
         "SECRET_KEY_IS_RANDOM": secret_key is None,
         "SQLALCHEMY_DATABASE_URI": _database_url(),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # SQLite only: seconds a statement waits for another process's write (cloud/dbbusy.py), then 503
+        "SQLITE_BUSY_TIMEOUT": float(os.environ.get("SQLITE_BUSY_TIMEOUT", "15")),
         # Session cookie: HttpOnly always, SameSite=Lax, Secure unless SESSION_COOKIE_SECURE=0 (the dev stack
         # serves plain http on 127.0.0.1; browsers would not send a Secure cookie back to other http hosts).
         "SESSION_COOKIE_HTTPONLY": True,

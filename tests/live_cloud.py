@@ -30,15 +30,17 @@ def served(app):
 class LiveCloud:
     """The real Flask app (cloud.create_app) on a werkzeug server thread, with two agencies and tokens."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, **config):
         from cloud import create_app
+        self.db_path = tmp / "cloud.sqlite3"
         self.app = create_app({
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'cloud.sqlite3'}",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{self.db_path}",
             "RATELIMIT_ENABLED": False,
             "TESTING": True,
             "MQTT_PUBLIC_HOST": "mqtt.test.invalid",
             "MQTT_PUBLIC_PORT": 8883,
             "MQTT_PUBLIC_TLS": True,
+            **config,
         })
         with self.app.app_context():
             from flask_migrate import upgrade

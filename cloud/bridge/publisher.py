@@ -79,16 +79,20 @@ class Publisher:
             db.session.rollback()
             self.backlog = True  # rate-limited with work waiting: the runner comes back soon, not at the next poll
             return 0
-        head = sa.select(Q.id).order_by(Q.id).limit(budget).with_for_update(skip_locked=True)
-        claimed = db.session.execute(sa.delete(Q).where(Q.id.in_(head.scalar_subquery())).returning(Q.lock_id)) \
-            .scalars().all()
+        sqlite = db.session.get_bind().dialect.name == "sqlite"
+        claimed = self._read(budget) if sqlite else self._claim(budget)
         infos = []
         try:
-            for lid in claimed:
+            msgs = []
+            for _row, lid in claimed:
                 lock = db.session.get(Lock, lid)
                 msg = self._state_message(lock) if lock is not None else None
                 if msg is not None:
-                    infos.append(self.session.publish(msg[0], msg[1], retain=True))
+                    msgs.append(msg)
+            if sqlite:
+                db.session.rollback()  # end the read before the broker is waited for (see _read)
+            for topic, payload in msgs:
+                infos.append(self.session.publish(topic, payload, retain=True))
             deadline = time.monotonic() + self.ack_timeout
             for info in infos:
                 if info is not None:
@@ -100,8 +104,27 @@ class Publisher:
             self.metrics.add("publish_unconfirmed")
             log.warning("%d desired states not confirmed by the broker, kept queued: %s", len(claimed), exc)
             return 0
+        if sqlite:
+            self._delete_read(claimed)
         db.session.commit()
         self.bucket.take(len(claimed))
         self.backlog = len(claimed) == budget
         self.metrics.add("states_published", len(infos))
         return len(infos)
+
+    def _claim(self, budget: int) -> list[tuple]:
+        """PostgreSQL: delete the head rows in this transaction (row locks: the web's other writes go on); the
+        deletion commits once the broker confirmed, and comes back with a rollback."""
+        head = sa.select(Q.id).order_by(Q.id).limit(budget).with_for_update(skip_locked=True)
+        return [tuple(r) for r in db.session.execute(
+            sa.delete(Q).where(Q.id.in_(head.scalar_subquery())).returning(Q.id, Q.lock_id))]
+
+    def _read(self, budget: int) -> list[tuple]:
+        """SQLite: read the head rows only. Its write lock covers the whole database, so a DELETE held open while
+        the broker is waited for (up to ack_timeout, seconds when a broker node dies) would stall every write of
+        the web and the API past their busy timeout. The rows are deleted after the PUBACKs by the ids read
+        here; a change made during the wait gave its lock's row a new id (statequeue), so it stays queued."""
+        return [tuple(r) for r in db.session.execute(sa.select(Q.id, Q.lock_id).order_by(Q.id).limit(budget))]
+
+    def _delete_read(self, claimed: list[tuple]) -> None:
+        db.session.execute(sa.delete(Q).where(Q.id.in_([row_id for row_id, _lid in claimed])))

@@ -185,8 +185,10 @@ class Bridge:
                 if now - last_fw >= 1.0:
                     last_fw = now
                     self._safely("announcing firmware releases", lambda: _firmware.announce_due(self))
-                if self.metrics.dirty and now - last_metrics >= 0.2:
-                    last_metrics = now
+                # the clock read again: the publishing above may have waited seconds for a broker's PUBACK, and
+                # its counters must not wait for one more attempt
+                if self.metrics.dirty and time.monotonic() - last_metrics >= 0.2:
+                    last_metrics = time.monotonic()
                     self.metrics.write()
                 if now - last_dump >= 60.0:
                     last_dump = now
