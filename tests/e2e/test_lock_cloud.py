@@ -45,6 +45,11 @@ def recorder(stack):
 def lock_a(stack, recorder):
     lk = stack.new_lock(MAC_A)
     lk.link_event("state", "connected", timeout=90)
+    # connected is the lock's side; codes can be made once the cloud has processed its hello (active), and
+    # they open once the lock applied the cloud's signed time reply
+    wait_until(lambda: stack.api("GET", f"/api/v1/locks/{MAC_A}")[1].get("status") == "active", 30,
+               "the cloud to process the lock's hello (active)")
+    lk.link_event("time", timeout=30)
     return lk
 
 
@@ -134,6 +139,8 @@ def test_power_cycle_continues_the_counter(stack, lock_a):
     lock_a.link_event("state", "connected", since=m, timeout=60)
     stack.wait_metric("ok_hello", base.get("ok_hello", 0) + 1)
     assert stack.metrics().get("replay", 0) == base.get("replay", 0)
+    # the reboot lost the lock's trusted time: a code opens once the reply to this session's hello is applied
+    assert lock_a.link_event("time", since=m, timeout=30)["ok"] is True
     assert lock_a.enter(code["code"])[0] == "open"
 
 
