@@ -13,7 +13,7 @@ import time
 
 import sqlalchemy as sa
 
-from .. import domain
+from .. import domain, statequeue
 from ..extensions import db
 from ..models import Lock, StateChange
 from .envelope import Keyring, encode_state
@@ -50,7 +50,7 @@ class Publisher:
         self.backlog = False
 
     def _state_message(self, lock: Lock):
-        """(topic, payload) of the lock's current desired state, or None if it cannot be published."""
+        """(topic, payload, revision) of the lock's current desired state, or None if it cannot be published."""
         state = domain.desired_state(lock)
         try:
             body = encode_state(state)
@@ -60,7 +60,7 @@ class Publisher:
             log.error("lock %s: desired state of revision %s not published: %s", lock.id, state["revision"], exc)
             return None
         topic = f"lock/{lock.id}/down"
-        return topic, self.keyring.get(lock.id).seal(topic, body)
+        return topic, self.keyring.get(lock.id).seal(topic, body), state["revision"]
 
     def has_work(self) -> bool:
         """One indexed read of the queue's head: the cost of an idle poll, whatever the fleet's size."""
@@ -88,10 +88,10 @@ class Publisher:
                 lock = db.session.get(Lock, lid)
                 msg = self._state_message(lock) if lock is not None else None
                 if msg is not None:
-                    msgs.append(msg)
+                    msgs.append((lid, *msg))
             if sqlite:
                 db.session.rollback()  # end the read before the broker is waited for (see _read)
-            for topic, payload in msgs:
+            for _lid, topic, payload, _rev in msgs:
                 infos.append(self.session.publish(topic, payload, retain=True))
             deadline = time.monotonic() + self.ack_timeout
             for info in infos:
@@ -105,7 +105,7 @@ class Publisher:
             log.warning("%d desired states not confirmed by the broker, kept queued: %s", len(claimed), exc)
             return 0
         if sqlite:
-            self._delete_read(claimed)
+            self._delete_read(claimed, {lid: rev for lid, _t, _p, rev in msgs})
         db.session.commit()
         self.bucket.take(len(claimed))
         self.backlog = len(claimed) == budget
@@ -126,5 +126,11 @@ class Publisher:
         here; a change made during the wait gave its lock's row a new id (statequeue), so it stays queued."""
         return [tuple(r) for r in db.session.execute(sa.select(Q.id, Q.lock_id).order_by(Q.id).limit(budget))]
 
-    def _delete_read(self, claimed: list[tuple]) -> None:
+    def _delete_read(self, claimed: list[tuple], published: dict) -> None:
+        """Delete the rows read, then queue again each lock whose desired revision moved past the one published:
+        without a claim, two SQLite workers may publish one lock's states and an older one may reach the broker
+        last (retained); the worker that published it sees that here and the current state is sent again."""
         db.session.execute(sa.delete(Q).where(Q.id.in_([row_id for row_id, _lid in claimed])))
+        if published:
+            now = db.session.execute(sa.select(Lock.id, Lock.desired_revision).where(Lock.id.in_(list(published))))
+            statequeue.enqueue(sorted(lid for lid, rev in now if rev != published[lid]))

@@ -228,3 +228,39 @@ def test_a_lock_with_too_many_codes_is_not_spun_on(app, bridge, lock):
     assert bridge.publish_due() == 0
     assert bridge.counts["state_too_large"] == 1 and not downs(bridge, lid, "state")
     assert bridge.publish_due() == 0          # not retried at every poll
+
+
+def test_a_change_made_while_the_broker_is_waited_for_is_published_next(app, bridge, lock):
+    """A code created while the bridge waits for the broker's PUBACK of the previous state (the web commits
+    in the meantime): the queue keeps the lock, and the next poll publishes the state with both codes."""
+    from tests.conftest import RecordingClient
+    from cloud import domain
+    from cloud.extensions import db
+    from cloud.models import Lock, User
+    from cloud.timeutil import utcnow
+    lid, env, agency = lock
+    bridge.handle(*up(env, lid, hello(1, will=None)))
+    bridge.publish_due()
+    owner = db.session.get(User, agency.owner_id)
+    now = utcnow()
+
+    def new_code():
+        return domain.generate_code(db.session.get(Lock, lid), valid_from=now - timedelta(minutes=5),
+                                    valid_until=now + timedelta(hours=1), by=owner)
+
+    class ChangedMeanwhile(RecordingClient):
+        def publish(self, topic, payload, qos=0, retain=False):
+            if not self.sent:
+                new_code()  # committed by "the web" after the state was read, before the PUBACK
+            return super().publish(topic, payload, qos, retain)
+
+    new_code()
+    bridge.client = ChangedMeanwhile()
+    assert bridge.publish_due() == 1
+    (state, _), = downs(bridge, lid, "state")
+    assert state["n"] == 1
+    bridge.client = RecordingClient()
+    assert bridge.publish_due() == 1                              # still queued: published at the next poll
+    (state2, _), = downs(bridge, lid, "state")
+    assert state2["rev"] == db.session.get(Lock, lid).desired_revision > state["rev"] and state2["n"] == 2
+    assert bridge.publish_due() == 0
