@@ -29,6 +29,7 @@ Exit codes (docs/installing.md):
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -63,28 +64,6 @@ CA_FILE = "ca.crt"
 OTA_STATE_FILES = ("boot.bin", "ota.bin", "fw.bin")
 OTA_STATE_SUFFIXES = (".tmp", ".bak", "")  # the copies store.py falls back on go first
 OTA_SLOTS_DIR = "app"
-# Runs on the board before the copy: removes that state, the boot state first, so a cut at any point leaves a
-# board that boots the factory application (old or new).
-CLEAR_OTA = r"""
-def _kd_rmtree(p):
-    try:
-        entries = list(os.ilistdir(p))
-    except OSError:
-        return
-    for e in entries:
-        q = p + '/' + e[0]
-        if e[1] == 0x4000:
-            _kd_rmtree(q)
-        else:
-            os.remove(q)
-    os.rmdir(p)
-for n in %r:
-    try:
-        os.remove(n)
-    except OSError:
-        pass
-_kd_rmtree(%r)
-""" % (tuple(f + s for f in OTA_STATE_FILES for s in OTA_STATE_SUFFIXES), OTA_SLOTS_DIR)
 # Keys of config.json this tool owns; every other key already on the board is kept as it is.
 MANAGED_KEYS = ("lock_id", "secret", "backup_digest", "mqtt", "cloud_url", "fw_pubkey")
 
@@ -336,17 +315,28 @@ def stale_files(info: dict[str, Any], bundle: bundle_mod.Bundle) -> list[str]:
     return sorted(stale)
 
 
+def clear_ota_script(device_dir: Path) -> str:
+    """Runs on the board before the copy: removes that state, the boot state first, so a cut at any point leaves
+    a board that boots its factory application (old or new). The tree removal is the firmware's own
+    (fwbundle.remove_tree, read from the sources being installed): the board may hold no firmware yet."""
+    src = (device_dir / "fwbundle.py").read_text()
+    fn = next(n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef) and n.name == "remove_tree")
+    names = tuple(f + s for f in OTA_STATE_FILES for s in OTA_STATE_SUFFIXES)
+    return (f"{ast.get_source_segment(src, fn)}\nfor n in {names!r}:\n try:\n  os.remove(n)\n"
+            f" except OSError:\n  pass\nremove_tree({OTA_SLOTS_DIR!r})\n")
+
+
 def ota_state(info: dict[str, Any]) -> list[str]:
-    """The files of a previous firmware's update state on the board (what CLEAR_OTA removes)."""
+    """The files of a previous firmware's update state on the board (what clear_ota_script removes)."""
     names = {f + s for f in OTA_STATE_FILES for s in OTA_STATE_SUFFIXES}
     return sorted(p for p in info.get("files") or [] if isinstance(p, str)
                   and (p in names or p.startswith(OTA_SLOTS_DIR + "/")))
 
 
-def copy_firmware(board: Board, bundle: bundle_mod.Bundle, stale: list[str]) -> tuple[int, int]:
+def copy_firmware(board: Board, bundle: bundle_mod.Bundle, stale: list[str], device_dir: Path) -> tuple[int, int]:
     """Clear the update state, copy the bundle; returns (files written, files already up to date)."""
     dirs = sorted({p.as_posix() for f in bundle.files for p in Path(f.dest).parents} - {"."})
-    prep = ["import os", CLEAR_OTA]
+    prep = ["import os", clear_ota_script(device_dir)]
     for d in dirs:  # parents first (sorted), each one created if missing
         prep.append(f"try:\n os.mkdir({d!r})\nexcept OSError:\n pass")
     for p in stale:
@@ -459,7 +449,7 @@ def install(args: argparse.Namespace) -> int:
     # 4. copy
     stale = stale_files(info, bundle)
     ota = ota_state(info)
-    written, unchanged = copy_firmware(board, bundle, stale)
+    written, unchanged = copy_firmware(board, bundle, stale, args.device_dir)
     say(4, "copy", f"{written} files copied, {unchanged} already up to date"
         + (f", {len(stale)} stale removed" if stale else "")
         + (f"; the previous firmware's update state cleared ({len(ota)} files: boot state, slots)" if ota else ""))
