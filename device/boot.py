@@ -1,6 +1,7 @@
-"""Boot selector: MicroPython runs boot.py first on the ESP32 (the simulator: `-m boot`). A lock that was
-never updated has no boot state: its factory application runs with nothing else loaded. Otherwise bootsel.py
-installs a pending release, picks the slot, and runs it. An update never replaces this file."""
+"""Boot selector: MicroPython runs boot.py first on the ESP32 (the simulator imports it, docs/simulator.md). A
+lock that was never updated has no boot state: its factory application runs with nothing else loaded.
+Otherwise bootsel.py installs a pending release, picks the slot, and runs it. An update never replaces this
+file."""
 import os
 
 try:
