@@ -1,6 +1,9 @@
 """SHA-256 of a file on the flash, 1 KB at a time, as a generator: yields None after each block, then
-(digest, size). The updater steps it between main-loop passes; the boot selector drains it."""
+(digest, size). The updater steps it between main-loop passes (step(), also the trial's self-check); the boot
+selector drains it."""
 import hashlib
+
+_STEPS = 8  # blocks (1 KB) of a hash or a self-check per main-loop pass
 
 
 def steps(path: str):
@@ -16,3 +19,24 @@ def steps(path: str):
             n += k
             yield None
     yield h.digest(), n
+
+
+def step(gen, n: int = _STEPS):
+    """Advance a work generator (filehash.steps, fwbundle.check_steps: None per block, then its result) by up
+    to n blocks: None while it runs, (True, result) when done, (False, reason) when it failed. A generator that
+    ends without a result or raises failed: a check cut short is never a pass."""
+    try:
+        for _ in range(n):
+            r = next(gen)
+            if r is not None:
+                return True, r
+        return None
+    except StopIteration:
+        reason = "interrupted"
+    except MemoryError:
+        reason = "no_memory"
+    except OSError:
+        reason = "flash"
+    except Exception as e:  # fwbundle.BundleError: its reason
+        reason = str(e.args[0]) if e.args else "bad_archive"
+    return False, reason

@@ -1,14 +1,17 @@
-"""Firmware updates, the part that stays loaded (docs/ota.md): plugs the update messages into the link and
-loads the updater (updater.py: fetch, hash, trial, reports) only while there is work: an announcement, a
-fetch to resume, a boot state to act on or tell the cloud about. Kept small: at 128k the link leaves the
-rest of the firmware a few KB of heap, in fragments."""
+"""Firmware updates, the part that stays loaded (docs/ota.md): plugs the update messages into the link, tells
+the cloud what the boot selector decided (a rollback, a refused release) at every connection, and loads the
+rest only while there is work: updater.py for an announcement or a fetch to resume, trial.py for the first
+boot of a new version. Kept small: at 128k the link leaves the rest of the firmware a few KB of heap, in
+fragments, and each connection (its TLS handshake) needs a few KB in one piece."""
 import sys
 
-_MODS = ("updater", "fwbundle", "filehash")
+from version import VERSION
+
+_MODS = ("updater", "trial", "fwbundle", "filehash", "bootstate")
 
 
 class Idle:
-    """What the updater answers to; this do-nothing one stands in while updater.py is not loaded."""
+    """What the updater answers to; this do-nothing one stands in while no update module is loaded."""
 
     def on_message(self, obj: dict) -> None:
         pass
@@ -43,24 +46,63 @@ def _exists(path: str) -> bool:
         return False
 
 
+def _no_link(obj) -> bool:
+    return False
+
+
+def report(svc, state: str, ver, **extra) -> None:
+    """Tell the cloud (fwstatus, through svc.send) and the lock's listeners ("ota" events, shown by the
+    simulator); svc is the Ota, the Updater or the Trial."""
+    ev = {"state": state, "ver": ver}
+    ev.update(extra)
+    body = {"v": 1, "t": "fwstatus", "fw": VERSION}
+    body.update(ev)
+    svc.send(body)
+    try:
+        svc.lock.emit("ota", ev)
+    except Exception:  # a listener's fault must not stop an update
+        pass
+
+
 class Ota:
     def __init__(self, lock, board, cfg: dict) -> None:
         self.lock = lock
         self.board = board
         self.cfg = cfg
-        self.send = None  # the link's send, once attached
+        self.send = _no_link  # the link's send, once attached
         self.connected = False
-        self.u = _IDLE  # the Updater while there is work
-        if _exists("boot.bin") or _exists("ota.bin"):
+        self.u = _IDLE  # the Updater or the Trial while there is work
+        self.tell = []  # the boot selector's decisions (report() arguments), told at every connection
+        self.trial = None  # type: dict | None  # the boot state, when this boot is a new version's trial
+        work = _exists("ota.bin")
+        if _exists("boot.bin"):
+            import bootstate
+
+            st = bootstate.load()
+            if st["trial"]:
+                self.trial = st
+            last, refused = st.get("last"), st.get("refused")
+            if last:
+                self.tell.append({"state": "rolled_back", "ver": last["ver"], "reason": last["reason"],
+                                  "rollbacks": st["rollbacks"]})
+            if refused:
+                self.tell.append({"state": "refused", "ver": refused["ver"], "reason": refused["reason"]})
+        if work or self.trial:
             self._load()
+        else:
+            _drop()
 
     def _load(self):
         if self.u is _IDLE:
-            from updater import Updater
+            if self.trial is not None:
+                from trial import Trial
 
-            u = Updater(self.lock, self.board, self.cfg)
-            if self.send is not None:
-                u.send = self.send
+                u = Trial(self.lock, self.board, self.cfg, self.trial)  # type: Idle
+            else:
+                from updater import Updater
+
+                u = Updater(self.lock, self.board, self.cfg)
+            u.send = self.send  # type: ignore[attr-defined]
             if self.connected:
                 u.on_link({"state": "connected"})
             self.u = u
@@ -74,9 +116,7 @@ class Ota:
         dl.parser("fwchunk", Msg)
         link.handle(Msg, self._on_msg)
         self.send = link.send
-        u = self.u
-        if u is not _IDLE:
-            u.send = link.send  # type: ignore[attr-defined]
+        self.u.send = link.send  # type: ignore[attr-defined]
         self.lock.add_listener(self._on_event)
 
     def _on_msg(self, msg, now) -> None:
@@ -87,6 +127,11 @@ class Ota:
             st = data.get("state")
             if st is not None:
                 self.connected = st == "connected"
+            if st == "connected":
+                # at every connection, not once: a report queued just before a session ends is lost with it
+                # (the cloud counts a rollback once)
+                for ev in self.tell:
+                    report(self, **ev)
             self.u.on_link(data)
 
     def poll(self, now) -> None:
@@ -95,5 +140,11 @@ class Ota:
             u.poll(now)
             if u.idle():
                 self.u = _IDLE
-                for m in _MODS:
-                    sys.modules.pop(m, None)
+                self.trial = None  # a trial ends confirmed (idle) or by a restart
+                _drop()
+
+
+def _drop() -> None:
+    """Forget the update modules (their code is most of their heap); the next announcement loads them again."""
+    for m in _MODS:
+        sys.modules.pop(m, None)

@@ -2,6 +2,8 @@
 targeted at, and the lock's update reports. Registered in the dispatch table like every uplink type."""
 from __future__ import annotations
 
+import time
+
 from ..firmware import rollout
 from .dispatch import uplink
 from .envelope import is_int
@@ -28,14 +30,21 @@ def on_fwstatus(bridge, up: Uplink) -> None:
 
 
 
-def announce_due(bridge) -> int:
-    """Tell the online locks a new rollout targets (once per bridge process; a lock that is offline hears it
-    after its next hello). Returns how many were told."""
+REANNOUNCE_S = 30.0  # an announcement nothing answered (lost with a session, no memory for it) is sent again
+
+
+def announce_due(bridge, now: float | None = None) -> int:
+    """Tell the online locks a rollout targets and that have not answered yet (no report since it was
+    announced): at once for a new rollout, again every REANNOUNCE_S while the lock stays silent (a lock that is
+    offline hears it after its next hello). Returns how many were told."""
+    now = time.monotonic() if now is None else now
     n = 0
     for lock_id, rollout_id, ann in rollout.due_announcements():
-        if (lock_id, rollout_id) in bridge.fw_announced:
+        key = (lock_id, rollout_id)
+        last = bridge.fw_announced.get(key)
+        if last is not None and now - last < REANNOUNCE_S:
             continue
-        bridge.fw_announced.add((lock_id, rollout_id))
+        bridge.fw_announced[key] = now
         bridge.reply(lock_id, ann)
         bridge.metrics.add("fw_announced")
         n += 1

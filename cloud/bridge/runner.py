@@ -60,7 +60,7 @@ class Bridge:
         self.acked: dict[str, int] = {}  # lock id → acked revision the cloud recorded (skips re-ack writes)
         self._seen: dict[str, object] = {}  # lock id → time of its last verified uplink, not yet written
         self._woken = True
-        self.fw_announced: set[tuple[str, int]] = set()  # (lock id, rollout id) this process announced
+        self.fw_announced: dict[tuple[str, int], float] = {}  # (lock id, rollout id) -> when last announced
         self._stop = threading.Event()
 
     # the pieces tests and tools reach for

@@ -188,3 +188,37 @@ def test_the_api_lock_json_carries_the_firmware_state(app, client, signing_key, 
     assert body["firmware_version"] == "0.1.0"
     assert body["firmware"] == {"target": "0.2.0", "state": "announced", "progress": 0.0, "last_error": None,
                                 "rollbacks": 0, "rollout_halted": False}
+
+
+def test_the_bridge_announces_again_while_a_lock_stays_silent(app, signing_key, make_agency, make_lock):
+    """An announcement lost (with a session, or refused by a lock short of memory) is sent again every
+    REANNOUNCE_S while the online lock has not answered; once it fetches, no more."""
+    from cloud.bridge import firmware as bridge_fw
+    from cloud.extensions import db
+    from cloud.firmware import rollout
+    from cloud.models import BridgeLockState
+
+    key_path, _ = signing_key
+    a = make_agency()
+    lid = make_lock(a, firmware="0.1.0")
+    _release(app, key_path)
+    assert _cli(app, "firmware", "rollout", "--version", "0.2.0", "--lock", lid).exit_code == 0
+
+    class Bridge:
+        def __init__(self):
+            self.fw_announced, self.sent = {}, []
+            self.metrics = type("M", (), {"add": lambda self, *a: None})()
+
+        def reply(self, lock_id, body):
+            self.sent.append((lock_id, body["t"], body["ver"]))
+
+    br = Bridge()
+    with app.app_context():
+        db.session.add(BridgeLockState(lock_id=lid, last_counter=0, seen_window=0, online=True))
+        db.session.commit()
+        assert bridge_fw.announce_due(br, now=100.0) == 1
+        assert bridge_fw.announce_due(br, now=100.0 + bridge_fw.REANNOUNCE_S - 1) == 0  # not a flood
+        assert bridge_fw.announce_due(br, now=100.0 + bridge_fw.REANNOUNCE_S) == 1  # nothing heard: again
+        assert br.sent == [(lid, "fw", "0.2.0")] * 2
+        rollout.chunk(lid, "0.2.0", 0, 256)  # the lock fetches: it heard
+        assert bridge_fw.announce_due(br, now=1000.0) == 0
