@@ -10,25 +10,6 @@ from version import VERSION
 _MODS = ("updater", "trial", "fwbundle", "filehash", "bootstate")
 
 
-class Idle:
-    """What the updater answers to; this do-nothing one stands in while no update module is loaded."""
-
-    def on_message(self, obj: dict) -> None:
-        pass
-
-    def on_link(self, data: dict) -> None:
-        pass
-
-    def poll(self, now) -> None:
-        pass
-
-    def idle(self) -> bool:
-        return False
-
-
-_IDLE = Idle()
-
-
 class Msg:
     """A verified-by-HMAC "fw" or "fwchunk" body, handed from the link's worker to the main loop."""
 
@@ -46,7 +27,8 @@ def _exists(path: str) -> bool:
         return False
 
 
-def _no_link(obj) -> bool:
+def no_link(obj) -> bool:
+    """The send of an update module before the link is attached (or of a lock without one)."""
     return False
 
 
@@ -69,9 +51,9 @@ class Ota:
         self.lock = lock
         self.board = board
         self.cfg = cfg
-        self.send = _no_link  # the link's send, once attached
+        self.send = no_link  # the link's send, once attached
         self.connected = False
-        self.u = _IDLE  # the Updater or the Trial while there is work
+        self.u = None  # the Updater or the Trial while there is work
         self.tell = []  # the boot selector's decisions (report() arguments), told at every connection
         self.trial = None  # type: dict | None  # the boot state, when this boot is a new version's trial
         work = _exists("ota.bin")
@@ -93,20 +75,23 @@ class Ota:
             _drop()
 
     def _load(self):
-        if self.u is _IDLE:
-            if self.trial is not None:
-                from trial import Trial
-
-                u = Trial(self.lock, self.board, self.cfg, self.trial)  # type: Idle
-            else:
-                from updater import Updater
-
-                u = Updater(self.lock, self.board, self.cfg)
-            u.send = self.send  # type: ignore[attr-defined]
+        u = self.u
+        if u is None:
+            u = self._new()
+            u.send = self.send
             if self.connected:
                 u.on_link({"state": "connected"})
             self.u = u
-        return self.u
+        return u
+
+    def _new(self):
+        if self.trial is not None:
+            from trial import Trial
+
+            return Trial(self.lock, self.board, self.cfg, self.trial)
+        from updater import Updater
+
+        return Updater(self.lock, self.board, self.cfg)
 
     def attach(self, link) -> None:
         """The two downlink types (parsed in the link's worker thread), their handler on the main loop, the
@@ -116,7 +101,8 @@ class Ota:
         dl.parser("fwchunk", Msg)
         link.handle(Msg, self._on_msg)
         self.send = link.send
-        self.u.send = link.send  # type: ignore[attr-defined]
+        if self.u is not None:
+            self.u.send = link.send
         self.lock.add_listener(self._on_event)
 
     def _on_msg(self, msg, now) -> None:
@@ -132,14 +118,15 @@ class Ota:
                 # (the cloud counts a rollback once)
                 for ev in self.tell:
                     report(self, **ev)
-            self.u.on_link(data)
+            if self.u is not None:
+                self.u.on_link(data)
 
     def poll(self, now) -> None:
         u = self.u
-        if u is not _IDLE:
+        if u is not None:
             u.poll(now)
             if u.idle():
-                self.u = _IDLE
+                self.u = None
                 self.trial = None  # a trial ends confirmed (idle) or by a restart
                 _drop()
 

@@ -8,17 +8,17 @@ from time import ticks_add, ticks_diff, ticks_ms
 import bootstate
 import filehash
 import fwbundle
-from ota import Idle, report
+from ota import no_link, report
 from version import VERSION
 
 _CONFIRM_MIN = 10
 
 
-class Trial(Idle):
+class Trial:
     def __init__(self, lock, board, cfg: dict, boot: dict) -> None:
         self.lock = lock
         self.board = board
-        self.send = lambda obj: False  # the link's send (ota.py sets it)
+        self.send = no_link  # the link's send (ota.py sets it)
         m = cfg.get("ota_confirm_minutes")
         self.confirm_ms = (m if type(m) is int and 0 < m <= 1440 else _CONFIRM_MIN) * 60000
         self.boot = boot

@@ -16,7 +16,7 @@ from time import ticks_diff, ticks_ms
 import bootstate
 import filehash
 import store
-from ota import Idle, report
+from ota import no_link, report
 from version import VERSION
 
 JOB = "ota.bin"          # the release being fetched: manifest fields + bytes received (store.py, atomic)
@@ -44,12 +44,12 @@ def parse_version(v):
     return tuple(out) if len(out) <= 4 else None
 
 
-class Updater(Idle):
+class Updater:
     def __init__(self, lock, board, cfg: dict) -> None:
         self.lock = lock
         self.board = board
         self.has_key = bool(cfg.get("fw_pubkey"))
-        self.send = lambda obj: False  # the link's send (ota.py sets it)
+        self.send = no_link  # the link's send (ota.py sets it)
         self.boot = bootstate.load()
         self.job = None  # type: dict | None  # ver, target, size, sha, sig, flags, off, phase (download | hash)
         self.work = None  # the running hash (filehash.steps)

@@ -199,7 +199,7 @@ def _told():
     sent = []
     shim = ota.Ota(FakeLock(), FakeBoard(), {"fw_pubkey": PUB})
     shim.send = lambda obj: sent.append(obj) or True
-    assert shim.u is ota._IDLE  # reports need no updater
+    assert shim.u is None  # reports need no updater
     for _ in range(2):  # every connection: a report lost with a session comes again with the next one
         shim._on_event("link", {"state": "connected"})
         shim._on_event("link", {"state": "offline"})
@@ -236,11 +236,11 @@ def test_wrong_target_refused():
 def test_the_resident_part_loads_the_updater_only_for_work():
     fresh()
     shim = ota.Ota(FakeLock(), FakeBoard(), {"fw_pubkey": PUB})
-    assert shim.u is ota._IDLE  # a lock never updated: nothing but the resident part
+    assert shim.u is None  # a lock never updated: nothing but the resident part
     shim._on_msg(ota.Msg({"t": "fw", "ver": "0.2.0"}), 0)  # malformed: no sha/sig
-    assert shim.u is not ota._IDLE
+    assert shim.u is not None
     shim.poll(0)
-    assert shim.u is ota._IDLE  # idle again: dropped
+    assert shim.u is None  # idle again: dropped
 
 
 def test_oversize_refused():
