@@ -12,6 +12,7 @@ from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import alerts, broker_credentials, codegen, codemail, statequeue
 from . import events as webhook_events
@@ -419,14 +420,15 @@ def clean_health(h) -> dict | None:
 
 
 def lock_hello(lock: Lock, *, firmware: str, boot_count: int, lock_time: int | None, revision: int,
-               now: datetime | None = None, health: dict | None = None) -> dict:
+               now: datetime | None = None, health: dict | None = None, commit: bool = True) -> dict:
     """A verified hello from the lock (the bridge checked its HMAC and counter).
 
     Marks the lock active (the first time, emails the owner "lock online" with the current backup key),
     updates last_seen_at, firmware_version, boot_count, reported_revision, clock_skew_s
     (lock_time − cloud time, None when the lock has no trusted time) and the health figures (clean_health).
     Returns {"activated": bool, "push": bool} — push is True when the lock's revision differs from the
-    desired one, i.e. the bridge should send desired_state(lock).
+    desired one, i.e. the bridge should send desired_state(lock). commit=False leaves the commit to the caller
+    (the bridge applies a batch of uplinks in one transaction).
     """
     now = now or utcnow()
     activated = False
@@ -450,22 +452,32 @@ def lock_hello(lock: Lock, *, firmware: str, boot_count: int, lock_time: int | N
         enqueue(lock.agency.owner.email, "lock_online", f"{lock.name} is online",
                 lock=lock, backup_key=lock.backup_key, when=fmt_local(now, lock.timezone))
         log.info("lock %s is active", lock.id)
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return {"activated": activated, "push": revision != lock.desired_revision}
 
 
 def desired_state(lock: Lock, now: datetime | None = None) -> dict:
     """What the lock should hold: {"revision": int, "codes": [{"id", "digest": bytes, "from": int,
     "until": int}], "backup_digest": bytes}. Codes that are revoked or expired (until <= now) are left out."""
+    return desired_states([lock], now)[lock.id]
+
+
+def desired_states(locks: list[Lock], now: datetime | None = None) -> dict[str, dict]:
+    """desired_state() of several locks (lock id → state), their codes read in one query."""
     now = now or utcnow()
-    codes = db.session.scalars(sa.select(Code).where(
-        Code.lock_id == lock.id, Code.revoked_at.is_(None), Code.valid_until > now).order_by(Code.id)).all()
-    return {
-        "revision": lock.desired_revision,
-        "codes": [{"id": c.id, "digest": lock.digest(c.code), "from": to_epoch(c.valid_from),
-                   "until": to_epoch(c.valid_until)} for c in codes],
-        "backup_digest": lock.digest(lock.backup_key),
-    }
+    by_lock: dict[str, list[Code]] = {lk.id: [] for lk in locks}
+    if by_lock:
+        for c in db.session.scalars(sa.select(Code).where(
+                Code.lock_id.in_(list(by_lock)), Code.revoked_at.is_(None), Code.valid_until > now)
+                .order_by(Code.lock_id, Code.id)):
+            by_lock[c.lock_id].append(c)
+    return {lk.id: {
+        "revision": lk.desired_revision,
+        "codes": [{"id": c.id, "digest": lk.digest(c.code), "from": to_epoch(c.valid_from),
+                   "until": to_epoch(c.valid_until)} for c in by_lock[lk.id]],
+        "backup_digest": lk.digest(lk.backup_key),
+    } for lk in locks}
 
 
 def expire_due(now: datetime | None = None) -> list[str]:
@@ -486,34 +498,61 @@ def expire_due(now: datetime | None = None) -> list[str]:
     return lock_ids
 
 
-def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None) -> None:
+def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None, commit: bool = True) -> None:
     """The lock confirmed it installed `revision`. acked_revision = max(acked, revision) (capped at the
     desired revision); live codes included at or before it get on_lock_at; backup-key rotations covered by
-    it are marked installed and the owner is emailed (old key first used, replaced at, new key)."""
+    it are marked installed and the owner is emailed (old key first used, replaced at, new key).
+    commit=False leaves the commit to the caller (the bridge's batch)."""
+    codesets_acknowledged({lock.id: int(revision)}, now=now, commit=commit)
+
+
+def codesets_acknowledged(revisions: dict[str, int], now: datetime | None = None,
+                          commit: bool = True) -> dict[str, int]:
+    """codeset_acknowledged for several locks (lock id → acknowledged revision) in a few statements for all of
+    them: the bridge applies a chunk of acks at once. The locks' rows are locked (in id order: two workers cannot
+    deadlock on them) so that another worker recording the same revision waits and then finds nothing new.
+    Returns each lock's acked revision now."""
     now = now or utcnow()
-    db.session.refresh(lock, ["desired_revision"])  # the caller's object may predate a bump
-    revision = min(int(revision), lock.desired_revision)
-    res = db.session.execute(sa.update(Lock).where(Lock.id == lock.id, Lock.acked_revision < revision)
-                             .values(acked_revision=revision))
-    if res.rowcount != 1:  # nothing new (or another bridge worker recorded it first): the caller's work stays
-        return
-    db.session.refresh(lock, ["acked_revision"])
-    arrived = db.session.scalars(sa.select(Code).where(
-        Code.lock_id == lock.id, Code.revision <= revision, Code.on_lock_at.is_(None),
-        Code.revoked_at.is_(None), Code.valid_until > now)).all()
-    db.session.execute(sa.update(Code).where(Code.id.in_([c.id for c in arrived]), Code.on_lock_at.is_(None))
-                       .values(on_lock_at=now))
-    for code in arrived:
-        db.session.refresh(code, ["on_lock_at"])
-        webhook_events.emit(lock.agency_id, "code.on_lock", webhook_events.code_payload(code))
-    # revoked codes this revision no longer carries: the lock confirmed it dropped them
-    db.session.execute(sa.update(Code).where(
-        Code.lock_id == lock.id, Code.revoked_at.is_not(None), Code.removed_at.is_(None),
-        Code.revoked_revision <= revision).values(removed_at=now))
-    rotations = db.session.scalars(sa.select(BackupKeyRotation).where(
-        BackupKeyRotation.lock_id == lock.id, BackupKeyRotation.installed_at.is_(None),
-        BackupKeyRotation.revision <= revision)).all()
+    ids = sorted(revisions)
+    if not ids:
+        return {}
+    locks = db.session.scalars(sa.select(Lock).where(Lock.id.in_(ids)).order_by(Lock.id).with_for_update()
+                               .execution_options(populate_existing=True)).all()
+    moved: dict[str, int] = {}
+    for lock in locks:
+        rev = min(int(revisions[lock.id]), lock.desired_revision)
+        if rev > lock.acked_revision:
+            moved[lock.id] = rev
+    if not moved:
+        if commit:
+            db.session.commit()
+        return {lk.id: lk.acked_revision for lk in locks}
+    by_id = {lk.id: lk for lk in locks}
+    t = Lock.__table__
+    db.session.execute(t.update().where(t.c.id == sa.bindparam("lid"), t.c.acked_revision < sa.bindparam("rev"))
+                       .values(acked_revision=sa.bindparam("rev")), [{"lid": k, "rev": v} for k, v in moved.items()])
+    for lid, rev in moved.items():
+        set_committed_value(by_id[lid], "acked_revision", rev)
+    arrived = [c for c in db.session.scalars(sa.select(Code).where(
+        Code.lock_id.in_(list(moved)), Code.on_lock_at.is_(None), Code.revoked_at.is_(None), Code.valid_until > now)
+        .order_by(Code.id)) if c.revision <= moved[c.lock_id]]
+    if arrived:
+        db.session.execute(sa.update(Code).where(Code.id.in_([c.id for c in arrived]), Code.on_lock_at.is_(None))
+                           .values(on_lock_at=now))
+        for code in arrived:
+            set_committed_value(code, "on_lock_at", now)
+            webhook_events.emit(code.agency_id, "code.on_lock", webhook_events.code_payload(code))
+    # revoked codes these revisions no longer carry: the locks confirmed they dropped them
+    c = Code.__table__.c
+    db.session.execute(Code.__table__.update().where(
+        c.lock_id == sa.bindparam("lid"), c.revoked_at.is_not(None), c.removed_at.is_(None),
+        c.revoked_revision <= sa.bindparam("rev")).values(removed_at=now),
+        [{"lid": k, "rev": v} for k, v in moved.items()])
+    rotations = [r for r in db.session.scalars(sa.select(BackupKeyRotation).where(
+        BackupKeyRotation.lock_id.in_(list(moved)), BackupKeyRotation.installed_at.is_(None)))
+        if r.revision <= moved[r.lock_id]]
     for rot in rotations:
+        lock = by_id[rot.lock_id]
         claimed = db.session.execute(sa.update(BackupKeyRotation).where(
             BackupKeyRotation.id == rot.id, BackupKeyRotation.installed_at.is_(None)).values(installed_at=now))
         if claimed.rowcount != 1:
@@ -523,7 +562,10 @@ def codeset_acknowledged(lock: Lock, revision: int, now: datetime | None = None)
                 lock=lock, new_key=rot.new_key,
                 first_used=fmt_local(rot.first_used_at, lock.timezone) if rot.first_used_at else "unknown",
                 replaced=fmt_local(now, lock.timezone))
-    db.session.commit()
+    out = {lk.id: lk.acked_revision for lk in locks}
+    if commit:
+        db.session.commit()
+    return out
 
 
 def record_events(lock: Lock, events: list[dict]) -> int:

@@ -15,7 +15,7 @@ from micropython import const
 
 import accesslog
 import protocol as P
-from backoff import jitter
+from backoff import ceiling, jitter
 from linkmsg import Down, LogAck, Refused, State, Time, Up
 from version import VERSION
 
@@ -25,6 +25,9 @@ _ROT_MAX_MS = const(3600000)
 _ROT_MIN_MS = const(1000)       # a jittered retry is never sooner than this
 _INSTALL_TRIES = const(4)
 _INSTALL_RETRY_MS = const(300)
+_HELLO_FIRST_MS = const(30000)   # an unanswered hello is said again: full jitter under 30 s doubling …
+_HELLO_MAX_MS = const(600000)    # … to 10 minutes (a storm of repeats stays bounded)
+_HELLO_MIN_MS = const(10000)     # never sooner (a busy cloud works through a storm: repeats would add to it)
 _REFUSED_LOG_MS = const(600000)  # one codeset_refused record per reason per 10 minutes; the counters carry the rest
 
 
@@ -35,6 +38,9 @@ class Link:
         self._handlers = {Up: self._on_up, Down: self._on_down, Time: self._on_time, State: self._on_state,
                           LogAck: self._on_logack, Refused: self._on_refused}
         self._nonce = None  # type: str | None
+        self._hello = None  # type: dict | None  # the session's hello while no time reply answered it
+        self._hello_tries = 0
+        self._hello_next = ticks_ms()
         self._cursor = 0
         self._sent_hi = 0
         self._sent_at = ticks_ms()
@@ -82,6 +88,7 @@ class Link:
             if err is not None:
                 self._emit({"error": err})
         if s.connected:
+            self._repeat_hello()
             self._upload()
             self._rotation(now)
 
@@ -96,18 +103,40 @@ class Link:
         self._nonce = hexlify(os.urandom(8)).decode()
         self._sent_hi = self._cursor  # resend whatever was not acknowledged
         self._rot_next = now
-        self.send({"v": P.V, "t": "hello", "will": msg.will, "fw": VERSION, "boot": lock.boot_count,
-                   "time": lock.trusted_now(), "rev": lock.revision, "nonce": self._nonce,
-                   "health": self.health()})
+        self._hello = {"v": P.V, "t": "hello", "will": msg.will, "fw": VERSION, "boot": lock.boot_count,
+                       "time": lock.trusted_now(), "rev": lock.revision, "nonce": self._nonce,
+                       "health": self.health()}
+        self._hello_tries = 0
+        self._send_hello()
         self._emit({"state": "connected"})
+
+    def _send_hello(self) -> None:
+        """Send the session's hello (each copy under a new counter) and schedule the next one: a hello the broker
+        took while no bridge was subscribed is gone, and only the cloud's `time` reply says it arrived."""
+        hello = self._hello
+        if hello is None:
+            return
+        if self.session.send(dict(hello)):  # a copy: the worker thread writes the counter into what it sends
+            self._hello_tries += 1
+        cap = ceiling(self._hello_tries, _HELLO_FIRST_MS, _HELLO_MAX_MS) or _HELLO_FIRST_MS
+        self._hello_next = ticks_add(ticks_ms(), max(_HELLO_MIN_MS, jitter(cap)))
+
+    def _repeat_hello(self) -> None:
+        # on the real clock, like the other network timeouts (see _upload)
+        if self._hello is not None and ticks_diff(ticks_ms(), self._hello_next) >= 0:
+            self._hello["time"] = self.lock.trusted_now()
+            self._send_hello()
+            self.session.count("hello_repeated")
 
     def _on_down(self, msg, now) -> None:
         self._nonce = None
+        self._hello = None
         self._emit({"state": "offline", "reason": msg.reason})
 
     def _on_time(self, msg, now) -> None:
         if self._nonce is not None and msg.nonce == self._nonce:
             self._nonce = None
+            self._hello = None
             ok = self.lock.set_trusted_time(msg.epoch, "server")
             self._emit({"time": msg.epoch, "ok": ok})
         else:

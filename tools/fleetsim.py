@@ -31,6 +31,7 @@ def make_broker(directory: Path, creds: list[tuple[str, bytes, str]]):
     return Mosquitto(directory, bridge_password=BRIDGE_PASSWORD,
                      extra_clients=[dynsec_client(lid, pw, clientid=f"kd-{lid}") for lid, _, pw in creds])
 KEEPALIVE = 60
+HELLO_FIRST, HELLO_MAX, HELLO_MIN = 30.0, 600.0, 10.0  # device/link.py's repeat of an unanswered hello (seconds)
 
 
 def pct(xs, p):
@@ -192,8 +193,21 @@ class FleetLock:
         self.nonce = os.urandom(8).hex()
         await self.mqtt.connect(self.fleet.host, self.fleet.port, will=(self.up, will))
         self.mqtt.subscribe(self.down)
-        self.send({"v": 1, "t": "hello", "will": w, "fw": "bench", "boot": 1, "time": None, "rev": self.rev,
-                   "nonce": self.nonce}, "hello")
+        hello = {"v": 1, "t": "hello", "will": w, "fw": "bench", "boot": 1, "time": None, "rev": self.rev,
+                 "nonce": self.nonce}
+        self.send(dict(hello), "hello")
+        asyncio.get_running_loop().create_task(self._repeat_hello(hello, self.mqtt.w))
+
+    async def _repeat_hello(self, hello: dict, conn):
+        """As device/link.py: the same session's hello again until the cloud's `time` answers it, full jitter
+        under a ceiling of 30 s doubling to 10 minutes, never sooner than 10 s."""
+        cap = HELLO_FIRST
+        while True:
+            await asyncio.sleep(max(HELLO_MIN, random.uniform(0, cap)))
+            if self.hello_ok or self.fleet.stopping or self.mqtt.w is not conn or not self.mqtt.up:
+                return
+            self.send(dict(hello), "hello_repeat")
+            cap = min(cap * 2, HELLO_MAX)
 
     def on_lost(self):
         self.fleet.counts["disconnects"] += 1
@@ -391,6 +405,13 @@ class Cloud:
         from cloud.models import Lock
         import sqlalchemy as sa
         return self.query(lambda db: dict(db.session.execute(sa.select(Lock.id, Lock.desired_revision)).all()))
+
+    def unacked(self) -> int:
+        """Locks whose acknowledged revision the cloud has not recorded up to the desired one."""
+        from cloud.models import Lock
+        import sqlalchemy as sa
+        return self.query(lambda db: db.session.scalar(sa.select(sa.func.count()).select_from(Lock).where(
+            Lock.acked_revision < Lock.desired_revision)))
 
     def events(self) -> int:
         from cloud.models import LockEvent

@@ -130,12 +130,26 @@ def is_plain_reack(bridge, up: Uplink) -> bool:
 
 
 def dispatch(bridge, up: Uplink) -> None:
-    """Run the handler of a verified uplink. Raises Drop when it is refused; a Drop never needs a rollback."""
+    """Run the handler of a verified uplink. Raises Drop when it is refused; never leaves the batch's
+    transaction rolled back: a batched handler runs in a savepoint (its failure undoes only its own writes), the
+    others after a commit of the batch so far."""
     entry = HANDLERS[up.t]
     if not entry.check(up.msg):
         raise Drop("malformed", up.lock_id)
     if not entry.batched:
         db.session.commit()  # a domain operation may roll back its own transaction: keep the batch's work safe
+        _apply(bridge, up, entry)
+        return
+    replies = bridge.pending_replies()
+    try:
+        with db.session.begin_nested():
+            _apply(bridge, up, entry)
+    except BaseException:
+        bridge.drop_replies(replies)  # what it meant to answer was undone with it
+        raise
+
+
+def _apply(bridge, up: Uplink, entry: Entry) -> None:
     if entry.counted:
         accept_counter(up.lock_id, up.n)
     entry.handler(bridge, up)
@@ -164,7 +178,7 @@ def on_ack(bridge, up: Uplink) -> None:
     # write; acked revisions only grow, so a stale cache only costs a domain call
     if rev > bridge.acked.get(up.lock_id, -1):
         lock = _lock(up.lock_id)
-        domain.codeset_acknowledged(lock, rev)
+        domain.codeset_acknowledged(lock, rev, commit=False)
         bridge.acked[up.lock_id] = lock.acked_revision
 
 
@@ -175,8 +189,10 @@ def _hello_ok(m: dict) -> bool:
             and isinstance(nonce, str) and len(nonce) <= 64 and (will is None or is_int(will)))
 
 
-@uplink("hello", check=_hello_ok)
+@uplink("hello", check=_hello_ok, batched=True)
 def on_hello(bridge, up: Uplink) -> None:
+    # in the batch's transaction (a hello storm costs a commit per chunk, not per hello); the `time` reply goes
+    # out after that commit (Bridge.reply)
     m = up.msg
     db.session.execute(sa.update(S).where(S.lock_id == up.lock_id).values(
         will_counter=m.get("will"), online=True, online_changed_at=utcnow()))
@@ -184,11 +200,10 @@ def on_hello(bridge, up: Uplink) -> None:
     behind = m["rev"] != lock.desired_revision
     if behind:
         # the lock is behind (or the broker lost the retained state): through the queue, so a reconnect storm is
-        # published at the publisher's pace; queued before lock_hello so that its commit is the hello's only one
-        # (a change committed in between queues itself)
+        # published at the publisher's pace
         statequeue.enqueue([up.lock_id])
     domain.lock_hello(lock, firmware=m["fw"], boot_count=m["boot"], lock_time=m.get("time"), revision=m["rev"],
-                      health=m.get("health"))
+                      health=m.get("health"), commit=False)
     bridge.reply(up.lock_id, {"v": V, "t": "time", "now": int(time.time()), "nonce": m["nonce"]})
     announce = fw_rollout.on_hello(up.lock_id, m["fw"])  # a lock that should move to another release hears it now
     if announce is not None:

@@ -89,6 +89,16 @@ class Keyring:
         self._env: dict[str, Envelope] = {}
         self._unknown: dict[str, float] = {}
 
+    def load(self, lock_ids) -> None:
+        """Load the secrets of the ids not known yet in one query (a chunk of uplinks from locks first heard
+        since the start: a storm after a restart would otherwise cost a query per lock)."""
+        from ..models import Lock
+        want = [lid for lid in set(lock_ids) if lid not in self._env and lid not in self._unknown]
+        if not want:
+            return
+        for lid, secret in db.session.execute(sa.select(Lock.id, Lock.secret).where(Lock.id.in_(want))):
+            self._env[lid] = Envelope(bytes(secret))
+
     def get(self, lock_id: str) -> Optional[Envelope]:
         env = self._env.get(lock_id)
         if env is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 
 from ..extensions import db
-from .dispatch import HANDLERS, accept_counters, dispatch, is_plain_reack
+from . import bulk
+from .dispatch import HANDLERS, dispatch
 from .uplink import Drop, verify
 
 log = logging.getLogger("keydrop.bridge")
@@ -26,14 +27,11 @@ def handle(bridge, topic: str, payload: bytes) -> bool:
 
 
 def handle_batch(bridge, messages: list[tuple[str, bytes]]) -> None:
-    """handle() for a batch. On PostgreSQL the plain re-acks (most of a flood) have their counters accepted
-    together (dispatch.accept_counters: two round trips for the batch instead of one per message); the
-    rest, and everything on SQLite (no round trips), goes through handle() in order."""
-    if not bridge.listen:
-        for topic, payload in messages:
-            bridge.handle(topic, payload)
-        return
-    plain = []
+    """handle() for a chunk, without committing (the runner commits the chunk). Hellos and acks (most of a storm
+    or a flood) go through the fast path (bulk.py: a few statements for the whole chunk), the rest through
+    dispatch in arrival order. If the fast path fails, its messages go through dispatch one by one."""
+    fast, rest = [], []
+    bridge.keyring.load(t.split("/")[1] for t, _ in messages if t.count("/") == 2 and len(t) <= 64)
     for topic, payload in messages:
         try:
             up = verify(topic, payload, bridge.keyring, HANDLERS)
@@ -45,25 +43,15 @@ def handle_batch(bridge, messages: list[tuple[str, bytes]]) -> None:
             db.session.rollback()
             bridge.metrics.drop("error", level=0)
             continue
-        if is_plain_reack(bridge, up):
-            plain.append(up)
-        else:
-            _dispatch_safely(bridge, up)
-    if plain:
+        (fast if bulk.takes(bridge, up) else rest).append(up)
+    if fast:
         try:
-            accepted = accept_counters([(up.lock_id, up.n) for up in plain])
+            bulk.apply(bridge, fast)
         except Exception:
-            log.exception("accepting %d counters", len(plain))
-            db.session.rollback()
-            for _ in plain:
-                bridge.metrics.drop("error", level=0)
-            return
-        for up, ok in zip(plain, accepted):
-            if ok:
-                bridge.seen(up.lock_id)
-                bridge.metrics.add("ok_ack")
-            else:
-                bridge.metrics.drop("replay", up.lock_id)
+            log.exception("applying %d hellos and acks together; applying them one by one", len(fast))
+            rest = fast + rest
+    for up in rest:
+        _dispatch_safely(bridge, up)
 
 
 def _dispatch_safely(bridge, up) -> bool:
@@ -74,6 +62,7 @@ def _dispatch_safely(bridge, up) -> bool:
         bridge.metrics.drop(d.reason, d.lock_id, d.level)
     except Exception:
         log.exception("handling %s from %s", up.t, up.lock_id)
-        db.session.rollback()
+        if not HANDLERS[up.t].batched:  # a batched handler's savepoint was rolled back, the batch is intact
+            db.session.rollback()
         bridge.metrics.drop("error", up.lock_id, level=0)
     return False

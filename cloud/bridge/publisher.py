@@ -49,9 +49,8 @@ class Publisher:
         self._peek = sa.select(Q.id).order_by(Q.id).limit(1)
         self.backlog = False
 
-    def _state_message(self, lock: Lock):
-        """(topic, payload, revision) of the lock's current desired state, or None if it cannot be published."""
-        state = domain.desired_state(lock)
+    def _state_message(self, lock: Lock, state: dict):
+        """(topic, payload, revision) of the lock's desired `state`, or None if it cannot be published."""
         try:
             body = encode_state(state)
         except ValueError as exc:
@@ -84,11 +83,14 @@ class Publisher:
         infos = []
         try:
             msgs = []
-            for _row, lid in claimed:
-                lock = db.session.get(Lock, lid)
-                msg = self._state_message(lock) if lock is not None else None
+            # the claimed locks and their codes in two queries, not two per lock
+            ids = [lid for _row, lid in claimed]
+            locks = db.session.scalars(sa.select(Lock).where(Lock.id.in_(ids))).all() if ids else []
+            states = domain.desired_states(locks)
+            for lock in locks:
+                msg = self._state_message(lock, states[lock.id])
                 if msg is not None:
-                    msgs.append((lid, *msg))
+                    msgs.append((lock.id, *msg))
             if sqlite:
                 db.session.rollback()  # end the read before the broker is waited for (see _read)
             for _lid, topic, payload, _rev in msgs:

@@ -35,7 +35,9 @@ from .wakeup import Listener
 
 log = logging.getLogger("keydrop.bridge")
 
-CHUNK = 200  # uplinks per transaction
+CHUNK = 1000  # uplinks per transaction at most (a flood of cheap ones: the commit's cost is shared)
+CHUNK_S = 0.05  # … and about this long: queued states are published between chunks, so a backlog of uplinks that
+# cost a few ms each (hellos, first acks) does not hold a new code back for the whole backlog
 
 
 class Bridge:
@@ -58,8 +60,11 @@ class Bridge:
         self.publisher = Publisher(self.session, self.keyring, self.metrics, rate=state_rate)
         self.credentials = BrokerCredentials(app.config, every=reconcile_every)
         self.acked: dict[str, int] = {}  # lock id → acked revision the cloud recorded (skips re-ack writes)
+        self._replies: list[tuple[str, bytes]] = []  # downlinks waiting for their transaction's commit
         self._seen: dict[str, object] = {}  # lock id → time of its last verified uplink, not yet written
         self._woken = True
+        self._notified = threading.Event()  # set by the LISTEN thread; checked between chunks
+        self._per_msg = 0.0  # seconds per uplink, moving average (sizes the chunks)
         self.fw_announced: dict[tuple[str, int], float] = {}  # (lock id, rollout id) -> when last announced
         self._stop = threading.Event()
 
@@ -77,9 +82,22 @@ class Bridge:
         self.session.client = c
 
     def reply(self, lock_id: str, obj: dict) -> None:
-        """Publish a signed, non-retained downlink to one lock (time, logack)."""
+        """A signed, non-retained downlink to one lock (time, logack, …), published once the transaction that
+        applied the uplink it answers has committed (a lock told `time` was heard, is)."""
         topic = f"lock/{lock_id}/down"
-        self.session.publish(topic, self.keyring.get(lock_id).seal(topic, obj))
+        self._replies.append((topic, self.keyring.get(lock_id).seal(topic, obj)))
+
+    def pending_replies(self) -> int:
+        return len(self._replies)
+
+    def drop_replies(self, keep: int) -> None:
+        """Forget the replies queued after the first `keep` (their uplink's writes were rolled back)."""
+        del self._replies[keep:]
+
+    def flush_replies(self) -> None:
+        replies, self._replies = self._replies, []
+        for topic, payload in replies:
+            self.session.publish(topic, payload)
 
     def publish_due(self) -> int:
         return self.publisher.publish_due()
@@ -87,6 +105,24 @@ class Bridge:
     def wake(self) -> None:
         """A handler queued a desired state: publish at the end of this batch, not at the next poll."""
         self._woken = True
+
+    def notified(self) -> None:
+        """From the LISTEN thread: a change was committed. The flag is seen between two chunks of uplinks; the
+        item in an empty inbox ends a wait for uplinks."""
+        self._notified.set()
+        if self.session.inbox.empty():
+            try:
+                self.session.inbox.put_nowait(("wake", None, None))
+            except queue.Full:
+                pass
+
+    def _due(self) -> bool:
+        return self._woken or self._notified.is_set()
+
+    def _chunk(self) -> int:
+        if self._per_msg <= 0:
+            return CHUNK
+        return max(10, min(CHUNK, int(CHUNK_S / self._per_msg)))
 
     def seen(self, lock_id: str) -> None:
         self._seen[lock_id] = utcnow()
@@ -96,7 +132,7 @@ class Bridge:
         one executemany UPDATE a second instead of a write per message."""
         if not self._seen:
             return 0
-        rows = [{"lid": k, "at": v} for k, v in self._seen.items()]
+        rows = [{"lid": k, "at": v} for k, v in sorted(self._seen.items())]  # in id order, like the other writers
         self._seen.clear()
         t = Lock.__table__
         db.session.execute(t.update().where(t.c.id == sa.bindparam("lid")).values(last_seen_at=sa.bindparam("at")),
@@ -106,8 +142,10 @@ class Bridge:
 
     # ------------------------------------------------------------ uplink
     def handle(self, topic: str, payload: bytes) -> bool:
-        """Verify and act on one uplink message. Never raises; returns True if accepted."""
-        return inbound.handle(self, topic, payload)
+        """Verify and act on one uplink message, commit, send its replies. Never raises; True if accepted."""
+        ok = inbound.handle(self, topic, payload)
+        self._commit_and_ack([])
+        return ok
 
     def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
         inbound.handle_batch(self, messages)
@@ -136,14 +174,14 @@ class Bridge:
         inbox = self.session.inbox
         listener = None
         if self.listen:
-            listener = Listener(db.engine.url, inbox)
+            listener = Listener(db.engine.url, self.notified)
             listener.start()
         last_expire = last_poll = last_metrics = last_seen = last_fw = 0.0
         last_dump = time.monotonic()
         try:
             while not self._stop.is_set():
                 poll = 0.02 if self.publisher.backlog else self.poll
-                timeout = 0.0 if self._woken else max(0.0, poll - (time.monotonic() - last_poll))
+                timeout = 0.0 if self._due() else max(0.0, poll - (time.monotonic() - last_poll))
                 if self.metrics.dirty:  # counters reach the metrics file within 0.2 s, even with no traffic
                     timeout = min(timeout, max(0.0, 0.2 - (time.monotonic() - last_metrics)))
                 batch = []
@@ -153,11 +191,15 @@ class Bridge:
                         batch.append(inbox.get_nowait())
                 except queue.Empty:
                     pass
-                for i in range(0, len(batch), CHUNK):
+                i = 0
+                while i < len(batch):
                     # one transaction per chunk: the database's write lock (SQLite) is held briefly, and the
                     # desired states are published between chunks, not after a whole long batch
+                    size = self._chunk()
+                    part, i = batch[i:i + size], i + size
+                    t0 = time.monotonic()
                     mids, msgs = [], []
-                    for tag, topic, payload in batch[i:i + CHUNK]:
+                    for tag, topic, payload in part:
                         if topic is None:  # "connected" / "wake"
                             if tag == "connected":
                                 self.metrics.add("connects")
@@ -166,13 +208,16 @@ class Bridge:
                         msgs.append((topic, payload))
                         if tag is not None:
                             mids.append(tag)
-                    self.handle_batch(msgs)
-                    self._commit_and_ack(mids)
-                    if self._woken:
+                    if msgs:
+                        self.handle_batch(msgs)
+                        self._commit_and_ack(mids)
+                        per = (time.monotonic() - t0) / len(msgs)
+                        self._per_msg = per if self._per_msg <= 0 else 0.7 * self._per_msg + 0.3 * per
+                    if self._due():
                         self._publish_due_safe()
                         last_poll = time.monotonic()
                 now = time.monotonic()
-                if self._woken or now - last_poll >= (0.02 if self.publisher.backlog else self.poll):
+                if self._due() or now - last_poll >= (0.02 if self.publisher.backlog else self.poll):
                     self._publish_due_safe()
                     last_poll = now
                 if now - last_seen >= 1.0:
@@ -185,6 +230,7 @@ class Bridge:
                 if now - last_fw >= 1.0:
                     last_fw = now
                     self._safely("announcing firmware releases", lambda: _firmware.announce_due(self))
+                    self.flush_replies()
                 # the clock read again: the publishing above may have waited seconds for a broker's PUBACK, and
                 # its counters must not wait for one more attempt
                 if self.metrics.dirty and time.monotonic() - last_metrics >= 0.2:
@@ -205,7 +251,10 @@ class Bridge:
     def _commit_and_ack(self, mids: list) -> None:
         """Commit what the batch applied, then acknowledge it: a crash before the commit leaves the messages
         unacknowledged with the broker (sent again); after it, a resent copy is a replay (dropped, counted)."""
-        self._commit()
+        if self._commit():
+            self.flush_replies()
+        else:
+            self._replies.clear()  # what they answer was rolled back
         if mids:
             self.session.ack(mids)
             mids.clear()
@@ -217,12 +266,14 @@ class Bridge:
             log.exception(what)
             db.session.rollback()
 
-    def _commit(self) -> None:
+    def _commit(self) -> bool:
         try:
             db.session.commit()
+            return True
         except Exception:
             log.exception("committing a batch")
             db.session.rollback()
+            return False
 
     def _expire_due(self) -> None:
         from .. import domain
@@ -237,6 +288,7 @@ class Bridge:
     def _publish_due_safe(self) -> None:
         """Publish queued states until the queue is empty or the rate limit says wait (then poll soon)."""
         self._woken = False
+        self._notified.clear()
         t0 = time.monotonic()
         n = 0
         try:

@@ -11,13 +11,14 @@ log = logging.getLogger("keydrop.bridge")
 
 
 class Listener:
-    """A thread holding one autocommit connection in LISTEN; each notification puts ("wake", None, None) into
-    the bridge's inbox. After a lost connection it reconnects and wakes the bridge once (a NOTIFY sent while it
-    was away is gone; the queue rows are not)."""
+    """A thread holding one autocommit connection in LISTEN; each notification calls `wake()` (the bridge sets a
+    flag it checks between chunks of uplinks, so a change is not queued behind a backlog of them). After a lost
+    connection it reconnects and wakes the bridge once (a NOTIFY sent while it was away is gone; the queue rows
+    are not)."""
 
-    def __init__(self, url, inbox):
+    def __init__(self, url, wake):
         self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.inbox = inbox
+        self.wake = wake
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bridge-listen", daemon=True)
 
@@ -33,10 +34,10 @@ class Listener:
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.inbox.put(("wake", None, None))
+                    self.wake()
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0):
-                            self.inbox.put(("wake", None, None))
+                            self.wake()
             except Exception as exc:
                 log.warning("LISTEN %s: %s; reconnecting", CHANNEL, exc)
                 self._stop.wait(1.0)

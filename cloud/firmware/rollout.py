@@ -144,7 +144,7 @@ def on_hello(lock_id: str, firmware: str | None, now: datetime | None = None) ->
             lf.state = "updated"
             lf.progress = rel.size
             lf.updated_at = now or utcnow()
-            db.session.commit()
+            db.session.flush()  # committed with the hello that reported it (the bridge's batch)
         return None
     if lf.state not in ACTIVE_STATES or lf.rollout is None or lf.rollout.state != "active":
         return None

@@ -264,3 +264,52 @@ def test_a_change_made_while_the_broker_is_waited_for_is_published_next(app, bri
     (state2, _), = downs(bridge, lid, "state")
     assert state2["rev"] == db.session.get(Lock, lid).desired_revision > state["rev"] and state2["n"] == 2
     assert bridge.publish_due() == 0
+
+
+def test_a_chunk_of_hellos_and_acks_is_applied_together_and_answered_after_its_commit(app, bridge, make_agency,
+                                                                                       make_lock, monkeypatch):
+    """The runner's path (handle_batch, then the chunk's commit): several locks' hellos, a repeated hello, an
+    ack of a new revision and a replay in one chunk; then a chunk in which one lock's hello makes the domain
+    raise: the fast path falls back to one by one and only that message is lost (counted)."""
+    from cloud import domain
+    from cloud.extensions import db
+    from cloud.models import Code, Lock, User
+    from cloud.timeutil import utcnow
+    agency = make_agency()
+    ids = [make_lock(agency, active=i == 0) for i in range(4)]  # codes are made for active locks only
+    envs = {lid: Envelope(bytes(db.session.get(Lock, lid).secret)) for lid in ids}
+    now = utcnow()
+    code = domain.generate_code(db.session.get(Lock, ids[0]), valid_from=now - timedelta(minutes=5),
+                                valid_until=now + timedelta(hours=1), by=db.session.get(User, agency.owner_id))
+    rev = db.session.get(Lock, ids[0]).desired_revision
+    bridge.client.sent.clear()
+    chunk = [up(envs[lid], lid, hello(10, will=9, nonce=f"{i:016x}")) for i, lid in enumerate(ids)]
+    chunk.append(up(envs[ids[1]], ids[1], hello(11, will=9, nonce=f"{1:016x}")))       # said again
+    chunk.append(up(envs[ids[0]], ids[0], {"v": 1, "t": "ack", "n": 12, "rev": rev}))
+    chunk.append(chunk[0])                                                               # a replay
+    bridge.handle_batch(chunk)
+    assert bridge.client.sent == []                                # nothing answered before the commit
+    bridge._commit_and_ack([])
+    assert bridge.counts["ok_hello"] == 5 and bridge.counts["ok_ack"] == 1 and bridge.counts["replay"] == 1
+    for i, lid in enumerate(ids):
+        assert [m["nonce"] for m, _ in downs(bridge, lid, "time")] == [f"{i:016x}"]      # one reply per lock
+    db.session.expire_all()
+    assert all(db.session.get(Lock, lid).status == "active" for lid in ids)
+    assert all(db.session.get(BridgeLockState, lid).online for lid in ids)
+    assert db.session.get(Lock, ids[0]).acked_revision == rev
+    assert db.session.get(Code, code.id).on_lock_at is not None
+
+    real = domain.lock_hello
+
+    def flaky(lock, **kw):
+        if lock.id == ids[2]:
+            raise RuntimeError("the domain failed for this lock")
+        return real(lock, **kw)
+    monkeypatch.setattr(domain, "lock_hello", flaky)
+    bridge.client.sent.clear()
+    bridge.handle_batch([up(envs[lid], lid, hello(20, will=19)) for lid in ids])
+    bridge._commit_and_ack([])
+    assert bridge.counts["ok_hello"] == 8 and bridge.counts["error"] == 1
+    assert [lid for lid in ids if downs(bridge, lid, "time")] == [ids[0], ids[1], ids[3]]
+    db.session.expire_all()
+    assert [db.session.get(BridgeLockState, lid).will_counter for lid in ids] == [19, 19, 9, 19]

@@ -6,7 +6,9 @@ created and dropped), on PostgreSQL.
 - one change: the web queues one lock's change and commits, then publish_due() claims it, builds and publishes the
   state (to a stand-in client that acknowledges at once) and commits;
 - PostgreSQL wake-up: commit of a change (NOTIFY) → the bridge's listener wakes;
-- for comparison, a scan of every lock (the kind of query the bridge ran every 50 ms before the change queue).
+- for comparison, a scan of every lock (the kind of query the bridge ran every 50 ms before the change queue);
+- expire_due (run by the bridge every 30 s) with two codes per lock (one live, one long expired): nothing due, and
+  one code due; and, for comparison, nothing due without its index (ix_code_expiry_due: a scan of every code).
 Median of repeated runs; target: flat within 2× from 1,000 to 100,000.
 """
 from __future__ import annotations
@@ -74,7 +76,54 @@ def _fill(db, n):
         db.session.execute(sa.insert(BridgeLockState), [{"lock_id": lid, "last_counter": 0, "seen_window": 0,
                                                           "online": False} for lid in ids[k:k + 5000]])
     db.session.commit()
-    return ids
+    return ids, agency.id
+
+
+def _fill_codes(db, ids, agency_id):
+    """Two codes per lock: one live for a month, one that ended a month ago and was noted as expired."""
+    import sqlalchemy as sa
+    from datetime import timedelta
+    from cloud.models import Code
+    from cloud.timeutil import utcnow
+    now = utcnow()
+    live = {"valid_from": now - timedelta(days=1), "valid_until": now + timedelta(days=30), "expired_noted_at": None}
+    old = {"valid_from": now - timedelta(days=40), "valid_until": now - timedelta(days=30),
+           "expired_noted_at": now - timedelta(days=30)}
+    for k in range(0, len(ids), 5000):
+        db.session.execute(sa.insert(Code), [dict(w, lock_id=lid, agency_id=agency_id, code="1234", revision=1,
+                                                  created_at=now) for lid in ids[k:k + 5000] for w in (live, old)])
+    db.session.commit()
+
+
+def _expiry(db, ids, agency_id) -> dict:
+    """Cost of expire_due with nothing due, with one code due, and with nothing due without the index."""
+    import sqlalchemy as sa
+    from datetime import timedelta
+    from cloud import domain
+    from cloud.models import Code
+    from cloud.timeutil import utcnow
+
+    def idle():
+        assert domain.expire_due() == []
+        db.session.rollback()
+
+    _median_us(idle, 10)
+    out = {"expire_idle_us": round(_median_us(idle, 50))}
+
+    def one_due():
+        now = utcnow()
+        db.session.execute(sa.insert(Code), [{"lock_id": random.choice(ids), "agency_id": agency_id, "code": "4321",
+                                              "revision": 1, "created_at": now, "valid_from": now - timedelta(hours=2),
+                                              "valid_until": now - timedelta(seconds=1)}])
+        db.session.commit()
+        t = time.perf_counter()
+        assert len(domain.expire_due()) == 1
+        return time.perf_counter() - t
+    out["expire_one_due_us"] = round(statistics.median(one_due() for _ in range(30)) * 1e6)
+    db.session.execute(sa.text("DROP INDEX ix_code_expiry_due"))
+    db.session.commit()
+    out["expire_idle_unindexed_us"] = round(_median_us(idle, 20))
+    return out
 
 
 def measure(url: str, n: int) -> dict:
@@ -87,7 +136,8 @@ def measure(url: str, n: int) -> dict:
     with app.app_context():
         db.create_all()
         t0 = time.monotonic()
-        ids = _fill(db, n)
+        ids, agency_id = _fill(db, n)
+        _fill_codes(db, ids, agency_id)
         fill_s = time.monotonic() - t0
         b = Bridge(app, host="unused", port=0, username=None, password=None)
         b.client = _Client()
@@ -111,7 +161,7 @@ def measure(url: str, n: int) -> dict:
         if db.engine.dialect.name == "postgresql":
             from cloud.bridge.wakeup import Listener
             q: queue.Queue = queue.Queue()
-            listener = Listener(db.engine.url, q)
+            listener = Listener(db.engine.url, lambda: q.put(1))
             listener.start()
             q.get(timeout=10)  # the listener's own first wake (connected)
             lat = []
@@ -126,6 +176,7 @@ def measure(url: str, n: int) -> dict:
             listener.stop()
             out["wakeup_us"] = round(statistics.median(lat) * 1e6)
             b.publish_due()
+        out.update(_expiry(db, ids, agency_id))
         db.session.remove()
         db.engine.dispose()
     return out
@@ -161,10 +212,12 @@ def main() -> int:
                 results.append(r)
                 print(f"{kind} {n:>7} locks: idle poll {r['idle_poll_us']} µs, one change {r['one_change_us']} µs"
                       + (f", wake-up {r['wakeup_us']} µs" if "wakeup_us" in r else "")
-                      + f"; a scan of every lock {r['full_scan_us']} µs", flush=True)
+                      + f"; a scan of every lock {r['full_scan_us']} µs; expire_due: nothing due "
+                      f"{r['expire_idle_us']} µs, one due {r['expire_one_due_us']} µs, nothing due without the index "
+                      f"{r['expire_idle_unindexed_us']} µs", flush=True)
                 print(json.dumps(r), flush=True)
             rs = [r for r in results if r["db"] == kind]
-            for key in ("idle_poll_us", "one_change_us"):
+            for key in ("idle_poll_us", "one_change_us", "expire_idle_us", "expire_one_due_us"):
                 growth = rs[-1][key] / max(1, rs[0][key])
                 spread = max(r[key] for r in rs) / max(1, min(r[key] for r in rs))
                 print(f"{kind}: {key} at {SIZES[-1]:,} locks / at {SIZES[0]:,} = {growth:.2f}× "
