@@ -122,6 +122,13 @@ class CodeSet:
         self._table = table
         self._mask = mask
 
+    def move_to(self, home) -> None:
+        """Keep the records in home (a buffer reserved at boot, at least as large), so the buffer they were
+        decoded in receives again. A slice copy: nothing allocated but a memoryview, nothing to fail half way."""
+        n = len(self.records)
+        home[:n] = self.records
+        self.records = memoryview(home)[:n]
+
     # -- lookup -------------------------------------------------------------------------------------------
     def is_backup(self, digest: bytes) -> bool:
         b = self.backup

@@ -2,11 +2,12 @@
 parser registered for the message's type ("t"). Never raises: every drop comes back as a Refused message (the
 session counts it under its reason), so a flood of forged messages costs a counter, not the session.
 
-Memory: two boot-time buffers of MAX_DOWN bytes, one receiving (`rx`), the other held by the installed code
-set. A state's code records are decoded in place in the receiving buffer (protocol.take_b64), so a full
-200-code state allocates nothing large (the unix port's 64-bit heap at 128k is fragmented to ~7 KB blocks after
-boot). When the main loop has installed it, that code set keeps (adopts) the buffer and the other one, whose
-code set is garbage now, receives the next message (receiving); until then the session waits (wait_installed).
+Memory: two boot-time buffers, reserved while the heap is still in one piece: `rx` (MAX_DOWN bytes) receives,
+and `home` (MAX_CODES records) is where the installed code set's records live. A state's records are decoded
+in place in `rx` (protocol.take_b64), so a full 200-code state allocates nothing large (the unix port's 64-bit
+heap at 128k is fragmented to a few KB per block after boot); the main loop validates them there, saves them
+to flash, then copies them into `home` (device/codes.py, CodeSet.move_to). Until the main loop is through with
+a state the worker waits (wait_installed) rather than receive over records it may be installing.
 """
 import gc
 import time
@@ -18,10 +19,9 @@ from linkmsg import LogAck, Refused, State, Time
 class Downlink:
     def __init__(self, env) -> None:
         self.env = env
-        self._bufs = (bytearray(P.MAX_DOWN), bytearray(P.MAX_DOWN))
-        self._held = -1      # index of the buffer the lock's code set holds (-1: none, e.g. after boot)
-        self._staged = -1    # index of the buffer with records the main loop has not installed yet
-        self.rx = self._bufs[0]
+        self.rx = bytearray(P.MAX_DOWN)
+        self.home = bytearray(P.MAX_CODES * P.REC)
+        self._staged = False  # rx holds records the main loop has not installed yet
         self.stop = False    # set when the link stops: a parse waiting for the main loop gives up
         self._parsers = {"time": _time, "logack": _logack}
 
@@ -53,10 +53,9 @@ class Downlink:
             body = None
             t = obj.get("t")
             if t == "state":
-                rev, codes, backup = P.parse_state(obj, blob)
-                msg = State(rev, codes, backup, (0 if rx is self._bufs[0] else 1) if blob is not None else -1)
-                self._staged = msg.buf
-                return msg
+                rev, codes, backup = P.parse_state(obj, blob, self.home)
+                self._staged = True
+                return State(rev, codes, backup)
             fn = self._parsers.get(t)
             if fn is None:
                 raise P.ProtocolError("unknown_type")
@@ -74,18 +73,15 @@ class Downlink:
     def wait_installed(self) -> None:
         """Worker thread, after handing over a State: wait until the main loop is through with it, so the next
         message is not received over records it may be installing."""
-        while self._staged >= 0 and not self.stop:
+        while self._staged and not self.stop:
             time.sleep_ms(5)
 
-    def done(self, msg, adopted: bool) -> None:
-        """Main loop: through with a State; its code set adopted msg.buf (-1: records of its own), or not."""
-        if adopted:
-            self._held = msg.buf
-        self._staged = -1
+    def done(self) -> None:
+        """Main loop: through with a State (installed, its records moved home, or refused): rx is free."""
+        self._staged = False
 
     def receiving(self):
-        """Worker thread, before each read: the buffer no code set holds (the client's rx_buf)."""
-        self.rx = self._bufs[1 if self._held == 0 else 0]
+        """Worker thread, before each read: the receiving buffer (the client's rx_buf)."""
         return self.rx
 
 

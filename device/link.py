@@ -144,9 +144,8 @@ class Link:
             self._emit({"refused": "stale_time"})
 
     def _on_state(self, msg, now) -> None:
-        adopted = False
         try:
-            adopted = self._apply_state(msg.rev, msg.codes, msg.backup)
+            self._apply_state(msg.rev, msg.codes, msg.backup)
         except MemoryError:
             # the heap is shared with the worker thread, whose peak (a TLS handshake) passes: try again a
             # little later (the worker waits), then refuse once like any message that does not fit
@@ -159,7 +158,7 @@ class Link:
             self.session.count("no_memory")
         finally:
             if self._later is not msg:
-                self.session.done(msg, adopted)
+                self.session.done()
 
     def _apply_state(self, rev: int, codes, backup) -> bool:
         lock = self.lock

@@ -16,12 +16,11 @@ LogAck = namedtuple("LogAck", ("seq",))
 
 
 class State:
-    """A verified desired state. `buf`: the index of the downlink's staging buffer holding the code records
-    (-1: none); the main loop says with Session.done() whether the installed code set adopted it."""
+    """A verified desired state, its code records still in the downlink's receiving buffer; the main loop
+    tells Session.done() when it is through with them."""
 
-    def __init__(self, rev: int, codes, backup, buf: int) -> None:
+    def __init__(self, rev: int, codes, backup) -> None:
         self.rev = rev
         self.codes = codes
         self.backup = backup
-        self.buf = buf
         self.tries = 0  # installs that ran out of memory (the main loop tries again a little later)

@@ -300,6 +300,9 @@ class Lock:
             self.record(al.CODESET_REFUSED, revision, now)
             return False
         store.save(CODES_FILE, *cs.parts())
+        home = getattr(codes, "home", None)
+        if home is not None:  # records decoded in the link's receiving buffer: they move to their own
+            cs.move_to(home)
         self.codes = cs
         gc.collect()
         self.record(al.CODESET, revision, now)

@@ -126,12 +126,14 @@ REC = 44  # one code on the wire: digest (32) | code id | valid_from | valid_unt
 class CodeList:
     """The codes of a verified state: the decoded record blob, validated, not converted. Iterating yields
     (code_id, digest, valid_from, valid_until) with the digest a memoryview into the blob, so installing
-    200 codes costs the blob (8.8 KB) and nothing per code (CodeSet.build takes any sized iterable)."""
+    200 codes costs the blob (8.8 KB) and nothing per code (CodeSet.build takes any sized iterable).
+    `home`: where the installed records go to live (the downlink's), so the blob's buffer receives again."""
 
-    def __init__(self, blob):
+    def __init__(self, blob, home=None):
         self.blob = blob
-        # the records as they are: CodeSet.build adopts them without copying (device/codes.py, same layout)
+        # the records as they are: CodeSet.build takes them without copying (device/codes.py, same layout)
         self.records = blob
+        self.home = home
 
     def __len__(self):
         return len(self.blob) // REC
@@ -143,9 +145,9 @@ class CodeList:
             yield (_u32(b, o + 32), mv[o: o + 32], _u32(b, o + 36), _u32(b, o + 40))
 
 
-def parse_state(obj, blob=None):
+def parse_state(obj, blob=None, home=None):
     """A verified "state" body -> (revision, CodeList, backup_digest|None). Validates everything first.
-    blob: the records already decoded in place by take_b64 (then obj["c"] is "")."""
+    blob: the records already decoded in place by take_b64 (then obj["c"] is ""); home: see CodeList."""
     try:
         rev = _int(obj["rev"])
         n = _int(obj["n"])
@@ -165,7 +167,7 @@ def parse_state(obj, blob=None):
             backup = a2b_base64(backup)
             if len(backup) != 32:
                 raise ProtocolError("malformed")
-        return rev, CodeList(blob), backup
+        return rev, CodeList(blob, home), backup
     except ProtocolError:
         raise
     except Exception:

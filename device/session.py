@@ -145,8 +145,8 @@ class Session:
         except Exception:
             return None
 
-    def done(self, msg, adopted: bool) -> None:
-        self.downlink.done(msg, adopted)
+    def done(self) -> None:
+        self.downlink.done()
 
     def start(self) -> None:
         if self._started:
@@ -341,7 +341,7 @@ class Session:
         if not self._put(self._inq, msg, _INQ):
             self.count("inq_full")
             if isinstance(msg, State):
-                self.downlink.done(msg, False)
+                self.downlink.done()
 
 
 class UpCounter:

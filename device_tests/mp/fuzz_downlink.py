@@ -44,7 +44,7 @@ with open(os.getenv("FUZZ_CASES"), "rb") as f:
         elif isinstance(msg, State):
             if len(out["states"]) < 8:
                 out["states"].append([msg.rev, len(msg.codes)])
-            dl.done(msg, False)
+            dl.done()
         msg = None
         if out["cases"] % 10 == 0:
             gc.collect()

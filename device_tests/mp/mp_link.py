@@ -71,18 +71,18 @@ def test_state_installs_acks_and_releases_its_buffer():
     s, fs, ln = _linked()
     _up(s, fs)
     assert s.lock.set_trusted_time(s.board.world.epoch(), "server")
-    st = State(5, [(1, D("4821"), T - 10, T + 3600)], None, 0)
+    st = State(5, [(1, D("4821"), T - 10, T + 3600)], None)
     fs.deliver(st)
     s.advance(10)
     assert s.lock.revision == 5 and fs.of_type("ack") == [{"v": 1, "t": "ack", "rev": 5}]
-    assert fs.released == [(st, True)]
+    assert fs.released == 1
     s.type("4821#")
     assert s.relay_open()
-    fs.deliver(State(5, [], None, 1))  # the same revision again: acknowledged, not installed
-    fs.deliver(State(4, [], None, -1))  # an older one: refused and counted
+    fs.deliver(State(5, [], None))  # the same revision again: acknowledged, not installed
+    fs.deliver(State(4, [], None))  # an older one: refused and counted
     s.advance(10)
     assert len(fs.of_type("ack")) == 2 and fs.counts == {"stale_revision": 1}
-    assert [a for _, a in fs.released] == [True, False, False]
+    assert fs.released == 3
 
 
 def test_log_upload_and_ack():
@@ -166,19 +166,19 @@ def test_an_install_out_of_memory_is_tried_again_then_refused_once():
             raise MemoryError("allocating 1024 bytes")
         return real(*a)
     s.lock.install_codeset = starved
-    st = State(9, [(1, D("4821"), T - 10, T + 3600)], None, 0)
+    st = State(9, [(1, D("4821"), T - 10, T + 3600)], None)
     fs.deliver(st)
     t0 = time.ticks_ms()
     while s.lock.revision != 9 and time.ticks_diff(time.ticks_ms(), t0) < 3000:
         s.advance(10)
         time.sleep_ms(20)
-    assert s.lock.revision == 9 and len(calls) == 3 and fs.released == [(st, True)]
+    assert s.lock.revision == 9 and len(calls) == 3 and fs.released == 1
     s.lock.install_codeset = lambda *a: (_ for _ in ()).throw(MemoryError())
-    st2 = State(10, [], None, 1)
+    st2 = State(10, [], None)
     fs.deliver(st2)
     t0 = time.ticks_ms()
-    while not fs.released[1:] and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    while fs.released < 2 and time.ticks_diff(time.ticks_ms(), t0) < 5000:
         s.advance(10)
         time.sleep_ms(20)
-    assert fs.released[1:] == [(st2, False)] and fs.counts.get("no_memory") == 1
+    assert fs.released == 2 and fs.counts.get("no_memory") == 1
     assert [e["kind"] for e in s.lock.log_since(0, 50)].count("codeset_refused") == 1

@@ -65,7 +65,9 @@ class Sim:
         if world is not None:
             w.w = world
         w.w["rtc"] = rtc
-        self.board._i2c = simboard.SimI2C(w)
+        import simrtc
+
+        self.board._i2c = simrtc.SimI2C(w)
         self.events = []
         self.relay_log = []
         self.board.on_relay = self.relay_log.append

@@ -24,7 +24,6 @@ import simnet  # the link's network seam (sim/board/simnet.py)
 _MASK = (1 << 30) - 1  # the ESP32's ticks period - 1 (sim/board/time.py makes ticks_diff modular in it too)
 _START = 20000  # ticks start 20 s before they wrap: exercises the firmware's ticks arithmetic
 KEYS = "123456789*0#"
-RTC_ADDR = 0x68  # ds3231.ADDR; the driver is imported only once an RTC is fitted, as the firmware does
 
 _dir = os.getenv("SIMLOCK_DIR")
 if _dir:
@@ -130,68 +129,6 @@ class ColPin:
         return 1
 
 
-class SimI2C:
-    """A DS3231 at 0x68 whose clock is the world's epoch plus an offset, with its oscillator-stop flag."""
-
-    def __init__(self, world) -> None:
-        self.world = world
-        w = world.w
-        self.present = bool(w.get("rtc", False))
-
-    def scan(self):
-        return [RTC_ADDR] if self.present else []
-
-    def _regs(self):
-        import ds3231
-
-        w = self.world.w
-        t = self.world.epoch() + int(w.get("rtc_offset", 0))
-        days, rem = divmod(t, 86400)
-        y, mo, d = ds3231.civil_from_days(days)
-        b = ds3231._tobcd
-        r = bytearray(19)
-        r[0] = b(rem % 60)
-        r[1] = b((rem // 60) % 60)
-        r[2] = b(rem // 3600)
-        r[3] = (days + 3) % 7 + 1
-        r[4] = b(d)
-        r[5] = b(mo) | (0x80 if y >= 2100 else 0)
-        r[6] = b(y % 100)
-        r[0x0F] = 0x80 if w.get("rtc_osf", False) else 0
-        return r
-
-    def readfrom_mem(self, addr, reg, n):
-        if not self.present or addr != RTC_ADDR:
-            raise OSError(19)
-        return bytes(self._regs()[reg : reg + n])
-
-    def writeto_mem(self, addr, reg, buf):
-        if not self.present or addr != RTC_ADDR:
-            raise OSError(19)
-        w = self.world.w
-        if reg == 0:
-            import ds3231
-
-            fake = ds3231.DS3231(_Regs(buf))
-            t = fake.read()
-            if t is not None:
-                w["rtc_offset"] = t - self.world.epoch()
-        elif reg == 0x0F:
-            w["rtc_osf"] = bool(buf[0] & 0x80)
-        self.world.save()
-
-
-class _Regs:
-    """Lets ds3231.DS3231.read() decode a buffer the firmware wrote."""
-
-    def __init__(self, buf) -> None:
-        self.r = bytearray(19)
-        self.r[0:7] = buf
-
-    def readfrom_mem(self, addr, reg, n):
-        return bytes(self.r[reg : reg + n])
-
-
 class Board:
     def __init__(self, cfg: dict) -> None:
         self.world = World(_dir + "/world.json" if _dir else None)
@@ -202,7 +139,7 @@ class Board:
         self.rows = [SimPin(1) for _ in range(4)]
         self.cols = [ColPin(self.world, self.rows, c) for c in range(3)]
         self.ticks_ms = self.world.ticks
-        self._i2c = SimI2C(self.world)
+        self._i2c = None  # the simulated RTC's bus, built when the firmware first asks for it
         self.lock = None
         self.on_relay = None  # optional hook (benchmarks)
         self._queue = []
@@ -229,6 +166,12 @@ class Board:
         self.world.timers.append([period_ms, self.world.ms + period_ms, fn])
 
     def i2c(self):
+        if self._i2c is None:
+            if not self.world.w.get("rtc", False):
+                return _NO_BUS  # nothing fitted: the RTC simulation stays off the heap
+            import simrtc
+
+            self._i2c = simrtc.SimI2C(self.world)
         return self._i2c
 
     def relay_off(self) -> None:
@@ -300,13 +243,6 @@ class Board:
             d.update(data)
             emit(d)
 
-    # -- keys, for the simulator and the virtual keypad page ---------------------------------------------
-    def down(self, key: str) -> None:
-        self.world.pressed = KEYS.index(key)
-
-    def up(self, key=None) -> None:
-        self.world.pressed = -1
-
     # -- the world's script: one small step per main-loop iteration --------------------------------------
     def idle(self) -> None:
         if self._wait > 0:
@@ -333,30 +269,27 @@ class Board:
             emit({"event": "settled", "epoch": self.world.epoch(), "ms": self.world.ms})
             line = sys.stdin.readline()
         if not line:
-            self._quit()
+            self.quit()
         try:
-            self._parse(line.strip())
+            self._line(line.strip())
         except (ValueError, IndexError, KeyError) as e:
             emit({"event": "error", "error": "bad input: %s (%r)" % (line.strip(), e)})
         except RuntimeError:
             raise
 
-    def _wait_for(self, ms: int, ff: bool = False):
+    def wait_for(self, ms: int, ff: bool = False) -> None:
+        """Queue a wait of ms of virtual time (ff: fast-forward while the lock is not busy)."""
         def f():
             self._wait = ms
             self._ff = ff
-        return f
+        self._queue.append(f)
 
-    def _press(self, key):
+    def _key(self, k: int):
+        """A key held down (k: its index in KEYS) or released (-1), then the hold or gap time."""
         def f():
-            self.world.pressed = KEYS.index(key)
-            self._wait = self.world.w.get("hold_ms", self.world.hold_ms)
-        return f
-
-    def _release(self):
-        def f():
-            self.world.pressed = -1
-            self._wait = self.world.w.get("gap_ms", self.world.gap_ms)
+            w = self.world
+            w.pressed = k
+            self._wait = w.w.get("hold_ms", w.hold_ms) if k >= 0 else w.w.get("gap_ms", w.gap_ms)
         return f
 
     def _keys(self, keys: str) -> None:
@@ -365,127 +298,34 @@ class Board:
                 raise ValueError("not a key: " + k)
         q = self._queue
         for k in keys:
-            q.append(self._press(k))
-            q.append(self._release())
-        q.append(self._wait_for(self.world.settle_ms))
+            q.append(self._key(KEYS.index(k)))
+            q.append(self._key(-1))
+        self.wait_for(self.world.settle_ms)
 
-    def _busy(self, ms: int, keys: str) -> None:
-        """Block the main loop for ms of virtual time while keys are typed (the timer keeps scanning)."""
-        w = self.world
-        end = w.ms + ms
-        hold = w.w.get("hold_ms", w.hold_ms)
-        gap = w.w.get("gap_ms", w.gap_ms)
-        for k in keys:
-            w.pressed = KEYS.index(k)
-            w.step(hold)
-            w.pressed = -1
-            w.step(gap)
-        if w.ms < end:
-            w.step(end - w.ms)
-        emit({"event": "busy_done", "ms": ms})
-        self._queue.append(self._wait_for(w.settle_ms))
-
-    def _quit(self) -> None:
+    def quit(self) -> None:
         self.world.save()
         sys.exit(0)
 
-    def _parse(self, line: str) -> None:
+    def _line(self, line: str) -> None:
         if not line:
             return
         if not line.startswith("!"):
             self._keys(line.replace(" ", ""))
             return
-        parts = line[1:].split()
-        cmd, args = parts[0], parts[1:]
-        lock = self.lock
-        w = self.world
-        if cmd == "advance":
-            self._queue.append(self._wait_for(int(float(args[0]) * 1000), True))
-        elif cmd == "net":
-            simnet.command(args, emit)
-        elif cmd == "quit":
-            self._quit()
-        elif cmd == "power-cycle":
-            emit({"event": "power", "state": "off"})
-            w.save()
-            sys.exit(exitcodes.POWER_CYCLE)
-        elif cmd == "crash":
-            raise RuntimeError("simulated firmware fault")  # out of the main loop: the master handler runs
-        elif cmd == "hold":
-            w.w["hold_ms"] = int(args[0])
-            w.w["gap_ms"] = int(args[1]) if len(args) > 1 else int(args[0])
-        elif cmd == "busy":
-            self._busy(int(args[0]), args[1] if len(args) > 1 else "")
-        elif cmd == "time":
-            t = self._when(args[0]) if args else w.epoch()
-            src = args[1] if len(args) > 1 else "server"
-            ok = lock.set_trusted_time(t, src)
-            emit({"event": "time", "ok": ok, "trusted_now": lock.trusted_now()})
-        elif cmd == "codes":
-            self._codes(args)
-        elif cmd == "gen-codes":
-            self._gen_codes(int(args[0]), int(args[1]))
-        elif cmd == "status":
-            gc.collect()
-            d = {"event": "status", "world_epoch": w.epoch(), "heap_used": gc.mem_alloc(),
-                 "heap_free": gc.mem_free()}
-            d.update(lock.status())
-            emit(d)
-        elif cmd == "log":
-            seq = int(args[0]) if args else 0
-            limit = int(args[1]) if len(args) > 1 else 50
-            emit({"event": "log_since", "last_seq": lock.last_seq, "events": lock.log_since(seq, limit)})
-        elif cmd == "rtc":
-            # takes effect from the next boot (the bus is probed at boot), like plugging the module in
-            if args[0] == "on":
-                w.w["rtc"] = True
-            elif args[0] == "off":
-                w.w["rtc"] = False
-            elif args[0] == "battery-out":
-                w.w["rtc_osf"] = True
-            else:
-                raise ValueError(args[0])
-            w.save()
-            emit({"event": "rtc", "state": args[0]})
-        else:
-            raise ValueError("unknown command " + cmd)
+        import simcmd  # for this one command (sim/board/simcmd.py)
 
-    def _when(self, s: str) -> int:
-        """An epoch: absolute, or relative to the world's now with a leading + or -."""
-        if s[0] in "+-":
-            return self.world.epoch() + int(s)
-        return int(s)
+        try:
+            simcmd.run(self, line)
+        finally:
+            del sys.modules["simcmd"]
 
-    def _codes(self, args) -> None:
-        lock = self.lock
-        rev = int(args[0])
-        codes = []
-        backup = None
-        for a in args[1:]:
-            if a.startswith("backup="):
-                backup = lock._mac.digest(a[7:].encode())
-                continue
-            cid, code, vf, vu = a.split(":")
-            codes.append((int(cid), lock._mac.digest(code.encode()), self._when(vf), self._when(vu)))
-        ok = lock.install_codeset(rev, codes, backup)
-        emit({"event": "codeset", "ok": ok, "revision": lock.revision})
 
-    def _gen_codes(self, rev: int, n: int) -> None:
-        """Install n codes 0000.. upwards (skipping the backup key), valid for a year from now."""
-        lock = self.lock
-        now = self.world.epoch()
+class _NoBus:
+    """The I2C bus of a board without the RTC module: nothing answers."""
 
-        def gen():  # a generator: the code set is built record by record, no list of tuples on the heap
-            i = 0
-            made = 0
-            while made < n:
-                d = lock._mac.digest(("%04d" % i).encode())
-                i += 1
-                if lock.codes.is_backup(d):
-                    continue
-                made += 1
-                yield made, d, now - 60, now + 365 * 86400
+    def scan(self):
+        return []
 
-        ok = lock.install_codeset(rev, gen(), None)
-        gc.collect()
-        emit({"event": "codeset", "ok": ok, "revision": lock.revision, "count": lock.codes.count})
+
+_NO_BUS = _NoBus()
+

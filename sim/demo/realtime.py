@@ -42,6 +42,13 @@ class RealtimeBoard(simboard.Board):
             simboard.emit({"event": "keypad_page", "url": "http://%s:%d/" % (os.getenv("KEYPAD_HOST") or "127.0.0.1",
                                                                              port)})
 
+    # -- keys, for the virtual keypad page
+    def down(self, key: str) -> None:
+        self.world.pressed = simboard.KEYS.index(key)
+
+    def up(self, key=None) -> None:
+        self.world.pressed = -1
+
     def state(self):
         lock = self.lock
         on = self._on
