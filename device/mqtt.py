@@ -8,6 +8,8 @@ and adds what the lock's memory plan needs, which umqtt.simple cannot do:
 - `rx_buf`: a bytearray for incoming payloads up to its size, read into without allocating (the callback then
   gets a memoryview valid only during the call). None = allocate per message.
 - PUBACK/SUBACK arriving late (outside publish()/subscribe()) are consumed, never left in the stream.
+- `rx_at`: ticks_ms() when the last packet of any kind arrived; the session's keepalive watches it (the acks
+  publish() reads while it waits are signs of life too).
 
 I/O: after the (blocking, timed-out) TCP connect and TLS handshake the socket is non-blocking and every wait
 goes through select.poll with the connect timeout as the deadline: a TCP socket timeout under a TLS socket
@@ -16,6 +18,7 @@ makes mbedTLS return partial writes, which would lose bytes.
 import select
 import socket
 import struct
+from time import ticks_ms
 
 
 class MQTTException(Exception):
@@ -55,6 +58,7 @@ class MQTTClient:
         self.max_packet = 0
         self.rx_buf = None
         self.dropped = 0
+        self.rx_at = 0  # ticks_ms() when the last packet of any kind arrived (the broker is alive)
         self._timeout = None
         self._raw = None
         self._acked = []
@@ -213,6 +217,7 @@ class MQTTClient:
             return None
         if res == b"":
             raise OSError(-1, "mqtt: connection closed")
+        self.rx_at = ticks_ms()
         op = res[0]
         sz = self._recv_len()
         if op == 0xD0:  # PINGRESP

@@ -27,6 +27,7 @@ _BACKOFF_FIRST_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _NEXT_HOST_MS = const(200)     # pause before trying the next broker of the list
 _INQ = const(8)                # downlink messages waiting for the main loop
+_INQ_REFUSED = const(4)        # a refusal is not queued behind more than this: a flood leaves room for a state
 _INQ_CONTROL = const(2)        # slots beyond _INQ for Up/Down: a full queue never hides a connection change
 _OUTQ = const(16)
 LINK_FILE = "link.bin"
@@ -311,6 +312,9 @@ class Session:
                 dropped = c.dropped
                 self._deliver(Refused("oversize"))
             now = ticks_ms()
+            if ticks_diff(c.rx_at, self._rx_at) > 0:
+                # any packet proves the broker alive: also the acks publish() reads while it waits for them
+                self._rx_at = c.rx_at
             if ticks_diff(now, last_tx) >= _PING_MS:
                 c.ping()
                 last_tx = now
@@ -337,11 +341,19 @@ class Session:
 
     def _deliver(self, msg) -> None:
         if isinstance(msg, Refused):
-            self.count(msg.reason)  # every drop is counted, whether or not the main loop hears of it
-        if not self._put(self._inq, msg, _INQ):
-            self.count("inq_full")
-            if isinstance(msg, State):
-                self.downlink.done()
+            # every drop is counted here; the main loop hears of it only when the queue has room to spare (it
+            # logs a refusal once per reason per 10 minutes anyway), so a flood never crowds out a state
+            self.count(msg.reason)
+            if not self._put(self._inq, msg, _INQ_REFUSED):
+                self.count("inq_full")
+            return
+        # a genuine message is never dropped: wait for the main loop to make room (the broker holds the rest)
+        while not self._put(self._inq, msg, _INQ):
+            if self._stop:
+                if isinstance(msg, State):
+                    self.downlink.done()
+                return
+            time.sleep_ms(5)
 
 
 class UpCounter:
