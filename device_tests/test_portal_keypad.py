@@ -157,8 +157,6 @@ def _stop(proc):
     return out
 
 
-@pytest.mark.xfail(strict=False, reason="heap at the 128k cap: microdot sometimes cannot allocate a request "
-                   "(MemoryError, about 1 run in 3 at the end of this session); issue 9, open")
 def test_setup_button_portal_on_the_firmware_at_its_heap_cap(tmp_path):
     """The unchanged firmware (main.py) with the setup button held, on the simulated board under the
     firmware's own heap cap (128k): the portal runs as a lock service and saves into the lock's config.json."""

@@ -571,8 +571,6 @@ for ca in ({str(other / 'ca.crt')!r}, {stack.ca!r}):
     assert lines[1] == "refused MQTTException"      # right CA: TLS passes, then the broker refuses the login
 
 
-@pytest.mark.xfail(strict=False, reason="heap at the 128k cap: with the shipped MQTT client, the boot clock and the "
-                   "OTA seams the 200-code install can run out of memory (issue 9, open; docs/firmware.md)")
 def test_a_full_lock_of_200_codes_over_the_air(stack):
     """Lock B (firmware at the default 128k heap cap, TLS) receives a 200-code desired state (~15 KB)."""
     from cloud import domain
