@@ -257,6 +257,12 @@ def start(lock, cfg: dict, board):
         return None
     from downlink import Downlink
     env = P.Envelope(lock.secret, lock.lock_id)
-    dl = Downlink(env)  # its ~30 KB of buffers first, while the heap is still in one piece
+    dl = Downlink(env)  # its ~21 KB of buffers first, while the heap is still in one piece
+    cs = lock.codes
+    if len(cs.records) <= len(dl.home):
+        # the code set loaded from flash moves into its home too: the file's buffer (8.8 KB for 200 codes)
+        # would otherwise stay held until the cloud sends a new revision, however long that takes
+        cs.move_to(dl.home)
+        gc.collect()
     from session import Session
     return Link(lock, Session(cfg, board, lock.lock_id, env, dl, lock.trusted_now))
