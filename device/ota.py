@@ -5,8 +5,6 @@ boot of a new version. Kept small: at 128k the link leaves the rest of the firmw
 fragments, and each connection (its TLS handshake) needs a few KB in one piece."""
 import sys
 
-from version import VERSION
-
 _MODS = ("updater", "trial", "fwbundle", "filehash", "bootstate")
 
 
@@ -27,58 +25,32 @@ def _exists(path: str) -> bool:
         return False
 
 
-def no_link(obj) -> bool:
-    """The send of an update module before the link is attached (or of a lock without one)."""
-    return False
-
-
-def report(svc, state: str, ver, **extra) -> None:
-    """Tell the cloud (fwstatus, through svc.send) and the lock's listeners ("ota" events, shown by the
-    simulator); svc is the Ota, the Updater or the Trial."""
-    ev = {"state": state, "ver": ver}
-    ev.update(extra)
-    body = {"v": 1, "t": "fwstatus", "fw": VERSION}
-    body.update(ev)
-    svc.send(body)
-    try:
-        svc.lock.emit("ota", ev)
-    except Exception:  # a listener's fault must not stop an update
-        pass
-
-
 class Ota:
     def __init__(self, lock, board, cfg: dict) -> None:
         self.lock = lock
         self.board = board
         self.cfg = cfg
-        self.send = no_link  # the link's send, once attached
+        self.send = None  # the link's send, once attached
         self.connected = False
         self.u = None  # the Updater or the Trial while there is work
-        self.tell = []  # the boot selector's decisions (report() arguments), told at every connection
-        self.trial = None  # type: dict | None  # the boot state, when this boot is a new version's trial
+        self.tell = ()  # the boot selector's decisions (fwreport.report() arguments), told at every connection
+        self.trial = None  # the boot state, when this boot is a new version's trial
         work = _exists("ota.bin")
         if _exists("boot.bin"):
-            import bootstate
+            import fwreport
 
-            st = bootstate.load()
-            if st["trial"]:
-                self.trial = st
-            last, refused = st.get("last"), st.get("refused")
-            if last:
-                self.tell.append({"state": "rolled_back", "ver": last["ver"], "reason": last["reason"],
-                                  "rollbacks": st["rollbacks"]})
-            if refused:
-                self.tell.append({"state": "refused", "ver": refused["ver"], "reason": refused["reason"]})
+            self.trial, self.tell = fwreport.boot_decisions()
         if work or self.trial:
             self._load()
         else:
-            _drop()
+            self._drop()
 
     def _load(self):
         u = self.u
         if u is None:
             u = self._new()
-            u.send = self.send
+            if self.send is not None:
+                u.send = self.send
             if self.connected:
                 u.on_link({"state": "connected"})
             self.u = u
@@ -116,10 +88,21 @@ class Ota:
             if st == "connected":
                 # at every connection, not once: a report queued just before a session ends is lost with it
                 # (the cloud counts a rollback once)
-                for ev in self.tell:
-                    report(self, **ev)
+                if self.tell:
+                    from fwreport import report
+
+                    for ev in self.tell:
+                        report(self, **ev)
             if self.u is not None:
                 self.u.on_link(data)
+
+    def _drop(self) -> None:
+        """Forget the update modules (their code is most of their heap); the next announcement loads them
+        again. The reports' module stays while this boot has something to tell at every connection."""
+        for m in _MODS:
+            sys.modules.pop(m, None)
+        if not self.tell:
+            sys.modules.pop("fwreport", None)
 
     def poll(self, now) -> None:
         u = self.u
@@ -128,10 +111,4 @@ class Ota:
             if u.idle():
                 self.u = None
                 self.trial = None  # a trial ends confirmed (idle) or by a restart
-                _drop()
-
-
-def _drop() -> None:
-    """Forget the update modules (their code is most of their heap); the next announcement loads them again."""
-    for m in _MODS:
-        sys.modules.pop(m, None)
+                self._drop()

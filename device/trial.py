@@ -8,7 +8,7 @@ from time import ticks_add, ticks_diff, ticks_ms
 import bootstate
 import filehash
 import fwbundle
-from ota import no_link, report
+from fwreport import no_link, report
 from version import VERSION
 
 _CONFIRM_MIN = 10

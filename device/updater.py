@@ -16,7 +16,7 @@ from time import ticks_diff, ticks_ms
 import bootstate
 import filehash
 import store
-from ota import no_link, report
+from fwreport import no_link, report
 from version import VERSION
 
 JOB = "ota.bin"          # the release being fetched: manifest fields + bytes received (store.py, atomic)
