@@ -6,6 +6,10 @@ fragments, and each connection (its TLS handshake) needs a few KB in one piece."
 import sys
 
 _MODS = ("updater", "trial", "fwbundle", "filehash", "bootstate")
+# free heap (after a collect) an announcement needs before the updater is loaded: its modules (9.8 KB on the
+# unix port), a chunk's strings, and the few KB in one piece the link's next connection needs. Below it the
+# release is refused (no_memory) rather than starving the link: the lock stays online and the cloud shows why.
+NEED = 16 * 1024
 
 
 class Msg:
@@ -78,7 +82,21 @@ class Ota:
         self.lock.add_listener(self._on_event)
 
     def _on_msg(self, msg, now) -> None:
-        self._load().on_message(msg.obj)
+        obj = msg.obj
+        if self.u is None:
+            import gc
+
+            gc.collect()
+            if gc.mem_free() < NEED:
+                ver = obj.get("ver")
+                if obj.get("t") == "fw" and isinstance(ver, str):
+                    from fwreport import report
+
+                    report(self, "refused", ver, reason="no_memory")
+                    if not self.tell:
+                        sys.modules.pop("fwreport", None)
+                return
+        self._load().on_message(obj)
 
     def _on_event(self, event: str, data: dict) -> None:
         if event == "link":

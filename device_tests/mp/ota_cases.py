@@ -243,6 +243,23 @@ def test_the_resident_part_loads_the_updater_only_for_work():
     assert shim.u is None  # idle again: dropped
 
 
+def test_an_announcement_the_heap_cannot_take_is_refused_not_loaded():
+    fresh()
+    sent = []
+    shim = ota.Ota(FakeLock(), FakeBoard(), {"fw_pubkey": PUB})
+    shim.send = lambda obj: sent.append(obj) or True
+    need = ota.NEED
+    ota.NEED = 10**9  # more than any heap
+    try:
+        rel = FIX["releases"]["good"]
+        shim._on_msg(ota.Msg({"t": "fw", "ver": rel["ver"], "sha": rel["sha"]}), 0)
+        shim._on_msg(ota.Msg({"t": "fwchunk", "ver": rel["ver"], "off": 0, "d": ""}), 0)
+    finally:
+        ota.NEED = need
+    assert shim.u is None  # the updater was not loaded
+    assert [(m["state"], m["reason"]) for m in sent] == [("refused", "no_memory")], sent
+
+
 def test_oversize_refused():
     fresh()
     r = Rig(FIX["releases"]["good"])

@@ -90,7 +90,10 @@ def _over_the_link(tmp: Path) -> dict:
         base, base_free = heap()
         m = lk.mark()
         flask("firmware", "rollout", "--version", "9.0.0", "--lock", lk.lock_id)
-        start = lk.wait(lambda e: e.get("event") == "ota" and e.get("state") == "downloading", 60, m)
+        start = lk.wait(lambda e: e.get("event") == "ota" and e.get("state") in ("downloading", "refused"), 60, m)
+        if start["state"] == "refused":
+            raise RuntimeError(f"the lock at {HEAP} refused the release ({start.get('reason')}) with "
+                               f"{base_free:,} B free when idle")
         peak, low = base, base_free
         errors = 0
         deadline = time.monotonic() + 600
