@@ -401,7 +401,7 @@ def decommission_lock(lock: Lock, *, by: User, now: datetime | None = None) -> L
 
 HEALTH_INTS = {"uptime": (0, 2**40), "heap_free": (0, 2**32), "heap_block": (0, 2**32), "rssi": (-127, 0),
                "flash_writes": (0, 2**40)}
-RESET_CAUSES = ("power_on", "watchdog", "software", "hard", "deep_sleep", "other")
+RESET_CAUSES = ("power_on", "watchdog", "crash", "software", "hard", "deep_sleep", "other")
 
 
 def clean_health(h) -> dict | None:

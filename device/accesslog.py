@@ -1,24 +1,25 @@
-"""Bounded access log: a ring of fixed-size records with a monotonic sequence number that survives reboots.
+"""The access log, kept on flash: fixed-size records with a sequence number that survives reboots, appended one
+at a time to two segment files in turn (log0.bin, log1.bin, CAPACITY records each; when one is full the other
+starts afresh), so an event costs one 16-byte append and never a rewrite of the log. The newest CAPACITY records
+are held; `dropped` counts the older ones. RAM holds only where the records are (restore.py finds them at boot).
 
 Record (16 bytes, big endian): seq (u32) | t (u32 epoch, 0xFFFFFFFF = no trusted time) | kind (u16) |
-reserved (u16) | detail (u32). When the ring is full the oldest record is dropped and counted in `dropped`.
-File payload: next_seq (u32) | count (u16) | dropped (u32) | ring. Pure logic (the owner persists it).
+check (u16) | detail (u32). The check (a Fletcher-16 of the other 14 bytes, seeded so that zeros fail) lets a
+record prove itself whole: an append cut by a power failure is skipped, and the records before it are never
+touched again. The ring file of earlier firmware (log.bin) is migrated at the first boot (restore.py).
 """
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore
-        return x
+from micropython import const
 
+import store
 from be32 import put32 as _put32
 from be32 import u32 as _u32
 
 REC = const(16)
 CAPACITY = const(128)
+SEGMENTS = ("log0.bin", "log1.bin")
 _NOT = 0xFFFFFFFF
-_HEAD = const(10)
 
-BOOT = const(1)
+BOOT = const(1)             # detail: boot count (low 24 bits) | index in CAUSES << 24 (why the board started)
 OPENED = const(2)           # detail: code id
 OPENED_BACKUP = const(3)
 REFUSED = const(4)          # detail: reason (REASONS)
@@ -31,78 +32,89 @@ TIME_REFUSED = const(10)    # detail: as TIME_SET
 BACKUP_FIRST_USE = const(11)
 BACKUP_INSTALLED = const(12)
 CRASH = const(13)
+WORKER_STUCK = const(14)    # the link's worker stopped showing signs of life: the watchdog resets the board
 
 KINDS = ("", "boot", "opened", "opened_backup", "refused", "lockout", "rotation_due", "codeset",
-         "codeset_refused", "time_set", "time_refused", "backup_first_use", "backup_installed", "crash")
+         "codeset_refused", "time_set", "time_refused", "backup_first_use", "backup_installed", "crash",
+         "worker_stuck")
 # refused reasons
 REASONS = ("", "unknown", "outside_window", "no_time", "length")
 SOURCES = ("other", "server", "ntp", "rtc", "cloud")
+CAUSES = ("", "power_on", "watchdog", "crash", "software", "hard")  # board.reset_cause(); "": not recorded
+
+
+def seal(r, o: int) -> int:
+    """The check of the record at r[o:o+16]: a Fletcher-16 of its other 14 bytes, seeded so that zeros fail."""
+    a = 0x5A
+    b = 0xA5
+    for i in range(o, o + REC):
+        if i - o != 10 and i - o != 11:
+            a = (a + r[i]) % 255
+            b = (b + a) % 255
+    return (b << 8) | a
 
 
 class AccessLog:
-    def __init__(self, capacity: int = CAPACITY) -> None:
-        self.capacity = capacity
-        self.ring = bytearray(capacity * REC)
+    def __init__(self) -> None:
+        # per segment: the seq of its first record (0: empty), the records written to it (whole or not), and
+        # of those the whole ones; head: the segment appended to
         self.next_seq = 1
-        self.count = 0
-        self.dropped = 0
+        self.start = [0, 0]
+        self.count = [0, 0]
+        self.n = [0, 0]
+        self.head = 0
+        self.buf = bytearray(REC)
 
     @property
     def last_seq(self) -> int:
         return self.next_seq - 1
 
+    @property
+    def dropped(self) -> int:
+        return self.last_seq - min(self.n[0] + self.n[1], CAPACITY)
+
     def append(self, t, kind: int, detail: int = 0) -> int:
         seq = self.next_seq
-        o = (seq % self.capacity) * REC
-        r = self.ring
-        _put32(r, o, seq)
-        _put32(r, o + 4, _NOT if t is None else t)
-        r[o + 8] = kind >> 8
-        r[o + 9] = kind & 0xFF
-        r[o + 10] = 0
-        r[o + 11] = 0
-        _put32(r, o + 12, detail & _NOT)
+        r = self.buf
+        _put32(r, 0, seq)
+        _put32(r, 4, _NOT if t is None else t)
+        r[8] = kind >> 8
+        r[9] = kind & 0xFF
+        _put32(r, 12, detail & _NOT)
+        c = seal(r, 0)
+        r[10] = c >> 8
+        r[11] = c & 0xFF
+        i = self.head
+        if self.count[i] >= CAPACITY:
+            i = self.head = 1 - i
+            self.count[i] = self.n[i] = 0  # the older segment's records go
+        if not self.count[i]:
+            self.start[i] = seq
+        store.append(SEGMENTS[i], r, not self.count[i])
+        self.count[i] += 1
+        self.n[i] += 1
         self.next_seq = seq + 1
-        if self.count < self.capacity:
-            self.count += 1
-        else:
-            self.dropped += 1
         return seq
 
-    def get(self, seq: int):
-        """(seq, t, kind, detail) of a held record, or None."""
-        if seq < self.next_seq - self.count or seq >= self.next_seq:
-            return None
-        o = (seq % self.capacity) * REC
-        r = self.ring
-        t = _u32(r, o + 4)
-        return seq, (None if t == _NOT else t), (r[o + 8] << 8) | r[o + 9], _u32(r, o + 12)
-
     def since(self, seq: int, limit: int):
-        """Held records with a sequence number above seq, oldest first, at most limit of them."""
-        start = max(seq + 1, self.next_seq - self.count)
-        end = min(self.next_seq, start + max(0, limit))
-        out = []
-        for s in range(start, end):
-            out.append(self.get(s))
+        """Held records (seq, t, kind, detail) with a sequence number above seq, oldest first, at most limit."""
+        lo = max(seq, self.last_seq - CAPACITY)
+        out = []  # type: list
+        r = self.buf
+        for i in (1 - self.head, self.head):
+            if not self.start[i] or (i != self.head and self.start[i] + self.count[i] <= lo):
+                continue
+            try:
+                f = open(SEGMENTS[i], "rb")
+            except OSError:
+                continue
+            with f:
+                while len(out) < limit and f.readinto(r) == REC:
+                    s = _u32(r, 0)
+                    if s > lo and seal(r, 0) == (r[10] << 8) | r[11]:
+                        t = _u32(r, 4)
+                        out.append((s, None if t == _NOT else t, (r[8] << 8) | r[9], _u32(r, 12)))
         return out
-
-    def parts(self):
-        head = bytearray(_HEAD)
-        _put32(head, 0, self.next_seq)
-        head[4] = self.count >> 8
-        head[5] = self.count & 0xFF
-        _put32(head, 6, self.dropped)
-        return head, self.ring
-
-    def restore(self, data) -> bool:
-        if data is None or len(data) != _HEAD + len(self.ring):
-            return False
-        self.next_seq = _u32(data, 0)
-        self.count = min((data[4] << 8) | data[5], self.capacity)
-        self.dropped = _u32(data, 6)
-        self.ring[:] = data[_HEAD:]
-        return True
 
 
 def as_dict(rec) -> dict:
@@ -121,5 +133,8 @@ def as_dict(rec) -> dict:
     elif kind in (TIME_SET, TIME_REFUSED):
         d["source"] = SOURCES[detail] if detail < len(SOURCES) else "other"
     elif kind == BOOT:
-        d["boot"] = detail
+        d["boot"] = detail & 0xFFFFFF
+        c = detail >> 24
+        if 0 < c < len(CAUSES):
+            d["reason"] = CAUSES[c]
     return d

@@ -21,12 +21,16 @@ Interface used by main.py and lock.py:
   .clock_ok()           the system clock was set since power-up (before, it reads 2000-01-01)
   .set_clock(epoch)     set the system clock (UNIX epoch seconds): from the RTC or the cloud's signed time
   .sntp(host)           set the system clock by SNTP (ntptime); OSError when nobody answers
+  .watchdog(timeout_ms) start the hardware watchdog (machine.WDT, it cannot be stopped); returns it (.feed())
+  .reset_cause          why the chip started: "power_on", "watchdog", "crash", "software" (board.reboot), "hard"
 """
 import time
 
 import machine
 import network
 from machine import I2C, Pin, Timer
+
+_PLANNED = b"reboot"
 
 
 class Board:
@@ -48,6 +52,7 @@ class Board:
         self._wlan = None  # type: network.WLAN | None
         self._ap = None  # type: network.WLAN | None
         self.ticks_ms = time.ticks_ms
+        self.reset_cause = _reset_cause()
 
     def start_ticker(self, period_ms: int, fn) -> None:
         t = Timer(0)
@@ -83,14 +88,19 @@ class Board:
         if self._timer is not None:
             self._timer.deinit()
         time.sleep_ms(2000)
-        machine.reset()
+        machine.reset()  # no mark in RTC memory: the next boot reads "crash"
 
     def reboot(self, reason: str) -> None:
         """A planned restart (an update switching slots, or rolling one back): relay released, then reset."""
         self.relay_off()
         if self._timer is not None:
             self._timer.deinit()
+        machine.RTC().memory(_PLANNED)  # RTC memory survives a reset, not a power cut
         machine.reset()
+
+    def watchdog(self, timeout_ms: int):
+        return machine.WDT(id=0, timeout=timeout_ms)
+
 
     def wlan(self):
         if self._wlan is None:
@@ -134,3 +144,19 @@ class Board:
         ntptime.host = host
         ntptime.timeout = 2
         ntptime.settime()
+
+
+def _reset_cause() -> str:
+    """machine.reset_cause() in words. The ESP32 reports a planned machine.reset() and a crash (the master
+    handler's reset, or a panic) alike as SOFT_RESET: reboot() marks the planned one in RTC memory."""
+    rtc = machine.RTC()
+    planned = rtc.memory() == _PLANNED
+    rtc.memory(b"")
+    c = machine.reset_cause()
+    if c == machine.SOFT_RESET:
+        return "software" if planned else "crash"
+    if c == machine.WDT_RESET:
+        return "watchdog"
+    if c == machine.HARD_RESET:
+        return "hard"
+    return "power_on"  # PWRON_RESET (brown-outs included) and anything unknown

@@ -10,11 +10,7 @@ non-overlapping windows); they are all candidates.
 File payload (see store.py for the envelope): revision (u32) | count (u16) | has backup (u8) |
 backup digest (32) | records.
 """
-try:
-    from micropython import const
-except ImportError:  # CPython / mypy
-    def const(x):  # type: ignore
-        return x
+from micropython import const
 
 from be32 import put32 as _put32
 from be32 import u32 as _u32
@@ -39,7 +35,7 @@ class CodeSet:
         self.revision = 0
         self.count = 0
         self.backup = None  # type: bytes | None
-        self.records = bytearray(0)
+        self.records = bytearray(0)  # type: bytearray | memoryview
         self._table = bytearray(0)
         self._mask = 0
 

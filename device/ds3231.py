@@ -2,11 +2,7 @@
 
 read() returns UTC epoch seconds, or None when the oscillator-stop flag says the time is not to be trusted
 (battery lost). write() sets the time and clears that flag. The RTC is kept in UTC, 24-hour mode."""
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore
-        return x
+from micropython import const
 
 ADDR = const(0x68)
 _STATUS = const(0x0F)

@@ -3,11 +3,7 @@ never allocates: it drives one row low at a time, reads the columns (pull-ups, p
 and pushes each debounced press as a key byte into a preallocated ring buffer that the main loop drains
 with pop(). A press is emitted once, when it has been stable for DEBOUNCE scans; the key must then be seen
 released (stable) before it can be emitted again. Two or more keys down at once are ignored (ghosting)."""
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore
-        return x
+from micropython import const
 
 SCAN_MS = const(5)
 DEBOUNCE = const(4)      # scans: 20 ms stable

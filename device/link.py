@@ -15,6 +15,7 @@ from micropython import const
 
 import accesslog
 import protocol as P
+import store
 from backoff import ceiling, jitter
 from linkmsg import Down, LogAck, Refused, State, Time, Up
 from version import VERSION
@@ -195,7 +196,8 @@ class Link:
     def health(self) -> dict:
         """How the lock is doing, in each hello (docs/protocol.md, hello)."""
         return {"uptime": ticks_diff(ticks_ms(), self._booted) // 1000, "heap_free": gc.mem_free(),
-                "heap_block": self._block, "rssi": self.session.rssi()}
+                "heap_block": self._block, "rssi": self.session.rssi(), "reset": self.lock.reset_cause,
+                "flash_writes": store.writes}
 
     def _upload(self) -> None:
         # network timeouts run on the real clock (ticks_ms), not the main loop's `now` (same on the ESP32;

@@ -1,14 +1,11 @@
 """The lock application: keypad entry -> offline validation -> relay, with lockout, backup key, trusted time,
 access log and persistence. Hardware comes in through the board object (see board.py); the link (MQTT)
 plugs in as a service (add_service) and through the seam methods documented in docs/firmware.md."""
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore
-        return x
+from micropython import const
 
 import gc
 import json
+import sys
 from time import ticks_add, ticks_diff
 
 import accesslog as al
@@ -22,11 +19,9 @@ from relay import PATTERNS, Feedback, Relay
 
 CODES_FILE = "codes.bin"
 STATE_FILE = "state.bin"
-LOG_FILE = "log.bin"
 
 ROTATION_S = const(86400)
 _CHECK_MS = const(1000)
-RTC_ADDR = const(0x68)  # DS3231; its driver is imported only when one answers
 _ELAPSED_SAVE_S = const(600)
 _STAR = const(42)
 _HASH = const(35)
@@ -58,17 +53,13 @@ class Lock:
         self.feedback = Feedback(board.buzzer, board.led)
         self.keypad = Keypad(board.rows, board.cols)
 
-        # persisted state
-        cs = CodeSet.parse(store.load(CODES_FILE))
-        if cs is None:
-            cs = CodeSet()
-        self.codes = cs
-        if cs.backup is None and cfg.get("backup_digest_bytes"):
-            cs.backup = cfg["backup_digest_bytes"]  # factory provisioning: adopt the backup from config
-            store.save(CODES_FILE, *cs.parts())
+        # persisted state, read back by boot-only code (restore.py, dropped from memory afterwards)
+        import restore
+
+        self.codes = restore.codes(cfg, CODES_FILE)
         self.log = al.AccessLog()
-        self.log.restore(store.load(LOG_FILE))
-        st = self._load_state()
+        restore.log(self.log)
+        st = restore.state(STATE_FILE)
         self.boot_count = int(st.get("boot", 0)) + 1
         self.clock = TrustedClock(int(st.get("last_good", 0)))
         self.lockout = Lockout()
@@ -84,32 +75,16 @@ class Lock:
         if self._bk_tag != self._backup_tag():
             self._reset_backup_state()  # the backup digest changed since the state was written
 
-        # trusted time from the battery RTC when one answers on the I2C bus
-        self.rtc = None
-        try:
-            i2c = board.i2c()
-            if i2c is not None and RTC_ADDR in i2c.scan():
-                from ds3231 import DS3231
-
-                self.rtc = DS3231(i2c)
-        except OSError:
-            self.rtc = None
-        self.record(al.BOOT, self.boot_count, now)
+        self.rtc = restore.rtc(board)  # trusted time from the battery RTC, when one is fitted
+        self.reset_cause = board.reset_cause  # why the board started (hello health, the boot record)
+        c = al.CAUSES.index(self.reset_cause) if self.reset_cause in al.CAUSES else 0
+        self.record(al.BOOT, (self.boot_count & 0xFFFFFF) | c << 24, now)
         if self.rtc is not None:
             t = self.rtc.read()
             if t is not None:
                 self.set_trusted_time(t, "rtc")
-
-        # a lockout in force survives the power cycle: the rest of it when time is known, else all of it
-        lock_s = int(st.get("lock_s", 0))
-        if lock_s > 0:
-            rest = lock_s
-            tn = self.clock.now(now)
-            if self._lock_t is not None and tn is not None:
-                rest = min(lock_s, self._lock_t + lock_s - tn)
-            if rest > 0:
-                self.lockout.start(now, rest)
-                self.lockout.duration_s = lock_s
+        restore.lockout(self, st, now)
+        del restore, sys.modules["restore"]
         self._was_locked = self.lockout.active
         self._next_check = now
         self._booting = False
@@ -334,10 +309,10 @@ class Lock:
         with the trusted time, persisted, and sent to the listeners as a "log" event."""
         if now is None:
             now = self.ticks_ms()
-        seq = self.log.append(self.clock.now(now), kind, detail)
-        store.save(LOG_FILE, *self.log.parts())
+        t = self.clock.now(now)
+        seq = self.log.append(t, kind, detail)
         if self._listeners:
-            self.emit("log", al.as_dict(self.log.get(seq)))
+            self.emit("log", al.as_dict((seq, t, kind, detail)))
 
     def status(self) -> dict:
         return {
@@ -348,7 +323,7 @@ class Lock:
             "fails": self.lockout.fails, "lockout_ms": self.lockout.remaining_ms(self.ticks_ms()),
             "last_seq": self.last_seq, "log_dropped": self.log.dropped, "rtc": self.rtc is not None,
             "has_backup": self.codes.backup is not None, "corrupt_files_seen": store.corrupt_seen,
-            "key_overflows": self.keypad.overflows,
+            "key_overflows": self.keypad.overflows, "reset_cause": self.reset_cause, "flash_writes": store.writes,
         }
 
     # -- internals -----------------------------------------------------------------------------------------
@@ -367,17 +342,6 @@ class Lock:
     def _emit(self, event: str, key: str, value) -> None:
         if self._listeners:
             self.emit(event, {key: value})
-
-    def _load_state(self) -> dict:
-        data = store.load(STATE_FILE)
-        if data is not None:
-            try:
-                st = json.loads(bytes(data))
-                if isinstance(st, dict):
-                    return st
-            except ValueError:
-                pass
-        return {}
 
     def _save_state(self) -> None:
         now = self.ticks_ms()

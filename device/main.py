@@ -1,10 +1,16 @@
 """Boot: config -> board -> lock -> (link) -> main loop, under a master exception handler that releases the
 relay. The board module is device/board.py on the ESP32 and sim/board/board.py on the host (it comes
 first on the module path there); nothing here knows which one it got."""
+import _thread
 import sys
+from time import ticks_diff, ticks_ms
+
+from micropython import const
 
 import board
-import config
+
+_WATCHDOG_S = const(8)  # far longer than any main-loop pass (the longest: installing a code set, a few KB of flash)
+_WORKER_S = const(300)
 
 
 def _start_link(lock, cfg, b):
@@ -53,18 +59,39 @@ def _portal(b, cfg, window_ms):
 
 
 def main() -> None:
+    import config
+
     cfg = config.load()
     b = board.Board(cfg)  # relay released here, before anything can go wrong
     lock = None
     try:
         # the setup portal policy (config.portal_window): None = no portal, 0 = for good, else a window in ms
         window = config.portal_window(cfg, b.setup_requested(), hasattr(b, "start_ap"))
+        del config, sys.modules["config"]  # read at boot only: its heap goes back before the lock takes its own
         if not cfg["provisioned"]:
             _portal(b, cfg, window)
             raise RuntimeError("not provisioned")
+        import accesslog
         from lock import Lock
 
         lock = Lock(b, cfg)
+        # The watchdog is fed by this loop only, and only while the link's worker shows signs of life: its
+        # board.wlan() calls, made on every pass of its session loop and before every connection attempt (the
+        # longest gap, a full back-off after a Wi-Fi join and a connect that timed out, stays well under
+        # _WORKER_S). Wrapped before the worker starts; calls from this thread (the hello's RSSI, the portal)
+        # do not count. Plain locals: every name a module adds is heap.
+        seen = [None]  # type: list  # real ticks of the worker's last call; None while no worker runs
+        wlan = b.wlan
+        me = _thread.get_ident()
+
+        def watched():
+            if _thread.get_ident() != me:
+                seen[0] = ticks_ms()
+            return wlan()
+
+        b.wlan = watched  # type: ignore[method-assign]
+        bound = int(cfg.get("worker_stuck_s") or _WORKER_S) * 1000
+        wdt = b.watchdog(_WATCHDOG_S * 1000)
         if window is not None:  # after the lock's own buffers: the portal takes what is left, codes keep working
             svc = _portal(b, cfg, window)
             if svc is not None:
@@ -75,14 +102,19 @@ def main() -> None:
         b.started(lock)
         while True:
             lock.poll(b.ticks_ms())
+            t = seen[0]
+            if t is not None and ticks_diff(ticks_ms(), t) > bound:
+                if wdt is not None:  # stuck: logged once, then no more feeding, the watchdog resets the board
+                    wdt = None
+                    lock.record(accesslog.WORKER_STUCK)
+            elif wdt is not None:
+                wdt.feed()
             b.idle()
     except Exception as e:
         b.relay_off()
         sys.print_exception(e, sys.stderr)  # type: ignore
         if lock is not None:
             try:
-                import accesslog
-
                 lock.record(accesslog.CRASH)
             except Exception:
                 pass

@@ -5,6 +5,8 @@ boot of a new version. Kept small: at 128k the link leaves the rest of the firmw
 fragments, and each connection (its TLS handshake) needs a few KB in one piece."""
 import sys
 
+from store import exists
+
 _MODS = ("updater", "trial", "fwbundle", "filehash", "bootstate")
 # free heap (after a collect) an announcement needs before the updater is loaded: its modules (9.8 KB on the
 # unix port), a chunk's strings, and the few KB in one piece the link's next connection needs. Below it the
@@ -19,16 +21,6 @@ class Msg:
         self.obj = obj
 
 
-def _exists(path: str) -> bool:
-    import os
-
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 class Ota:
     def __init__(self, lock, board, cfg: dict) -> None:
         self.lock = lock
@@ -39,8 +31,8 @@ class Ota:
         self.u = None  # the Updater or the Trial while there is work
         self.tell = ()  # the boot selector's decisions (fwreport.report() arguments), told at every connection
         self.trial = None  # the boot state, when this boot is a new version's trial
-        work = _exists("ota.bin")
-        if _exists("boot.bin"):
+        work = exists("ota.bin")
+        if exists("boot.bin"):
             import fwreport
 
             self.trial, self.tell = fwreport.boot_decisions()

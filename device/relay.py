@@ -1,10 +1,6 @@
 """Relay (door strike) and buzzer/LED feedback drivers. Both take pin objects and are ticked from the same
 periodic timer as the keypad, so the relay is released on time even when the main loop is busy."""
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore
-        return x
+from micropython import const
 
 from time import ticks_add, ticks_diff
 

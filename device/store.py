@@ -19,9 +19,11 @@ _HDR = 7
 _SUM = 8
 
 corrupt_seen = 0  # how many bad candidates load() skipped since boot (reported in the lock status)
+writes = 0  # files written since boot (a save, an append), and their bytes: the flash wear figures
+written = 0
 
 
-def _exists(path: str) -> bool:
+def exists(path: str) -> bool:
     try:
         os.stat(path)
         return True
@@ -38,6 +40,7 @@ def _remove(path: str) -> None:
 
 def save(name: str, *parts) -> None:
     """Persist the concatenation of parts (bytes-like objects) atomically under name."""
+    global writes, written
     n = 0
     for p in parts:
         n += len(p)
@@ -54,11 +57,23 @@ def save(name: str, *parts) -> None:
             f.write(p)
             h.update(p)
         f.write(h.digest()[:_SUM])
-    if _exists(name):
+    writes += 1
+    written += _HDR + n + _SUM
+    if exists(name):
         # keep the current file as the last good copy (rename replaces an old .bak)
         _remove(name + ".bak")
         os.rename(name, name + ".bak")
     os.rename(tmp, name)
+
+
+def append(name: str, data, clear: bool = False) -> None:
+    """Add data at the end of the plain file name (clear: start it anew with data). No envelope: the caller's
+    records prove themselves whole (accesslog.seal), as a cut append may leave part of one."""
+    global writes, written
+    with open(name, "wb" if clear else "ab") as f:
+        f.write(data)
+    writes += 1
+    written += len(data)
 
 
 def _read(path: str):
@@ -83,7 +98,7 @@ def load(name: str):
     global corrupt_seen
     for suffix in ("", ".tmp", ".bak"):
         path = name + suffix
-        if not _exists(path):
+        if not exists(path):
             continue
         data = _read(path)
         if data is None:
@@ -91,7 +106,7 @@ def load(name: str):
             continue
         if suffix == ".tmp":
             # a save was cut between its two renames: finish it so the next save cannot overwrite it
-            if _exists(name):
+            if exists(name):
                 _remove(name)
             os.rename(path, name)
         return data

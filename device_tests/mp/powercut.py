@@ -50,7 +50,7 @@ class Cutter:
 
     def open(self, path, mode="r"):
         f = open(path, mode)
-        if "w" not in mode and "+" not in mode:
+        if "w" not in mode and "a" not in mode and "+" not in mode:
             return f
         self.tick()
         return CutFile(self, f)

@@ -20,6 +20,7 @@ import sys
 
 import exitcodes  # the exit codes that tell the host to power the board up again
 import simnet  # the link's network seam (sim/board/simnet.py)
+import simwdt  # the watchdog and the reset cause
 
 _MASK = (1 << 30) - 1  # the ESP32's ticks period - 1 (sim/board/time.py makes ticks_diff modular in it too)
 _START = 20000  # ticks start 20 s before they wrap: exercises the firmware's ticks arithmetic
@@ -139,6 +140,7 @@ class Board:
         self.rows = [SimPin(1) for _ in range(4)]
         self.cols = [ColPin(self.world, self.rows, c) for c in range(3)]
         self.ticks_ms = self.world.ticks
+        self.reset_cause = simwdt.reset_cause(self.world)
         self._i2c = None  # the simulated RTC's bus, built when the firmware first asks for it
         self.lock = None
         self.on_relay = None  # optional hook (benchmarks)
@@ -197,18 +199,19 @@ class Board:
             import version
 
             emit({"event": "ready", "lock_id": lock.lock_id, "version": version.VERSION,
-                  "boot_count": lock.boot_count, "epoch": self.world.epoch()})
+                  "boot_count": lock.boot_count, "epoch": self.world.epoch(), "reset_cause": lock.reset_cause})
 
     def crashed(self, exc) -> None:
         emit({"event": "crash", "error": repr(exc)})
-        self.world.save()
-        sys.exit(exitcodes.CRASH)
+        simwdt.reset(self, "crash", exitcodes.CRASH)
 
     def reboot(self, reason: str) -> None:
         self.relay_off()
         emit({"event": "reset", "reason": reason})
-        self.world.save()
-        sys.exit(exitcodes.RESET)
+        simwdt.reset(self, "software", exitcodes.RESET)
+
+    def watchdog(self, timeout_ms: int):
+        return simwdt.SimWDT(self, timeout_ms)
 
     def mac(self) -> str:
         return self.lock.lock_id if self.lock is not None else "000000000000"

@@ -2,7 +2,8 @@
 
 - SimWLAN: the station interface the link sees through board.wlan(): isconnected()/connect()/active().
   `!net down` makes it report disconnected (the link drops its connection, like a lost access point);
-  `!net up` brings it back.
+  `!net up` brings it back. `!net hang SECONDS`: the next thread asking whether it is connected (the link's
+  worker) blocks for SECONDS of real time, a network stack that stopped answering.
 - Real-time idle: once the firmware has a network link, the world must keep living between input lines
   (the link's worker thread receives messages at any moment and the main loop must apply them). After an
   input line is done the board then polls stdin for a short real time instead of blocking, and lets the
@@ -19,6 +20,7 @@ class SimWLAN:
     def __init__(self) -> None:
         self.up = True
         self._active = True
+        self.hang = 0
 
     def active(self, v=None):
         if v is None:
@@ -27,6 +29,9 @@ class SimWLAN:
         return None
 
     def isconnected(self) -> bool:
+        if self.hang:
+            ms, self.hang = self.hang, 0
+            time.sleep_ms(ms)
         return self.up and self._active
 
     def connect(self, ssid=None, password=None) -> None:
@@ -46,6 +51,10 @@ _last = None
 
 
 def command(args, emit) -> None:
+    if args and args[0] == "hang":
+        wlan.hang = int(float(args[1]) * 1000)
+        emit({"event": "net", "state": "hang"})
+        return
     if not args or args[0] not in ("up", "down"):
         raise ValueError("net up|down")
     wlan.up = args[0] == "up"

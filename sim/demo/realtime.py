@@ -13,6 +13,7 @@ import time
 
 import board as simboard
 import exitcodes
+import simwdt
 
 _sleep_ms = getattr(time, "sleep_ms", None)
 _ticks_ms = getattr(time, "ticks_ms", None)
@@ -75,9 +76,7 @@ class RealtimeBoard(simboard.Board):
 
     def crashed(self, exc):
         simboard.emit({"event": "crash", "error": repr(exc)})
-        self.world.save()
-        import sys
-        sys.exit(exitcodes.CRASH)
+        simwdt.reset(self, "crash", exitcodes.CRASH)
 
 
 def run():

@@ -1,0 +1,107 @@
+"""What a boot reads back from flash for the lock: the code set (adopting a factory backup key), the access
+log, the state file and a lockout in force. Only Lock.__init__ uses it, and drops it from memory afterwards:
+the heap keeps only the code that runs every day."""
+import json
+
+import store
+
+
+def codes(cfg: dict, name: str):
+    from codes import CodeSet
+
+    cs = CodeSet.parse(store.load(name)) or CodeSet()
+    if cs.backup is None and cfg.get("backup_digest_bytes"):
+        cs.backup = cfg["backup_digest_bytes"]  # factory provisioning: adopt the backup from config
+        store.save(name, *cs.parts())
+    return cs
+
+
+def rtc(board):
+    """The DS3231 when one answers at 0x68 on the board's I2C bus, else None (its driver imported only then)."""
+    try:
+        i2c = board.i2c()
+        if i2c is not None and 0x68 in i2c.scan():
+            from ds3231 import DS3231
+
+            return DS3231(i2c)
+    except OSError:
+        pass
+    return None
+
+
+def state(name: str) -> dict:
+    data = store.load(name)
+    if data is not None:
+        try:
+            st = json.loads(bytes(data))
+            if isinstance(st, dict):
+                return st
+        except ValueError:
+            pass
+    return {}
+
+
+def lockout(lock, state: dict, now: int) -> None:
+    """A lockout in force survives the power cycle: the rest of it when time is known, else all of it."""
+    st = state
+    lock_s = int(st.get("lock_s", 0))
+    if lock_s <= 0:
+        return
+    rest = lock_s
+    tn = lock.clock.now(now)
+    started = st.get("lock_t")
+    if started is not None and tn is not None:
+        rest = min(lock_s, started + lock_s - tn)
+    if rest > 0:
+        lock.lockout.start(now, rest)
+        lock.lockout.duration_s = lock_s
+
+
+def log(log) -> None:
+    """Find the access log's records on flash: whole ones counted, a cut append skipped (and the segment padded
+    to a whole record, so appends stay aligned); the segment with the newest records is appended to. The ring
+    file of earlier firmware (log.bin: next_seq (u32) | count (u16) | dropped (u32) | 16-byte records without a
+    check) becomes log0.bin first; log.bin goes last, so a cut midway repeats that at the next boot."""
+    from accesslog import CAPACITY, REC, SEGMENTS, seal
+    from be32 import u32
+
+    data = store.load("log.bin")
+    if data is not None and len(data) > 10 and (len(data) - 10) % REC == 0:
+        cap = (len(data) - 10) // REC
+        nxt = u32(data, 0)
+        n = min((data[4] << 8) | data[5], cap, nxt - 1)
+        out = bytearray(n * REC)
+        for j in range(n):
+            o = 10 + ((nxt - n + j) % cap) * REC
+            out[j * REC:(j + 1) * REC] = data[o:o + REC]
+            c = seal(out, j * REC)
+            out[j * REC + 10] = c >> 8
+            out[j * REC + 11] = c & 0xFF
+        store.append(SEGMENTS[0], out, True)
+        store.remove(SEGMENTS[1])
+    if data is not None:
+        store.remove("log.bin")
+    r = log.buf
+    last = [0, 0]
+    for i in (0, 1):
+        try:
+            f = open(SEGMENTS[i], "rb")
+        except OSError:
+            continue
+        size = 0
+        with f:
+            while True:
+                k = f.readinto(r)
+                if not k:
+                    break
+                size += k
+                if k == REC and seal(r, 0) == (r[10] << 8) | r[11]:
+                    if not log.start[i]:
+                        log.start[i] = u32(r, 0)
+                    last[i] = u32(r, 0)
+                    log.n[i] += 1
+        log.count[i] = min(CAPACITY, (size + REC - 1) // REC)
+        if size % REC:
+            store.append(SEGMENTS[i], bytes(REC - size % REC))  # zeros: never a whole record
+    log.head = 1 if last[1] > last[0] else 0
+    log.next_seq = max(last) + 1
