@@ -1,5 +1,5 @@
-"""Boot: config -> board -> lock -> (link) -> main loop, under a master exception handler that releases the
-relay. The board module is device/board.py on the ESP32 and sim/board/board.py on the host (it comes
+"""Boot, the composition root: config -> board -> lock -> watchdog -> (portal, link, updates) -> main loop
+feeding the watchdog, under a master exception handler that releases the relay. The board module is device/board.py on the ESP32 and sim/board/board.py on the host (it comes
 first on the module path there); nothing here knows which one it got."""
 import _thread
 import sys
@@ -14,13 +14,12 @@ _WORKER_S = const(300)
 
 
 def _start_link(lock, cfg, b):
-    """Plug the MQTT link in when the config asks for it and device/link.py is present; returns it or None."""
+    """Plug the MQTT link in when the config asks for it; returns it or None. A board without device/link.py
+    fails here, loudly (the crash handler reports it), rather than running as a lock without its cloud."""
     if not cfg.get("mqtt"):
         return None
-    try:
-        import link  # type: ignore
-    except ImportError:
-        return None
+    import link
+
     svc = link.start(lock, cfg, b)
     if svc is not None:
         lock.add_service(svc)
@@ -48,14 +47,12 @@ def _start_updates(lock, cfg, b, link) -> None:
 
 
 def _portal(b, cfg, window_ms):
-    """Hand over to the setup portal when device/portal.py provides run(). A provisioned lock gets the portal
-    back as a service (codes keep working while it is open; it closes itself after window_ms), else None."""
-    try:
-        import portal  # type: ignore
-    except ImportError:
-        return None
-    run = getattr(portal, "run", None)
-    return run(b, cfg, window_ms=window_ms) if run is not None else None
+    """Hand over to the setup portal (device/portal.py; a board without it fails here, loudly). A provisioned
+    lock gets the portal back as a service (codes keep working while it is open; it closes itself after
+    window_ms), else None."""
+    import portal
+
+    return portal.run(b, cfg, window_ms=window_ms)
 
 
 def main() -> None:
