@@ -58,7 +58,7 @@ class MQTTClient:
         self.max_packet = 0
         self.rx_buf = None
         self.dropped = 0
-        self.rx_at = 0  # ticks_ms() when the last packet of any kind arrived (the broker is alive)
+        self.rx_at = ticks_ms()  # when the last packet of any kind arrived (the broker is alive)
         self._timeout = None
         self._raw = None
         self._acked = []
