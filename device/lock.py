@@ -17,6 +17,9 @@ from keypad import SCAN_MS, Keypad
 from lockout import Lockout
 from relay import PATTERNS, Feedback, Relay
 
+if False:  # for the type checker only
+    from ds3231 import DS3231
+
 CODES_FILE = "codes.bin"
 STATE_FILE = "state.bin"
 
@@ -30,6 +33,23 @@ _NINE = const(57)
 
 
 class Lock:
+    # set by restore.boot(), the boot half of __init__ (annotations only: nothing at run time)
+    codes: CodeSet
+    log: al.AccessLog
+    clock: TrustedClock
+    lockout: Lockout
+    boot_count: int
+    rtc: "DS3231 | None"
+    reset_cause: str
+    backup_first_used: "int | None"
+    rotation_due: bool
+    _lock_t: "int | None"
+    _bk_tag: str
+    _bk_used: bool
+    _bk_elapsed: int
+    _bk_mark: int
+    _bk_saved: int
+
     def __init__(self, board, cfg: dict) -> None:
         self.board = board
         self.ticks_ms = board.ticks_ms
@@ -53,37 +73,10 @@ class Lock:
         self.feedback = Feedback(board.buzzer, board.led)
         self.keypad = Keypad(board.rows, board.cols)
 
-        # persisted state, read back by boot-only code (restore.py, dropped from memory afterwards)
+        # persisted state, the RTC and the boot record: boot-only code (restore.py), dropped from memory afterwards
         import restore
 
-        self.codes = restore.codes(cfg, CODES_FILE)
-        self.log = al.AccessLog()
-        restore.log(self.log)
-        st = restore.state(STATE_FILE)
-        self.boot_count = int(st.get("boot", 0)) + 1
-        self.clock = TrustedClock(int(st.get("last_good", 0)))
-        self.lockout = Lockout()
-        self.lockout.fails = int(st.get("fails", 0))
-        self._lock_t = st.get("lock_t")  # epoch the lockout in force started (None if unknown)
-        self._bk_tag = st.get("bk", "")
-        self.backup_first_used = st.get("bk_first")
-        self._bk_used = bool(st.get("bk_used", False))
-        self._bk_elapsed = int(st.get("bk_elapsed", 0))
-        self._bk_mark = now
-        self._bk_saved = self._bk_elapsed
-        self.rotation_due = bool(st.get("due", False))
-        if self._bk_tag != self._backup_tag():
-            self._reset_backup_state()  # the backup digest changed since the state was written
-
-        self.rtc = restore.rtc(board)  # trusted time from the battery RTC, when one is fitted
-        self.reset_cause = board.reset_cause  # why the board started (hello health, the boot record)
-        c = al.CAUSES.index(self.reset_cause) if self.reset_cause in al.CAUSES else 0
-        self.record(al.BOOT, (self.boot_count & 0xFFFFFF) | c << 24, now)
-        if self.rtc is not None:
-            t = self.rtc.read()
-            if t is not None:
-                self.set_trusted_time(t, "rtc")
-        restore.lockout(self, st, now)
+        restore.boot(self, board, cfg, now)
         del restore, sys.modules["restore"]
         self._was_locked = self.lockout.active
         self._next_check = now

@@ -1,9 +1,45 @@
-"""What a boot reads back from flash for the lock: the code set (adopting a factory backup key), the access
-log, the state file and a lockout in force. Only Lock.__init__ uses it, and drops it from memory afterwards:
-the heap keeps only the code that runs every day."""
+"""The boot half of Lock.__init__: what a boot reads back from flash (the code set, adopting a factory backup
+key; the access log; the state file; a lockout in force), the battery RTC, and the boot record. Only
+Lock.__init__ uses it, and drops it from memory afterwards: the heap keeps only the code that runs every day."""
 import json
 
 import store
+
+
+def boot(lock, board, cfg: dict, now: int) -> None:
+    import accesslog as al
+    from clock import TrustedClock
+    from lock import CODES_FILE, STATE_FILE
+    from lockout import Lockout
+
+    lock.codes = codes(cfg, CODES_FILE)
+    lock.log = al.AccessLog()
+    log(lock.log)
+    st = state(STATE_FILE)
+    lock.boot_count = int(st.get("boot", 0)) + 1
+    lock.clock = TrustedClock(int(st.get("last_good", 0)))
+    lock.lockout = Lockout()
+    lock.lockout.fails = int(st.get("fails", 0))
+    # the backup key's life (Lock's own fields: this is its boot half)
+    lock._lock_t = st.get("lock_t")  # epoch the lockout in force started (None if unknown)
+    lock._bk_tag = st.get("bk", "")
+    lock.backup_first_used = st.get("bk_first")
+    lock._bk_used = bool(st.get("bk_used", False))
+    lock._bk_elapsed = int(st.get("bk_elapsed", 0))
+    lock._bk_mark = now
+    lock._bk_saved = lock._bk_elapsed
+    lock.rotation_due = bool(st.get("due", False))
+    if lock._bk_tag != lock._backup_tag():
+        lock._reset_backup_state()  # the backup digest changed since the state was written
+    lock.rtc = rtc(board)  # trusted time from the battery RTC, when one is fitted
+    lock.reset_cause = board.reset_cause  # why the board started (hello health, the boot record)
+    c = al.CAUSES.index(lock.reset_cause) if lock.reset_cause in al.CAUSES else 0
+    lock.record(al.BOOT, (lock.boot_count & 0xFFFFFF) | c << 24, now)
+    if lock.rtc is not None:
+        t = lock.rtc.read()
+        if t is not None:
+            lock.set_trusted_time(t, "rtc")
+    lockout(lock, st, now)
 
 
 def codes(cfg: dict, name: str):
