@@ -37,7 +37,7 @@ WORKER_STUCK = const(14)    # the link's worker stopped showing signs of life: t
 KINDS = ("", "boot", "opened", "opened_backup", "refused", "lockout", "rotation_due", "codeset",
          "codeset_refused", "time_set", "time_refused", "backup_first_use", "backup_installed", "crash",
          "worker_stuck")
-# refused reasons
+# refused reasons: codes.UNKNOWN, OUTSIDE, NO_TIME (the lookup's results), then lock.py's wrong length
 REASONS = ("", "unknown", "outside_window", "no_time", "length")
 SOURCES = ("other", "server", "ntp", "rtc", "cloud")
 CAUSES = ("", "power_on", "watchdog", "crash", "software", "hard")  # board.reset_cause(); "": not recorded

@@ -21,7 +21,7 @@ DIGEST = const(32)
 MAX_CODES = const(4000)
 _HEAD = const(39)
 
-# lookup results
+# lookup results; a refused one is also the refusal reason the access log records (accesslog.REASONS)
 OPEN = const(0)
 UNKNOWN = const(1)
 OUTSIDE = const(2)

@@ -11,7 +11,7 @@ from time import ticks_add, ticks_diff
 import accesslog as al
 import store
 from clock import TrustedClock
-from codes import NO_TIME, OPEN, OUTSIDE, CodeSet
+from codes import OPEN, CodeSet
 from hmac256 import Hmac256, equal
 from keypad import SCAN_MS, Keypad
 from lockout import Lockout
@@ -26,6 +26,7 @@ STATE_FILE = "state.bin"
 ROTATION_S = const(86400)
 _CHECK_MS = const(1000)
 _ELAPSED_SAVE_S = const(600)
+_WRONG_LENGTH = const(4)  # the refusal reasons after codes.UNKNOWN, OUTSIDE, NO_TIME (accesslog.REASONS)
 _STAR = const(42)
 _HASH = const(35)
 _ZERO = const(48)
@@ -173,7 +174,7 @@ class Lock:
         n = self._n
         if n != self.code_length:
             self._clear_entry()
-            self._refuse(now, 4)
+            self._refuse(now, _WRONG_LENGTH)
             return
         d = self._mac.digest(self._entry)
         self._clear_entry()
@@ -195,12 +196,8 @@ class Lock:
             self.relay.open(now, self.relay_ms)
             self._accept(now)
             self.record(al.OPENED, cid, now)
-        elif res == OUTSIDE:
-            self._refuse(now, 2)
-        elif res == NO_TIME:
-            self._refuse(now, 3)
         else:
-            self._refuse(now, 1)
+            self._refuse(now, res)  # UNKNOWN, OUTSIDE or NO_TIME: the lookup's result is the reason
 
     def _accept(self, now: int) -> None:
         self._feedback("accepted", now)
