@@ -26,8 +26,10 @@ def test_parser_never_raises_and_counts_every_drop(tmp_path_factory, cases):
     out = run_batch(cases, tmp)
     TOTAL["cases"] += out["cases"]
     assert out["escaped"] == []
-    assert out["cases"] == len(cases) and out["too_big"] == 0
-    assert sum(out["kinds"].values()) == len(cases)  # a message or a drop for every payload
+    assert out["cases"] == len(cases)
+    # a message or a drop for every payload; one bigger than the receiving buffer (a mutated full state) is
+    # dropped unread by the lock's MQTT client before any parser, as the harness does (tests/e2e/test_mqtt_client.py)
+    assert sum(out["kinds"].values()) + out["too_big"] == len(cases)
     assert out["kinds"].get("Refused", 0) == sum(out["reasons"].values())
     assert set(out["reasons"]) <= KNOWN, out["reasons"]
     # nothing kept from case to case: the heap stays within 2 KB of where it started (the harness's tallies,
