@@ -99,6 +99,22 @@ _WRITE_WINDOW = _T.update().where(_T.c.lock_id == sa.bindparam("lid")).values(
     last_counter=sa.bindparam("last"), seen_window=sa.bindparam("win"))
 
 
+_WRITE_WINDOWS_PG = sa.text(
+    "UPDATE bridge_lock_state SET last_counter = w.last, seen_window = w.win "
+    "FROM unnest(CAST(:lids AS varchar[]), CAST(:lasts AS bigint[]), CAST(:wins AS bigint[])) AS w(lid, last, win) "
+    "WHERE bridge_lock_state.lock_id = w.lid")
+
+
+def _write_windows(rows: dict[str, list[int]]) -> None:
+    """Write the locks' new counter windows: on PostgreSQL one UPDATE from three arrays for the whole batch (an
+    executemany is one statement per row on the server), elsewhere an executemany."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        db.session.execute(_WRITE_WINDOW, [{"lid": k, "last": v[0], "win": v[1]} for k, v in rows.items()])
+        return
+    db.session.execute(_WRITE_WINDOWS_PG, {"lids": list(rows), "lasts": [v[0] for v in rows.values()],
+                                           "wins": [v[1] for v in rows.values()]})
+
+
 def accept_counters(pairs: list[tuple[str, int]]) -> list[bool]:
     """accept_counter for a whole batch in two round trips (PostgreSQL): the locks' rows are read FOR UPDATE (in
     id order, so two workers cannot deadlock), the window applied here, the rows written back in one executemany.
@@ -120,7 +136,7 @@ def accept_counters(pairs: list[tuple[str, int]]) -> list[bool]:
         ok, row[0], row[1] = window_accept(row[0], row[1], n)
         out.append(ok)
     if rows:
-        db.session.execute(_WRITE_WINDOW, [{"lid": k, "last": v[0], "win": v[1]} for k, v in rows.items()])
+        _write_windows(rows)
     return out
 
 
