@@ -238,6 +238,7 @@ class FleetLock:
         elif t == "logack":
             self.logacks[msg["seq"]] += 1
         elif t == "state":
+            self.fleet.counts["states_in"] += 1
             rev = msg["rev"]
             if rev < self.rev:
                 self.fleet.counts["stale_state"] += 1

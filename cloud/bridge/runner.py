@@ -216,6 +216,9 @@ class Bridge:
                     if self._due():
                         self._publish_due_safe()
                         last_poll = time.monotonic()
+                    if self.metrics.dirty and time.monotonic() - last_metrics >= 0.2:  # fresh during a backlog too
+                        last_metrics = time.monotonic()
+                        self.metrics.write()
                 now = time.monotonic()
                 if self._due() or now - last_poll >= (0.02 if self.publisher.backlog else self.poll):
                     self._publish_due_safe()

@@ -82,14 +82,13 @@ async def resync(cloud: Cloud, fleet: Fleet, limit: float = 300.0) -> dict:
     cloud.broker.start()
     desired = await asyncio.get_running_loop().run_in_executor(None, cloud.desired)
     deadline = t0 + limit
-    # the peak rate over any 5 s (the workers write their counters every ~0.2 s, later when busy: a shorter
-    # window would show a backlog of counts as a burst)
-    peak, samples = 0.0, [(t0, published0)]
+    # the peak rate over any 5 s of the states the locks received (what the rate limit is for)
+    peak, samples = 0.0, [(t0, fleet.counts["states_in"])]
     held_at = answered_at = None
     while time.monotonic() < deadline and (held_at is None or answered_at is None):
         await asyncio.sleep(0.5)
         now = time.monotonic()
-        samples.append((now, cloud.counts()["states_published"]))
+        samples.append((now, fleet.counts["states_in"]))
         old = [s for s in samples if now - s[0] >= 5.0]
         if old:
             peak = max(peak, (samples[-1][1] - old[-1][1]) / (now - old[-1][0]))
@@ -162,7 +161,7 @@ async def run_config(n: int, bridges: int, db_url: str | None) -> dict:
         rs = await resync(cloud, fleet)
         print(f"  resync after a broker restart with every state changed: {rs['synced']}/{rs['locks']} locks hold "
               f"their current state after {rs['seconds']:.1f} s ({rs['states_published']} states published, "
-              f"peak {rs['peak_states_per_s']:.0f}/s over 5 s, limit {cloud.state_rate or 1000:.0f}/s per worker); every "
+              f"the locks received at most {rs['peak_states_per_s']:.0f}/s over 5 s, limit {cloud.state_rate or 1000:.0f}/s per worker); every "
               f"hello answered after {rs['hellos_answered_s']:.1f} s ({rs['hello_unanswered']} not answered, "
               f"{fleet.counts['sent_hello_repeat']} hellos repeated by the locks)", flush=True)
         unsent = sum(v for k, v in fleet.counts.items() if k.startswith("unsent_"))
