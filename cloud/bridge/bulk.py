@@ -2,9 +2,10 @@
 
 A storm (10,000 locks reconnecting, each with a hello and then an ack of the state it is sent) is mostly these
 two types; through dispatch.py each costs about ten round trips to the database, here the chunk costs about ten.
-The chunk runs in one savepoint: if anything in it raises, the savepoint is rolled back, its replies are
-forgotten and the caller applies the same messages one by one through dispatch (each isolated), so one bad
-message never costs the others. Counters and caches move only once the savepoint is released.
+The chunk runs in one savepoint (SQLite: first in its transaction, see dispatch.savepoints): if anything in it
+raises, that is rolled back, its replies are forgotten and the caller applies the same messages one by one
+through dispatch (each isolated), so one bad message never costs the others. Counters and caches move only
+once it succeeded.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..extensions import db
 from ..firmware import rollout as fw_rollout
 from ..models import BridgeLockState, Lock, LockFirmware
 from ..timeutil import utcnow
-from .dispatch import HANDLERS, accept_counters, is_plain_reack
+from .dispatch import HANDLERS, accept_counters, is_plain_reack, savepoints
 from .envelope import V
 from .uplink import Uplink
 
@@ -40,8 +41,15 @@ def apply(bridge, ups: list[Uplink]) -> None:
     with nothing of the chunk applied (the caller falls back to dispatch)."""
     mark = bridge.pending_replies()
     try:
-        with db.session.begin_nested():
-            outcome = _apply(bridge, ups)
+        if savepoints():
+            with db.session.begin_nested():
+                outcome = _apply(bridge, ups)
+        else:  # SQLite (see dispatch.savepoints): the fast path runs first in the chunk, nothing before it to keep
+            try:
+                outcome = _apply(bridge, ups)
+            except BaseException:
+                db.session.rollback()
+                raise
     except BaseException:
         bridge.drop_replies(mark)
         raise

@@ -145,14 +145,20 @@ def is_plain_reack(bridge, up: Uplink) -> bool:
     return up.t == "ack" and is_int(up.msg.get("rev")) and up.msg["rev"] <= bridge.acked.get(up.lock_id, -1)
 
 
+def savepoints() -> bool:
+    """Whether a failed uplink can be undone alone by a savepoint. Not on SQLite: its Python driver starts a
+    transaction only before a write, so a SAVEPOINT first would start one itself and its RELEASE commit it."""
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
 def dispatch(bridge, up: Uplink) -> None:
-    """Run the handler of a verified uplink. Raises Drop when it is refused; never leaves the batch's
-    transaction rolled back: a batched handler runs in a savepoint (its failure undoes only its own writes), the
-    others after a commit of the batch so far."""
+    """Run the handler of a verified uplink. Raises Drop when it is refused; never leaves the batch's work
+    rolled back: a batched handler runs in a savepoint (its failure undoes only its own writes), the others (and
+    everything on SQLite) after a commit of the batch so far (the caller's rollback undoes only this one)."""
     entry = HANDLERS[up.t]
     if not entry.check(up.msg):
         raise Drop("malformed", up.lock_id)
-    if not entry.batched:
+    if not entry.batched or not savepoints():
         db.session.commit()  # a domain operation may roll back its own transaction: keep the batch's work safe
         _apply(bridge, up, entry)
         return

@@ -5,7 +5,7 @@ import logging
 
 from ..extensions import db
 from . import bulk
-from .dispatch import HANDLERS, dispatch
+from .dispatch import HANDLERS, dispatch, savepoints
 from .uplink import Drop, verify
 
 log = logging.getLogger("keydrop.bridge")
@@ -62,7 +62,7 @@ def _dispatch_safely(bridge, up) -> bool:
         bridge.metrics.drop(d.reason, d.lock_id, d.level)
     except Exception:
         log.exception("handling %s from %s", up.t, up.lock_id)
-        if not HANDLERS[up.t].batched:  # a batched handler's savepoint was rolled back, the batch is intact
+        if not (HANDLERS[up.t].batched and savepoints()):  # else its savepoint was rolled back
             db.session.rollback()
         bridge.metrics.drop("error", up.lock_id, level=0)
     return False
