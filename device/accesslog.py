@@ -16,10 +16,10 @@ from be32 import u32 as _u32
 
 REC = const(16)
 CAPACITY = const(128)
-SEGMENTS = ("log0.bin", "log1.bin")
+SEGMENT = "log%d.bin"  # % 0 or 1
 _NOT = 0xFFFFFFFF
 
-BOOT = const(1)             # detail: boot count (low 24 bits) | index in CAUSES << 24 (why the board started)
+BOOT = const(1)             # detail: boot count (low 24 bits) | index in REASONS << 24 (why the board started)
 OPENED = const(2)           # detail: code id
 OPENED_BACKUP = const(3)
 REFUSED = const(4)          # detail: reason (REASONS)
@@ -32,15 +32,16 @@ TIME_REFUSED = const(10)    # detail: as TIME_SET
 BACKUP_FIRST_USE = const(11)
 BACKUP_INSTALLED = const(12)
 CRASH = const(13)
-WORKER_STUCK = const(14)    # the link's worker stopped showing signs of life: the watchdog resets the board
+# 14: worker_stuck (main.py), the link's worker stopped showing signs of life: the watchdog resets the board
 
 KINDS = ("", "boot", "opened", "opened_backup", "refused", "lockout", "rotation_due", "codeset",
          "codeset_refused", "time_set", "time_refused", "backup_first_use", "backup_installed", "crash",
          "worker_stuck")
-# refused reasons: codes.UNKNOWN, OUTSIDE, NO_TIME (the lookup's results), then lock.py's wrong length
-REASONS = ("", "unknown", "outside_window", "no_time", "length")
+# reasons: of a refusal (1..4: codes.UNKNOWN, OUTSIDE, NO_TIME, the lookup's results, then lock.py's wrong
+# length), and why the board started (5.., board.reset_cause, kept in a boot record's detail: BOOT_CAUSE + i)
+REASONS = ("", "unknown", "outside_window", "no_time", "length", "power_on", "watchdog", "crash", "software",
+           "hard")
 SOURCES = ("other", "server", "ntp", "rtc", "cloud")
-CAUSES = ("", "power_on", "watchdog", "crash", "software", "hard")  # board.reset_cause(); "": not recorded
 
 
 def seal(r, o: int) -> int:
@@ -90,7 +91,7 @@ class AccessLog:
             self.count[i] = self.n[i] = 0  # the older segment's records go
         if not self.count[i]:
             self.start[i] = seq
-        store.append(SEGMENTS[i], r, not self.count[i])
+        store.append(SEGMENT % i, r, not self.count[i])
         self.count[i] += 1
         self.n[i] += 1
         self.next_seq = seq + 1
@@ -105,7 +106,7 @@ class AccessLog:
             if not self.start[i] or (i != self.head and self.start[i] + self.count[i] <= lo):
                 continue
             try:
-                f = open(SEGMENTS[i], "rb")
+                f = open(SEGMENT % i, "rb")
             except OSError:
                 continue
             with f:
@@ -135,6 +136,6 @@ def as_dict(rec) -> dict:
     elif kind == BOOT:
         d["boot"] = detail & 0xFFFFFF
         c = detail >> 24
-        if 0 < c < len(CAUSES):
-            d["reason"] = CAUSES[c]
+        if 4 < c < len(REASONS):
+            d["reason"] = REASONS[c]
     return d

@@ -11,6 +11,7 @@ import board
 
 _WATCHDOG_S = const(8)  # far longer than any main-loop pass (the longest: installing a code set, a few KB of flash)
 _WORKER_S = const(300)
+_WORKER_STUCK = const(14)  # accesslog.KINDS: "worker_stuck" (a private name here costs no heap)
 
 
 def _start_link(lock, cfg, b):
@@ -81,12 +82,12 @@ def main() -> None:
         wlan = b.wlan
         me = _thread.get_ident()
 
-        def watched():
+        def _():  # (a name the interpreter already has: each new one costs heap)
             if _thread.get_ident() != me:
                 seen[0] = ticks_ms()
             return wlan()
 
-        b.wlan = watched  # type: ignore[method-assign]
+        b.wlan = _  # type: ignore[method-assign]
         bound = int(cfg.get("worker_stuck_s") or _WORKER_S) * 1000
         wdt = b.watchdog(_WATCHDOG_S * 1000)
         if window is not None:  # after the lock's own buffers: the portal takes what is left, codes keep working
@@ -103,7 +104,7 @@ def main() -> None:
             if t is not None and ticks_diff(ticks_ms(), t) > bound:
                 if wdt is not None:  # stuck: logged once, then no more feeding, the watchdog resets the board
                     wdt = None
-                    lock.record(accesslog.WORKER_STUCK)
+                    lock.record(_WORKER_STUCK)
             elif wdt is not None:
                 wdt.feed()
             b.idle()

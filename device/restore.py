@@ -33,7 +33,7 @@ def boot(lock, board, cfg: dict, now: int) -> None:
         lock._reset_backup_state()  # the backup digest changed since the state was written
     lock.rtc = rtc(board)  # trusted time from the battery RTC, when one is fitted
     lock.reset_cause = board.reset_cause  # why the board started (hello health, the boot record)
-    c = al.CAUSES.index(lock.reset_cause) if lock.reset_cause in al.CAUSES else 0
+    c = al.REASONS.index(lock.reset_cause) if lock.reset_cause in al.REASONS[5:] else 0
     lock.record(al.BOOT, (lock.boot_count & 0xFFFFFF) | c << 24, now)
     if lock.rtc is not None:
         t = lock.rtc.read()
@@ -98,7 +98,7 @@ def log(log) -> None:
     to a whole record, so appends stay aligned); the segment with the newest records is appended to. The ring
     file of earlier firmware (log.bin: next_seq (u32) | count (u16) | dropped (u32) | 16-byte records without a
     check) becomes log0.bin first; log.bin goes last, so a cut midway repeats that at the next boot."""
-    from accesslog import CAPACITY, REC, SEGMENTS, seal
+    from accesslog import CAPACITY, REC, SEGMENT, seal
     from be32 import u32
 
     data = store.load("log.bin")
@@ -113,15 +113,15 @@ def log(log) -> None:
             c = seal(out, j * REC)
             out[j * REC + 10] = c >> 8
             out[j * REC + 11] = c & 0xFF
-        store.append(SEGMENTS[0], out, True)
-        store.remove(SEGMENTS[1])
+        store.append(SEGMENT % 0, out, True)
+        store.remove(SEGMENT % 1)
     if data is not None:
         store.remove("log.bin")
     r = log.buf
     last = [0, 0]
     for i in (0, 1):
         try:
-            f = open(SEGMENTS[i], "rb")
+            f = open(SEGMENT % i, "rb")
         except OSError:
             continue
         size = 0
@@ -138,6 +138,6 @@ def log(log) -> None:
                     log.n[i] += 1
         log.count[i] = min(CAPACITY, (size + REC - 1) // REC)
         if size % REC:
-            store.append(SEGMENTS[i], bytes(REC - size % REC))  # zeros: never a whole record
+            store.append(SEGMENT % i, bytes(REC - size % REC))  # zeros: never a whole record
     log.head = 1 if last[1] > last[0] else 0
     log.next_seq = max(last) + 1

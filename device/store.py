@@ -19,8 +19,7 @@ _HDR = 7
 _SUM = 8
 
 corrupt_seen = 0  # how many bad candidates load() skipped since boot (reported in the lock status)
-writes = 0  # files written since boot (a save, an append), and their bytes: the flash wear figures
-written = 0
+writes = 0  # files written since boot (a save, an append): the flash wear figure of the hello's health
 
 
 def exists(path: str) -> bool:
@@ -40,7 +39,7 @@ def _remove(path: str) -> None:
 
 def save(name: str, *parts) -> None:
     """Persist the concatenation of parts (bytes-like objects) atomically under name."""
-    global writes, written
+    global writes
     n = 0
     for p in parts:
         n += len(p)
@@ -58,7 +57,6 @@ def save(name: str, *parts) -> None:
             h.update(p)
         f.write(h.digest()[:_SUM])
     writes += 1
-    written += _HDR + n + _SUM
     if exists(name):
         # keep the current file as the last good copy (rename replaces an old .bak)
         _remove(name + ".bak")
@@ -69,11 +67,10 @@ def save(name: str, *parts) -> None:
 def append(name: str, data, clear: bool = False) -> None:
     """Add data at the end of the plain file name (clear: start it anew with data). No envelope: the caller's
     records prove themselves whole (accesslog.seal), as a cut append may leave part of one."""
-    global writes, written
+    global writes
     with open(name, "wb" if clear else "ab") as f:
         f.write(data)
     writes += 1
-    written += len(data)
 
 
 def _read(path: str):

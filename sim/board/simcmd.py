@@ -32,7 +32,19 @@ def run(board, line: str) -> None:
     elif cmd == "busy":
         _busy(board, int(args[0]), args[1] if len(args) > 1 else "")
     elif cmd == "hang":
-        _hang(board, int(float(args[0]) * 1000))
+        # the main loop stops without feeding the watchdog (the timer keeps ticking); a started watchdog
+        # (simwdt.py) resets the board on its deadline: the world's steps land on it
+        import simwdt
+
+        end = w.ms + int(float(args[0]) * 1000)
+        while w.ms < end:
+            d = end - w.ms
+            for t in w.timers:
+                if isinstance(t[2], simwdt.SimWDT) and t[1] > w.ms:
+                    d = min(d, t[1] - w.ms)
+            w.step(min(d, 1000))
+        emit({"event": "hang", "ms": int(float(args[0]) * 1000)})  # it ended without a reset
+        board.wait_for(w.settle_ms)
     elif cmd == "time":
         t = _when(w, args[0]) if args else w.epoch()
         src = args[1] if len(args) > 1 else "server"
@@ -125,19 +137,3 @@ def _gen_codes(lock, w, rev: int, n: int) -> None:
     gc.collect()
     emit({"event": "codeset", "ok": ok, "revision": lock.revision, "count": lock.codes.count})
 
-
-def _hang(board, ms: int) -> None:
-    """`!hang SECONDS`: the main loop stops for ms of virtual time without feeding the watchdog (the timer keeps
-    ticking); a started watchdog (simwdt.py) resets the board on its deadline (the world's steps land on it)."""
-    import simwdt
-
-    w = board.world
-    end = w.ms + ms
-    while w.ms < end:
-        d = end - w.ms
-        for t in w.timers:
-            if isinstance(t[2], simwdt.SimWDT) and t[1] > w.ms:
-                d = min(d, t[1] - w.ms)
-        w.step(min(d, 1000))
-    emit({"event": "hang_done", "ms": ms})
-    board.wait_for(w.settle_ms)

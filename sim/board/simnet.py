@@ -20,7 +20,7 @@ class SimWLAN:
     def __init__(self) -> None:
         self.up = True
         self._active = True
-        self.hang = 0
+        self.wait = 0  # ms the next isconnected() blocks (`!net hang`)
 
     def active(self, v=None):
         if v is None:
@@ -29,8 +29,8 @@ class SimWLAN:
         return None
 
     def isconnected(self) -> bool:
-        if self.hang:
-            ms, self.hang = self.hang, 0
+        if self.wait:
+            ms, self.wait = self.wait, 0
             time.sleep_ms(ms)
         return self.up and self._active
 
@@ -52,7 +52,7 @@ _last = None
 
 def command(args, emit) -> None:
     if args and args[0] == "hang":
-        wlan.hang = int(float(args[1]) * 1000)
+        wlan.wait = int(float(args[1]) * 1000)
         emit({"event": "net", "state": "hang"})
         return
     if not args or args[0] not in ("up", "down"):

@@ -53,4 +53,4 @@ class SimWDT:
             return
         b.relay_off()
         print('{"event": "reset", "reason": "watchdog", "unfed_ms": %d}' % (ms - t[3]))
-        reset(b, "watchdog", exitcodes.WATCHDOG)
+        reset(b, "watchdog", exitcodes.RESET)
