@@ -315,12 +315,16 @@ class Board:
         if not line.startswith("!"):
             self._keys(line.replace(" ", ""))
             return
-        import simcmd  # for this one command (sim/board/simcmd.py)
-
+        gc.collect()  # the command's code comes onto the firmware's heap for this line: give it the whole of it
         try:
+            import simcmd  # sim/board/simcmd.py
+
             simcmd.run(self, line)
+        except MemoryError:
+            # the simulator's own shortfall, not the firmware's: say so and carry on (the lock keeps running)
+            emit({"event": "error", "error": "simulator: no memory for %s" % line.split()[0]})
         finally:
-            del sys.modules["simcmd"]
+            sys.modules.pop("simcmd", None)
 
 
 class _NoBus:
