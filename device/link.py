@@ -69,6 +69,12 @@ class Link:
             pass
 
     # ---------------------------------------------------------------- the main loop's service
+    def worker_stuck(self, bound_ms: int) -> bool:
+        """Whether the network worker has shown no sign of life for bound_ms (real time): the main loop then
+        stops feeding the watchdog, and the board resets."""
+        t = self.session.beat
+        return t is not None and ticks_diff(ticks_ms(), t) > bound_ms
+
     def poll(self, now) -> None:
         s = self.session
         s.start()

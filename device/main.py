@@ -1,9 +1,7 @@
 """Boot, the composition root: config -> board -> lock -> watchdog -> (portal, link, updates) -> main loop
 feeding the watchdog, under a master exception handler that releases the relay. The board module is device/board.py on the ESP32 and sim/board/board.py on the host (it comes
 first on the module path there); nothing here knows which one it got."""
-import _thread
 import sys
-from time import ticks_diff, ticks_ms
 
 from micropython import const
 
@@ -73,21 +71,9 @@ def main() -> None:
         from lock import Lock
 
         lock = Lock(b, cfg)
-        # The watchdog is fed by this loop only, and only while the link's worker shows signs of life: its
-        # board.wlan() calls, made on every pass of its session loop and before every connection attempt (the
-        # longest gap, a full back-off after a Wi-Fi join and a connect that timed out, stays well under
-        # _WORKER_S). Wrapped before the worker starts; calls from this thread (the hello's RSSI, the portal)
-        # do not count. Plain locals: every name a module adds is heap.
-        seen = [None]  # type: list  # real ticks of the worker's last call; None while no worker runs
-        wlan = b.wlan
-        me = _thread.get_ident()
-
-        def _():  # (a name the interpreter already has: each new one costs heap)
-            if _thread.get_ident() != me:
-                seen[0] = ticks_ms()
-            return wlan()
-
-        b.wlan = _  # type: ignore[method-assign]
+        # The watchdog is fed by this loop only, and only while the link's worker shows signs of life (its
+        # beat: each pass of its session loop, each connection attempt, each step of a back-off; the longest
+        # gap, a Wi-Fi join and a connect that times out, stays well under _WORKER_S).
         bound = int(cfg.get("worker_stuck_s") or _WORKER_S) * 1000
         wdt = b.watchdog(_WATCHDOG_S * 1000)
         if window is not None:  # after the lock's own buffers: the portal takes what is left, codes keep working
@@ -100,8 +86,7 @@ def main() -> None:
         b.started(lock)
         while True:
             lock.poll(b.ticks_ms())
-            t = seen[0]
-            if t is not None and ticks_diff(ticks_ms(), t) > bound:
+            if svc is not None and svc.worker_stuck(bound):
                 if wdt is not None:  # stuck: logged once, then no more feeding, the watchdog resets the board
                     wdt = None
                     lock.record(_WORKER_STUCK)

@@ -93,6 +93,9 @@ class Session:
         self.downlink = downlink
         self._client = None  # type: MQTTClient | None
         self._rx_at = ticks_ms()  # when the broker last sent something
+        # real ticks of the worker's last sign of life (each pass of its loops, each step of a back-off);
+        # None until it runs. The main loop's watchdog policy reads it (main.py, Link.worker_stuck)
+        self.beat = None  # type: object
 
     # ---------------------------------------------------------------- both threads
     def count(self, what: str) -> None:
@@ -218,12 +221,14 @@ class Session:
     def _sleep(self, ms: int) -> None:
         t0 = ticks_ms()
         while not self._stop and ticks_diff(ticks_ms(), t0) < ms:
+            self.beat = ticks_ms()
             time.sleep_ms(50)
 
     def _worker(self) -> None:
         i = 0          # the broker to try next
         failed = 0     # connection attempts failed in a row (all brokers)
         while not self._stop:
+            self.beat = ticks_ms()
             up = False
             err = None
             try:
@@ -289,6 +294,7 @@ class Session:
         self._rx_at = last_tx = ticks_ms()
         dropped = c.dropped
         while not self._stop:
+            self.beat = ticks_ms()
             if not self.board.wlan().isconnected():
                 raise OSError("wifi lost")
             item = self._pop(self._outq)
