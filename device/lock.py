@@ -304,6 +304,11 @@ class Lock:
         if self._listeners:
             self.emit("log", al.as_dict((seq, t, kind, detail)))
 
+    def digest(self, code: bytes) -> bytes:
+        """A code's digest under this lock's secret, as the cloud computes it for a state (the simulator's
+        command line installs codes with it)."""
+        return self._mac.digest(code)
+
     def status(self) -> dict:
         return {
             "lock_id": self.lock_id, "revision": self.revision, "codes": self.codes.count,
@@ -313,7 +318,7 @@ class Lock:
             "fails": self.lockout.fails, "lockout_ms": self.lockout.remaining_ms(self.ticks_ms()),
             "last_seq": self.last_seq, "log_dropped": self.log.dropped, "rtc": self.rtc is not None,
             "has_backup": self.codes.backup is not None, "corrupt_files_seen": store.corrupt_seen,
-            "key_overflows": self.keypad.overflows, "reset_cause": self.reset_cause, "flash_writes": store.writes,
+            "key_overflows": self.keypad.overflows, "digits": self._n, "reset_cause": self.reset_cause, "flash_writes": store.writes,
         }
 
     # -- internals -----------------------------------------------------------------------------------------

@@ -110,10 +110,10 @@ def _codes(lock, w, args) -> None:
     backup = None
     for a in args[1:]:
         if a.startswith("backup="):
-            backup = lock._mac.digest(a[7:].encode())
+            backup = lock.digest(a[7:].encode())
             continue
         cid, code, vf, vu = a.split(":")
-        codes.append((int(cid), lock._mac.digest(code.encode()), _when(w, vf), _when(w, vu)))
+        codes.append((int(cid), lock.digest(code.encode()), _when(w, vf), _when(w, vu)))
     ok = lock.install_codeset(rev, codes, backup)
     emit({"event": "codeset", "ok": ok, "revision": lock.revision})
 
@@ -126,7 +126,7 @@ def _gen_codes(lock, w, rev: int, n: int) -> None:
         i = 0
         made = 0
         while made < n:
-            d = lock._mac.digest(("%04d" % i).encode())
+            d = lock.digest(("%04d" % i).encode())
             i += 1
             if lock.codes.is_backup(d):
                 continue

@@ -57,7 +57,7 @@ class RealtimeBoard(simboard.Board):
              "buzzer": bool(self.buzzer.level), "mac": lock.lock_id if lock else ""}
         if lock is not None:
             now = lock.ticks_ms()
-            d["digits"] = lock._n
+            d["digits"] = lock.status()["digits"]
             d["locked_out_s"] = (lock.lockout.remaining_ms(now) + 999) // 1000
             d["trusted_time"] = lock.trusted_now() is not None
             d["codes"] = lock.codes.count
