@@ -170,7 +170,7 @@ class Board:
     def i2c(self):
         if self._i2c is None:
             if not self.world.w.get("rtc", False):
-                return _NO_BUS  # nothing fitted: the RTC simulation stays off the heap
+                return None  # no bus: nothing fitted (the RTC simulation stays off the heap)
             import simrtc
 
             self._i2c = simrtc.SimI2C(self.world)
@@ -295,16 +295,6 @@ class Board:
             self._wait = w.w.get("hold_ms", w.hold_ms) if k >= 0 else w.w.get("gap_ms", w.gap_ms)
         return f
 
-    def _keys(self, keys: str) -> None:
-        for k in keys:
-            if k not in KEYS:
-                raise ValueError("not a key: " + k)
-        q = self._queue
-        for k in keys:
-            q.append(self._key(KEYS.index(k)))
-            q.append(self._key(-1))
-        self.wait_for(self.world.settle_ms)
-
     def quit(self) -> None:
         self.world.save()
         sys.exit(0)
@@ -312,8 +302,16 @@ class Board:
     def _line(self, line: str) -> None:
         if not line:
             return
-        if not line.startswith("!"):
-            self._keys(line.replace(" ", ""))
+        if not line.startswith("!"):  # keys: each pressed, held, released, then the settle time
+            keys = line.replace(" ", "")
+            for k in keys:
+                if k not in KEYS:
+                    raise ValueError("not a key: " + k)
+            q = self._queue
+            for k in keys:
+                q.append(self._key(KEYS.index(k)))
+                q.append(self._key(-1))
+            self.wait_for(self.world.settle_ms)
             return
         gc.collect()  # the command's code comes onto the firmware's heap for this line: give it the whole of it
         try:
@@ -325,14 +323,3 @@ class Board:
             emit({"event": "error", "error": "simulator: no memory for %s" % line.split()[0]})
         finally:
             sys.modules.pop("simcmd", None)
-
-
-class _NoBus:
-    """The I2C bus of a board without the RTC module: nothing answers."""
-
-    def scan(self):
-        return []
-
-
-_NO_BUS = _NoBus()
-

@@ -30,7 +30,20 @@ def run(board, line: str) -> None:
         w.w["hold_ms"] = int(args[0])
         w.w["gap_ms"] = int(args[1]) if len(args) > 1 else int(args[0])
     elif cmd == "busy":
-        _busy(board, int(args[0]), args[1] if len(args) > 1 else "")
+        # block the main loop for ms of virtual time while keys are typed (the timer keeps scanning)
+        ms = int(args[0])
+        end = w.ms + ms
+        hold = w.w.get("hold_ms", w.hold_ms)
+        gap = w.w.get("gap_ms", w.gap_ms)
+        for k in args[1] if len(args) > 1 else "":
+            w.pressed = KEYS.index(k)
+            w.step(hold)
+            w.pressed = -1
+            w.step(gap)
+        if w.ms < end:
+            w.step(end - w.ms)
+        emit({"event": "busy_done", "ms": ms})
+        board.wait_for(w.settle_ms)
     elif cmd == "hang":
         # the main loop stops without feeding the watchdog (the timer keeps ticking); a started watchdog
         # (simwdt.py) resets the board on its deadline: the world's steps land on it
@@ -46,14 +59,42 @@ def run(board, line: str) -> None:
         emit({"event": "hang", "ms": int(float(args[0]) * 1000)})  # it ended without a reset
         board.wait_for(w.settle_ms)
     elif cmd == "time":
-        t = _when(w, args[0]) if args else w.epoch()
+        t = epoch(w, args[0]) if args else w.epoch()
         src = args[1] if len(args) > 1 else "server"
         ok = lock.set_trusted_time(t, src)
         emit({"event": "time", "ok": ok, "trusted_now": lock.trusted_now()})
     elif cmd == "codes":
-        _codes(lock, w, args)
+        rev = int(args[0])
+        codes = []
+        backup = None
+        for a in args[1:]:
+            if a.startswith("backup="):
+                backup = lock.digest(a[7:].encode())
+                continue
+            cid, code, vf, vu = a.split(":")
+            codes.append((int(cid), lock.digest(code.encode()), epoch(w, vf), epoch(w, vu)))
+        ok = lock.install_codeset(rev, codes, backup)
+        emit({"event": "codeset", "ok": ok, "revision": lock.revision})
     elif cmd == "gen-codes":
-        _gen_codes(lock, w, int(args[0]), int(args[1]))
+        # n codes 0000.. upwards (skipping the backup key), valid for a year from now, installed from a
+        # generator: the code set is built record by record, no list of tuples on the heap
+        rev, n = int(args[0]), int(args[1])
+        now = w.epoch()
+
+        def codes():
+            i = 0
+            made = 0
+            while made < n:
+                d = lock.digest(("%04d" % i).encode())
+                i += 1
+                if lock.codes.is_backup(d):
+                    continue
+                made += 1
+                yield made, d, now - 60, now + 365 * 86400
+
+        ok = lock.install_codeset(rev, codes(), None)
+        gc.collect()
+        emit({"event": "codeset", "ok": ok, "revision": lock.revision, "count": lock.codes.count})
     elif cmd == "status":
         gc.collect()
         d = {"event": "status", "world_epoch": w.epoch(), "heap_used": gc.mem_alloc(),
@@ -80,60 +121,8 @@ def run(board, line: str) -> None:
         raise ValueError("unknown command " + cmd)
 
 
-def _busy(board, ms: int, keys: str) -> None:
-    """Block the main loop for ms of virtual time while keys are typed (the timer keeps scanning)."""
-    w = board.world
-    end = w.ms + ms
-    hold = w.w.get("hold_ms", w.hold_ms)
-    gap = w.w.get("gap_ms", w.gap_ms)
-    for k in keys:
-        w.pressed = KEYS.index(k)
-        w.step(hold)
-        w.pressed = -1
-        w.step(gap)
-    if w.ms < end:
-        w.step(end - w.ms)
-    emit({"event": "busy_done", "ms": ms})
-    board.wait_for(w.settle_ms)
-
-
-def _when(w, s: str) -> int:
+def epoch(w, s: str) -> int:
     """An epoch: absolute, or relative to the world's now with a leading + or -."""
-    if s[0] in "+-":
+    if s[0] == "+" or s[0] == "-":
         return w.epoch() + int(s)
     return int(s)
-
-
-def _codes(lock, w, args) -> None:
-    rev = int(args[0])
-    codes = []
-    backup = None
-    for a in args[1:]:
-        if a.startswith("backup="):
-            backup = lock.digest(a[7:].encode())
-            continue
-        cid, code, vf, vu = a.split(":")
-        codes.append((int(cid), lock.digest(code.encode()), _when(w, vf), _when(w, vu)))
-    ok = lock.install_codeset(rev, codes, backup)
-    emit({"event": "codeset", "ok": ok, "revision": lock.revision})
-
-
-def _gen_codes(lock, w, rev: int, n: int) -> None:
-    """Install n codes 0000.. upwards (skipping the backup key), valid for a year from now."""
-    now = w.epoch()
-
-    def gen():  # a generator: the code set is built record by record, no list of tuples on the heap
-        i = 0
-        made = 0
-        while made < n:
-            d = lock.digest(("%04d" % i).encode())
-            i += 1
-            if lock.codes.is_backup(d):
-                continue
-            made += 1
-            yield made, d, now - 60, now + 365 * 86400
-
-    ok = lock.install_codeset(rev, gen(), None)
-    gc.collect()
-    emit({"event": "codeset", "ok": ok, "revision": lock.revision, "count": lock.codes.count})
-

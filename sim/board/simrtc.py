@@ -1,7 +1,10 @@
 """The simulated board's battery RTC: a DS3231 at 0x68 on a virtual I2C bus, its clock the world's epoch plus an
 offset, with its oscillator-stop flag. Loaded only for a world with the module fitted (`!rtc on`, from the next
 boot): the simulated board's code shares the firmware's heap."""
-RTC_ADDR = 0x68  # ds3231.ADDR; the driver is imported only once an RTC is fitted, as the firmware does
+from micropython import const
+
+# (few names: each one the simulator interns is heap the firmware does not get, docs/firmware.md)
+_ADDR = const(0x68)  # ds3231.ADDR
 
 
 class SimI2C:
@@ -9,13 +12,13 @@ class SimI2C:
 
     def __init__(self, world) -> None:
         self.world = world
-        w = world.w
-        self.present = bool(w.get("rtc", False))
 
     def scan(self):
-        return [RTC_ADDR] if self.present else []
+        return [_ADDR] if self.world.w.get("rtc", False) else []
 
-    def _regs(self):
+    def readfrom_mem(self, addr, reg, n):
+        if not self.world.w.get("rtc", False) or addr != _ADDR:
+            raise OSError(19)
         import ds3231
 
         w = self.world.w
@@ -32,15 +35,10 @@ class SimI2C:
         r[5] = b(mo) | (0x80 if y >= 2100 else 0)
         r[6] = b(y % 100)
         r[0x0F] = 0x80 if w.get("rtc_osf", False) else 0
-        return r
-
-    def readfrom_mem(self, addr, reg, n):
-        if not self.present or addr != RTC_ADDR:
-            raise OSError(19)
-        return bytes(self._regs()[reg : reg + n])
+        return bytes(r[reg : reg + n])
 
     def writeto_mem(self, addr, reg, buf):
-        if not self.present or addr != RTC_ADDR:
+        if not self.world.w.get("rtc", False) or addr != _ADDR:
             raise OSError(19)
         w = self.world.w
         if reg == 0:
