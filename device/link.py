@@ -226,7 +226,7 @@ class Link:
 
     def _rotation(self, now) -> None:
         lock = self.lock
-        if not lock.rotation_due:
+        if not lock.backup.due:
             self._rot_backoff = _ROT_FIRST_MS
             # keep the deadline near now: ticks wrap (2**30 ms on the ESP32), so a deadline left days behind
             # would read as days ahead when rotation falls due
@@ -234,7 +234,7 @@ class Link:
             return
         if ticks_diff(now, self._rot_next) < 0:
             return
-        if not self.send({"v": P.V, "t": "rotate", "first_used": lock.backup_first_used}):
+        if not self.send({"v": P.V, "t": "rotate", "first_used": lock.backup.first_used}):
             return  # not queued: try again on the next poll
         self._emit({"rotate": "requested"})
         # full jitter under a ceiling doubling from 30 s to an hour

@@ -1,6 +1,7 @@
-"""The lock application: keypad entry -> offline validation -> relay, with lockout, backup key, trusted time,
-access log and persistence. Hardware comes in through the board object (see board.py); the link (MQTT)
-plugs in as a service (add_service) and through the seam methods documented in docs/firmware.md."""
+"""The lock application: keypad -> decision -> relay. An entry (entry.py) is checked offline against the code
+set (codes.py) and the backup key (backup.py, its life), under the lockout (lockout.py) and trusted time
+(clock.py), logged (accesslog.py) and persisted (store.py). The drivers come in built (main.py, the composition
+root); the link (MQTT) plugs in as a service (add_service) and through the seam documented in docs/firmware.md."""
 from micropython import const
 
 import gc
@@ -9,23 +10,25 @@ import sys
 from time import ticks_add, ticks_diff
 
 import accesslog as al
+from backup import BackupKey
 import store
 from clock import TrustedClock
 from codes import OPEN, CodeSet
+from entry import Entry
 from hmac256 import Hmac256, equal
-from keypad import SCAN_MS, Keypad
+from keypad import SCAN_MS
 from lockout import Lockout
-from relay import PATTERNS, Feedback, Relay
+from relay import PATTERNS
 
 if False:  # for the type checker only
     from ds3231 import DS3231
+    from keypad import Keypad
+    from relay import Feedback, Relay
 
 CODES_FILE = "codes.bin"
 STATE_FILE = "state.bin"
 
-ROTATION_S = const(86400)
 _CHECK_MS = const(1000)
-_ELAPSED_SAVE_S = const(600)
 _WRONG_LENGTH = const(4)  # the refusal reasons after codes.UNKNOWN, OUTSIDE, NO_TIME (accesslog.REASONS)
 _STAR = const(42)
 _HASH = const(35)
@@ -42,37 +45,26 @@ class Lock:
     boot_count: int
     rtc: "DS3231 | None"
     reset_cause: str
-    backup_first_used: "int | None"
-    rotation_due: bool
+    backup: BackupKey
     _lock_t: "int | None"
-    _bk_tag: str
-    _bk_used: bool
-    _bk_elapsed: int
-    _bk_mark: int
-    _bk_saved: int
 
-    def __init__(self, board, cfg: dict) -> None:
+    def __init__(self, board, cfg: dict, relay: "Relay", feedback: "Feedback", keypad: "Keypad") -> None:
         self.board = board
         self.ticks_ms = board.ticks_ms
         self.lock_id = cfg["lock_id"]  # type: str
         self.secret = cfg["secret_bytes"]  # type: bytes
         self.relay_ms = int(cfg["relay_ms"])
-        self.code_length = int(cfg["code_length"])
-        self.entry_timeout_ms = int(cfg["entry_timeout_ms"])
         self._mac = Hmac256(self.secret)
-        self._entry = bytearray(self.code_length)
-        self._n = 0
-        self._last_key = 0
+        self.entry = Entry(int(cfg["code_length"]), int(cfg["entry_timeout_ms"]))
         self._services = []  # type: list
         self._listeners = []  # type: list
         self.service_errors = 0
         self._booting = True  # the state is saved once, at the end of __init__
         now = self.ticks_ms()
 
-        # drivers (the board created the relay pin released; Relay releases it again)
-        self.relay = Relay(board.relay, bool(cfg["relay_active_high"]))
-        self.feedback = Feedback(board.buzzer, board.led)
-        self.keypad = Keypad(board.rows, board.cols)
+        self.relay = relay
+        self.feedback = feedback
+        self.keypad = keypad
 
         # persisted state, the RTC and the boot record: boot-only code (restore.py), dropped from memory afterwards
         import restore
@@ -103,8 +95,8 @@ class Lock:
             if k < 0:
                 break
             self.handle_key(k, now)
-        if self._n and ticks_diff(now, self._last_key) >= self.entry_timeout_ms:
-            self._clear_entry()
+        if self.entry.expired(now):
+            self.entry.clear()
             self._emit("entry", "cleared", "timeout")
         if ticks_diff(now, self._next_check) >= 0:
             self._next_check = ticks_add(now, _CHECK_MS)
@@ -121,73 +113,51 @@ class Lock:
         if self._was_locked and self.lockout.remaining_ms(now) == 0:
             self._was_locked = False
             self._save_state()
-        if self._bk_used and not self.rotation_due:
-            el = self._bk_elapsed + ticks_diff(now, self._bk_mark) // 1000
-            tn = self.clock.now(now)
-            if tn is not None and self.backup_first_used is None:
-                self.backup_first_used = tn - el
-                self._save_state()
-            if tn is not None and self.backup_first_used is not None:
-                el = max(el, tn - self.backup_first_used)
-            if el >= ROTATION_S:
-                self.rotation_due = True
+        b = self.backup
+        was = b.due
+        if b.poll(now, self.clock.now(now)):
+            if b.due and not was:
                 self.record(al.ROTATION_DUE, 0, now)
-                self._save_state()
-            elif el - self._bk_saved >= _ELAPSED_SAVE_S:
-                self._save_state()
+            self._save_state()
 
     def busy(self) -> bool:
         """True while something is timed: relay energised, feedback playing, an entry or a key in progress."""
-        return self.relay.is_on or self.feedback.busy or self._n > 0 or self.keypad.pending()
+        return self.relay.is_on or self.feedback.busy or self.entry.n > 0 or self.keypad.pending()
 
     # -- keypad ------------------------------------------------------------------------------------------
     def handle_key(self, k: int, now: int) -> None:
         if self._listeners:
             self._emit("key", "key", chr(k))
+        e = self.entry
         if self.lockout.remaining_ms(now) > 0:
-            self._clear_entry()
+            e.clear()
             self._feedback("locked_out", now)
             return
         if k == _STAR:
-            self._clear_entry()
+            e.clear()
             self.feedback.play(PATTERNS["key"], now)
         elif k == _HASH:
-            if self._n:
+            if e.n:
                 self._submit(now)
         elif _ZERO <= k <= _NINE:
-            self._last_key = now
-            if self._n < self.code_length:
-                self._entry[self._n] = k
-                self._n += 1
-            if self._n >= self.code_length:
+            if e.digit(k, now):
                 self._submit(now)
             else:
                 self.feedback.play(PATTERNS["key"], now)
 
-    def _clear_entry(self) -> None:
-        e = self._entry
-        for i in range(len(e)):
-            e[i] = 0
-        self._n = 0
-
     def _submit(self, now: int) -> None:
-        n = self._n
-        if n != self.code_length:
-            self._clear_entry()
+        e = self.entry
+        if e.n != len(e.buf):
+            e.clear()
             self._refuse(now, _WRONG_LENGTH)
             return
-        d = self._mac.digest(self._entry)
-        self._clear_entry()
+        d = self._mac.digest(e.buf)
+        e.clear()
         if self.codes.is_backup(d):
             self.relay.open(now, self.relay_ms)
             self._accept(now)
             self.record(al.OPENED_BACKUP, 0, now)
-            if not self._bk_used:
-                self._bk_used = True
-                self._bk_elapsed = 0
-                self._bk_saved = 0
-                self._bk_mark = now
-                self.backup_first_used = self.clock.now(now)
+            if self.backup.use(now, self.clock.now(now)):
                 self.record(al.BACKUP_FIRST_USE, 0, now)
                 self._save_state()
             return
@@ -272,7 +242,7 @@ class Lock:
         gc.collect()
         self.record(al.CODESET, revision, now)
         if backup_digest is not None and (old is None or not equal(old, backup_digest)):
-            self._reset_backup_state()
+            self.backup.reset(self.backup_tag())
             self.record(al.BACKUP_INSTALLED, 0, now)
             self._save_state()
         return True
@@ -313,26 +283,20 @@ class Lock:
         return {
             "lock_id": self.lock_id, "revision": self.revision, "codes": self.codes.count,
             "boot_count": self.boot_count, "trusted_now": self.trusted_now(), "time_source": self.clock.source,
-            "last_good_time": self.clock.last_good, "rotation_due": self.rotation_due,
-            "backup_first_used": self.backup_first_used, "backup_used": self._bk_used,
+            "last_good_time": self.clock.last_good, "rotation_due": self.backup.due,
+            "backup_first_used": self.backup.first_used, "backup_used": self.backup.used,
             "fails": self.lockout.fails, "lockout_ms": self.lockout.remaining_ms(self.ticks_ms()),
             "last_seq": self.last_seq, "log_dropped": self.log.dropped, "rtc": self.rtc is not None,
             "has_backup": self.codes.backup is not None, "corrupt_files_seen": store.corrupt_seen,
-            "key_overflows": self.keypad.overflows, "digits": self._n, "reset_cause": self.reset_cause, "flash_writes": store.writes,
+            "key_overflows": self.keypad.overflows, "digits": self.entry.n, "reset_cause": self.reset_cause, "flash_writes": store.writes,
         }
 
-    # -- internals -----------------------------------------------------------------------------------------
-    def _backup_tag(self) -> str:
+    def backup_tag(self) -> str:
+        """Which backup digest is installed (its first 8 bytes, hex): the backup key's life belongs to it."""
         b = self.codes.backup
         return "" if b is None else "".join("%02x" % x for x in b[:8])
 
-    def _reset_backup_state(self) -> None:
-        self._bk_tag = self._backup_tag()
-        self._bk_used = False
-        self._bk_elapsed = 0
-        self._bk_saved = 0
-        self.backup_first_used = None
-        self.rotation_due = False
+    # -- internals -----------------------------------------------------------------------------------------
 
     def _emit(self, event: str, key: str, value) -> None:
         if self._listeners:
@@ -340,14 +304,10 @@ class Lock:
 
     def _save_state(self) -> None:
         now = self.ticks_ms()
-        el = self._bk_elapsed
-        if self._bk_used:
-            el += ticks_diff(now, self._bk_mark) // 1000
-        self._bk_saved = el
-        st = {
-            "boot": self.boot_count, "last_good": self.clock.last_good, "fails": self.lockout.fails,
-            "lock_s": self.lockout.duration_s if self.lockout.remaining_ms(now) else 0,
-            "lock_t": self._lock_t, "bk": self._bk_tag, "bk_first": self.backup_first_used,
-            "bk_used": self._bk_used, "bk_elapsed": el, "due": self.rotation_due,
-        }
+        st = self.backup.state(now)
+        st["boot"] = self.boot_count
+        st["last_good"] = self.clock.last_good
+        st["fails"] = self.lockout.fails
+        st["lock_s"] = self.lockout.duration_s if self.lockout.remaining_ms(now) else 0
+        st["lock_t"] = self._lock_t
         store.save(STATE_FILE, json.dumps(st).encode())

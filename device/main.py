@@ -12,6 +12,15 @@ _WORKER_S = const(300)
 _WORKER_STUCK = const(14)  # accesslog.KINDS: "worker_stuck" (a private name here costs no heap)
 
 
+def drivers(b, cfg):
+    """The lock's drivers on the board's pins: relay, buzzer + LED feedback, keypad matrix (the board created the
+    relay pin released; Relay releases it again)."""
+    from keypad import Keypad
+    from relay import Feedback, Relay
+
+    return Relay(b.relay, bool(cfg["relay_active_high"])), Feedback(b.buzzer, b.led), Keypad(b.rows, b.cols)
+
+
 def _start_link(lock, cfg, b):
     """Plug the MQTT link in when the config asks for it; returns it or None. A board without device/link.py
     fails here, loudly (the crash handler reports it), rather than running as a lock without its cloud."""
@@ -70,7 +79,7 @@ def main() -> None:
         import accesslog
         from lock import Lock
 
-        lock = Lock(b, cfg)
+        lock = Lock(b, cfg, *drivers(b, cfg))
         # The watchdog is fed by this loop only, and only while the link's worker shows signs of life (its
         # beat: each pass of its session loop, each connection attempt, each step of a back-off; the longest
         # gap, a Wi-Fi join and a connect that times out, stays well under _WORKER_S).

@@ -20,17 +20,10 @@ def boot(lock, board, cfg: dict, now: int) -> None:
     lock.clock = TrustedClock(int(st.get("last_good", 0)))
     lock.lockout = Lockout()
     lock.lockout.fails = int(st.get("fails", 0))
-    # the backup key's life (Lock's own fields: this is its boot half)
     lock._lock_t = st.get("lock_t")  # epoch the lockout in force started (None if unknown)
-    lock._bk_tag = st.get("bk", "")
-    lock.backup_first_used = st.get("bk_first")
-    lock._bk_used = bool(st.get("bk_used", False))
-    lock._bk_elapsed = int(st.get("bk_elapsed", 0))
-    lock._bk_mark = now
-    lock._bk_saved = lock._bk_elapsed
-    lock.rotation_due = bool(st.get("due", False))
-    if lock._bk_tag != lock._backup_tag():
-        lock._reset_backup_state()  # the backup digest changed since the state was written
+    from backup import BackupKey
+
+    lock.backup = BackupKey(st, now, lock.backup_tag())  # its life, for the backup digest installed now
     lock.rtc = rtc(board)  # trusted time from the battery RTC, when one is fitted
     lock.reset_cause = board.reset_cause  # why the board started (hello health, the boot record)
     c = al.REASONS.index(lock.reset_cause) if lock.reset_cause in al.REASONS[5:] else 0

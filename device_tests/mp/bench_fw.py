@@ -29,7 +29,9 @@ def boot():
     cfg = config.load()
     b = simboard.Board(cfg)
     b.world.epoch_ms = T * 1000
-    return b, lockmod.Lock(b, cfg)
+    import main
+
+    return b, lockmod.Lock(b, cfg, *main.drivers(b, cfg))
 
 
 def codes(n):

@@ -133,7 +133,7 @@ def test_a_flood_of_refusals_costs_one_record_per_reason_per_10_minutes():
 def test_rotation_retries_are_jittered_and_back_off():
     s, fs, ln = _linked()
     _up(s, fs)
-    s.lock.rotation_due = True
+    s.lock.backup.due = True
     s.advance(10)
     assert len(fs.of_type("rotate")) == 1  # right away
     gaps = []
@@ -151,7 +151,7 @@ def test_rotation_retries_are_jittered_and_back_off():
 
 def test_offline_policy_sends_nothing():
     s, fs, ln = _linked(connected=False)
-    s.lock.rotation_due = True
+    s.lock.backup.due = True
     s.type("9999#")
     s.advance(100)
     assert fs.sent == []

@@ -138,26 +138,26 @@ def test_backup_rotation_due_after_24h():
     s = Sim()
     _set_time(s)
     s.type("5821")
-    assert s.lock.backup_first_used == s.board.world.epoch()
+    assert s.lock.backup.first_used == s.board.world.epoch()
     assert s.logs("backup_first_use")
     s.advance(6000)
     s.board.world.step(86400 * 1000 - 10000)
     s.advance(2000)
-    assert not s.lock.rotation_due
+    assert not s.lock.backup.due
     s.board.world.step(10000)
     s.advance(2000)
-    assert s.lock.rotation_due and s.logs("rotation_due")
+    assert s.lock.backup.due and s.logs("rotation_due")
     s.type("5821")  # still opens
     assert s.relay_open()
     s.advance(6000)
     # persisted across a reboot
     s2 = Sim(world=s.board.world.w)
-    assert s2.lock.rotation_due
+    assert s2.lock.backup.due
     # same digest again: nothing changes; a new digest clears it
     assert s2.lock.install_codeset(1, [], D("5821"))
-    assert s2.lock.rotation_due
+    assert s2.lock.backup.due
     assert s2.lock.install_codeset(2, [], D("7305"))
-    assert not s2.lock.rotation_due and s2.lock.backup_first_used is None
+    assert not s2.lock.backup.due and s2.lock.backup.first_used is None
     s2.type("5821")
     assert not s2.relay_open()
     s2.type("7305")
@@ -167,11 +167,11 @@ def test_backup_rotation_due_after_24h():
 def test_backup_rotation_without_trusted_time():
     s = Sim()
     s.type("5821")
-    assert s.lock.backup_first_used is None
+    assert s.lock.backup.first_used is None
     s.advance(6000)
     s.board.world.step(86400 * 1000)
     s.advance(2000)
-    assert s.lock.rotation_due
+    assert s.lock.backup.due
 
 
 def test_time_backwards_refused_and_rtc():

@@ -73,4 +73,4 @@ def test_backup_rotation_after_a_week_without_trusted_time():
     s.type("5821")
     s.advance(6000)
     _run(s, WEEK_MS)
-    assert s.lock.rotation_due and s.logs("rotation_due")
+    assert s.lock.backup.due and s.logs("rotation_due")

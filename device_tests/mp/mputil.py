@@ -71,7 +71,9 @@ class Sim:
         self.events = []
         self.relay_log = []
         self.board.on_relay = self.relay_log.append
-        self.lock = Lock(self.board, cfg)
+        import main
+
+        self.lock = Lock(self.board, cfg, *main.drivers(self.board, cfg))
         self.lock.add_listener(lambda e, d: self.events.append((e, d)))
 
     def advance(self, ms: int, step: int = 5) -> None:

@@ -117,7 +117,8 @@ import gc, config, board, link
 from lock import Lock
 cfg = config.load()
 b = board.Board(cfg)
-lk = Lock(b, cfg)
+import main
+lk = Lock(b, cfg, *main.drivers(b, cfg))
 L = link.start(lk, cfg, b)
 S = L.session
 S.start = lambda: None     # no network thread: we feed the receive path directly
