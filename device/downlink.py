@@ -81,7 +81,8 @@ class Downlink:
         self._staged = False
 
     def receiving(self):
-        """Worker thread, before each read: the receiving buffer (the client's rx_buf)."""
+        """The receiving buffer, the client's rx_buf for the whole session (one buffer: the installed records
+        live in `home`)."""
         return self.rx
 
 

@@ -167,13 +167,13 @@ class Link:
             if self._later is not msg:
                 self.session.done()
 
-    def _apply_state(self, rev: int, codes, backup) -> bool:
+    def _apply_state(self, rev: int, codes, backup) -> None:
         lock = self.lock
         if rev > lock.revision:
             if lock.install_codeset(rev, codes, backup):
                 self.send({"v": P.V, "t": "ack", "rev": rev})
                 self._emit({"codeset": rev, "codes": len(codes)})
-                return True
+                return
             self.session.count("install_refused")
             self._emit({"refused": "install", "revision": rev})
         elif rev == lock.revision:
@@ -182,7 +182,6 @@ class Link:
             lock.install_codeset(rev, codes, backup)  # refuses and logs the stale revision
             self.session.count("stale_revision")
             self._emit({"refused": "stale_revision", "revision": rev})
-        return False
 
     def _on_logack(self, msg, now) -> None:
         if msg.seq > self._cursor:

@@ -310,16 +310,15 @@ class Session:
                         raise OSError("connection lost")
                 self._rx_at = ticks_ms()
             for _ in range(4):  # also drains what the TLS layer already buffered
-                c.rx_buf = dl.receiving()
                 if c.check_msg() is None:
                     break
-                self._rx_at = ticks_ms()
             if c.dropped != dropped:  # a message too big for the lock: refused, reported, not retried
                 dropped = c.dropped
                 self._deliver(Refused("oversize"))
             now = ticks_ms()
             if ticks_diff(c.rx_at, self._rx_at) > 0:
-                # any packet proves the broker alive: also the acks publish() reads while it waits for them
+                # any packet proves the broker alive (the client notes each one): the messages, and the acks
+                # publish() reads while it waits for them
                 self._rx_at = c.rx_at
             if ticks_diff(now, last_tx) >= _PING_MS:
                 c.ping()
@@ -334,16 +333,11 @@ class Session:
 
     def on_message(self, topic, payload) -> None:
         """The client's callback (worker thread): parse and hand over to the main loop."""
-        # the broker is alive, also while publish() or subscribe() read messages waiting for their ack
-        self._rx_at = ticks_ms()
         dl = self.downlink
         msg = dl.parse(topic, payload, isinstance(payload, memoryview))
         self._deliver(msg)
         if isinstance(msg, State):
-            dl.wait_installed()
-            c = self._client
-            if c is not None:  # this packet's buffer may be the installed code set's now: never read into it
-                c.rx_buf = dl.receiving()
+            dl.wait_installed()  # its records are in the receiving buffer until the main loop is through
 
     def _deliver(self, msg) -> None:
         if isinstance(msg, Refused):
