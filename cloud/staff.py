@@ -13,9 +13,9 @@ from .models import ApiToken, User
 from .timeutil import utcnow
 
 # An account belongs to one agency (User.agency_id): a person working for two agencies uses one address per
-# agency. Said plainly when an invitation meets an address another agency already uses.
-OTHER_AGENCY_MESSAGE = ("This address already has a KeyDrop account with another agency. An account belongs to "
-                        "one agency: ask the person for another address (for example name+youragency@…).")
+# agency. Sign-up is self-service, so the inviting agency is not told that an address has an account elsewhere
+# (that would tell anyone whether an address uses KeyDrop): the address's owner gets a notice instead, which
+# says so and asks them to give the agency another address.
 
 
 def _check_actor(actor: User) -> None:
@@ -28,15 +28,22 @@ def _check_role(actor: User, role: str) -> None:
         raise DomainError("A role is Manager or Staff (the agency has one owner).")
 
 
-def invite_staff(actor: User, *, email: str, name: str = "", role: str = "staff", link=None) -> User:
+def invite_staff(actor: User, *, email: str, name: str = "", role: str = "staff", link=None) -> User | None:
     """Add a person to the actor's agency with `role`; they get an email with a link to choose a password.
-    Inviting again someone removed from this agency brings them back (with a new invitation)."""
+    Inviting again someone removed from this agency brings them back (with a new invitation).
+    An address with an account in another agency gets a notice instead (when `link` is given, as for the
+    invitation) and nobody is added: the answer is None, which the caller words like a sent invitation."""
     _check_actor(actor)
     _check_role(actor, role)
     email = User.normalize_email(email)
     user = db.session.scalar(sa.select(User).where(User.email == email))
     if user is not None and user.agency_id != actor.agency_id:
-        raise Conflict(OTHER_AGENCY_MESSAGE)
+        if link is not None:
+            agency = actor.agency
+            enqueue(user.email, "invite_other_agency", f"{agency.name} tried to invite you to KeyDrop",
+                    agency=agency, inviter=actor, **from_agency(agency))
+        db.session.commit()
+        return None
     if user is not None and user.removed_at is None:
         raise Conflict("This person is already in your agency." + (
             " Use “Resend the invitation” if they lost the email." if user.is_invited else ""))

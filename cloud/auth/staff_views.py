@@ -26,13 +26,13 @@ def _member_or_404(user_id: int) -> User:
 def staff():
     form = InviteForm()
     if form.validate_on_submit():
-        try:
-            user = invite_staff(g.user, email=form.email.data, name=form.name.data or "", role=form.role.data,
-                                link=password_link)
+        try:  # the same answer when the address has an account elsewhere (it gets a notice instead)
+            invite_staff(g.user, email=form.email.data, name=form.name.data or "", role=form.role.data,
+                         link=password_link)
         except DomainError as exc:
             form.email.errors = [*form.email.errors, exc.message]
         else:
-            flash(f"Invitation sent to {user.email}.", "ok")
+            flash(f"Invitation sent to {User.normalize_email(form.email.data)}.", "ok")
             return redirect(url_for("auth.staff"))
     return render_template("auth/staff.html", form=form, members=members(g.user.agency_id),
                            role_form=RoleForm(), button=EmptyForm())

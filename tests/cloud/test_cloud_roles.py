@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from cloud.extensions import db
 from cloud.models import ApiToken, AuditEvent, User
-from cloud.staff import OTHER_AGENCY_MESSAGE, invite_staff
+from cloud.staff import invite_staff
 
 
 def _member(app, ag, email, role, password="a fine staff passphrase"):
@@ -90,12 +90,38 @@ def test_roles_change_remove_and_resend(app, client, make_agency, login, smtp_se
     assert client.post("/staff", data={"email": "helper@example.com", "role": "staff"}).status_code == 302
 
 
-def test_an_address_of_another_agency_is_refused_with_a_clear_message(app, client, make_agency, login):
-    other = make_agency()
-    login(client, make_agency())
-    resp = client.post("/staff", data={"email": other.email.upper(), "role": "staff"})
-    assert resp.status_code == 200 and "another agency" in resp.data.decode()
-    assert "An account belongs to" in OTHER_AGENCY_MESSAGE
+def test_inviting_an_address_of_another_agency_answers_like_any_invitation(app, client, make_agency, login,
+                                                                          smtp_server, deliver_mail):
+    """Anyone can sign up, so the invite form must not tell whether an address has a KeyDrop account: the
+    answer is the same as for a free address, the address's owner gets a notice, and nobody is added."""
+    other = make_agency(name="Other Agency")
+    mine = make_agency(name="Mine")
+    login(client, mine)
+
+    def invite(email):
+        resp = client.post("/staff", data={"email": email, "role": "staff"}, follow_redirects=False)
+        notice = client.get("/staff").data.decode()  # shows the flashed message once
+        return resp.status_code, resp.headers.get("Location"), re.search(r'class="flash[^>]*>(.*?)<', notice, re.S)
+
+    taken = invite(other.email.upper())
+    free = invite("free@example.com")
+    assert taken[:2] == free[:2] == (302, "/staff")
+    assert taken[2].group(1).replace(other.email, "free@example.com") == free[2].group(1)
+    assert "Invitation sent to" in free[2].group(1)
+    page = client.get("/staff").data.decode()
+    assert "another agency" not in page.split("Invite someone")[0]  # the list above says nothing of it
+    with app.app_context():
+        owner = db.session.get(User, other.owner_id)
+        assert owner.agency_id == other.id and owner.role == "owner"  # nothing changed on the account
+        assert [u.email for u in db.session.scalars(sa.select(User).where(User.agency_id == mine.id))] == [
+            mine.email, "free@example.com"]  # no membership for the taken address
+    deliver_mail()
+    [notice] = smtp_server.to(other.email)
+    text = smtp_server.text(notice)
+    assert "Mine" in text and "already has a KeyDrop account with another agency" in text
+    assert "/password/reset/" not in text  # a notice, not an invitation
+    assert "another agency" in smtp_server.html(notice)
+    assert notice["Reply-To"] == mine.email
 
 
 def test_the_permission_table_is_the_only_source(app):
