@@ -60,11 +60,13 @@ def _like_escaped(text: str) -> str:
 
 
 def code_history(agency_id: int, *, lock_id: str = "", status: str = "", customer: str = "", since: str = "",
-                 until: str = "", now: datetime | None = None):
+                 until: str = "", now: datetime | None = None, labels: tuple[str, str] = ("From", "To")):
     """The agency's codes narrowed by the history filters of the pages, the CSV export and the API (an empty
     value is no filter): one lock; a status (Code.STATUSES); a customer name or email containing the text
     (taken literally: % and _ are not wildcards); periods overlapping the UTC days since..until, both
-    included. Raises BadFilter for an unknown status or a malformed date. The caller orders the query."""
+    included. Raises BadFilter for an unknown status, a malformed date or since after until (`labels` name
+    since and until in its message: the fields of the page, the parameters of the API). The caller orders the
+    query."""
     q = agency_codes(agency_id)
     if lock_id:
         q = q.where(Code.lock_id == lock_id.strip().lower())
@@ -76,10 +78,10 @@ def code_history(agency_id: int, *, lock_id: str = "", status: str = "", custome
         like = f"%{_like_escaped(customer.lower())}%"
         q = q.where(sa.or_(sa.func.lower(Code.customer_name).like(like, escape="\\"),
                            sa.func.lower(Code.customer_email).like(like, escape="\\")))
-    first = _day(since, "From") if since else None
-    last = _day(until, "To") if until else None
+    first = _day(since, labels[0]) if since else None
+    last = _day(until, labels[1]) if until else None
     if first and last and first > last:
-        raise BadFilter(f"“From” ({first:%Y-%m-%d}) is after “To” ({last:%Y-%m-%d}): swap them.")
+        raise BadFilter(f"“{labels[0]}” ({first:%Y-%m-%d}) is after “{labels[1]}” ({last:%Y-%m-%d}): swap them.")
     if first:
         q = q.where(Code.valid_until > datetime.combine(first, time(), UTC))
     if last:

@@ -297,7 +297,9 @@ def list_codes():
     now = utcnow()
     try:
         q = code_history(g.user.agency_id, lock_id=request.args.get("lock_id", ""),
-                         status=request.args.get("status", ""), now=now)
+                         status=request.args.get("status", ""), customer=request.args.get("customer", "").strip(),
+                         since=request.args.get("since", "").strip(), until=request.args.get("until", "").strip(),
+                         now=now, labels=("since", "until"))
     except BadFilter as exc:
         raise ApiError(400, str(exc))
     try:

@@ -228,6 +228,13 @@ def spec() -> dict:
                     {"name": "lock_id", "in": "query", "schema": {"type": "string"}},
                     {"name": "status", "in": "query",
                      "schema": {"type": "string", "enum": ["scheduled", "active", "expired", "revoked"]}},
+                    {"name": "customer", "in": "query", "schema": {"type": "string"},
+                     "description": "guest name or email containing this text (case-insensitive, literal)"},
+                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date"},
+                     "description": "codes whose period reaches this UTC day (YYYY-MM-DD) or later"},
+                    {"name": "until", "in": "query", "schema": {"type": "string", "format": "date"},
+                     "description": "codes whose period starts on this UTC day (YYYY-MM-DD) or before; "
+                                    "since after until answers 400"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}},
                     {"name": "offset", "in": "query",
                      "schema": {"type": "integer", "default": 0, "maximum": 2147483647}}],

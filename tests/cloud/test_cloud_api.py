@@ -96,6 +96,37 @@ def test_codes_lifecycle(app, client, api_token, make_agency, make_lock):
     assert client.get("/api/v1/codes?status=revoked", headers=H(t)).get_json()["codes"][0]["id"] == code["id"]
 
 
+def test_code_history_filters_by_dates_and_guest_and_refuses_an_inverted_period(client, api_token, make_agency,
+                                                                                make_lock):
+    ag = make_agency()
+    t = api_token(ag)
+    lock = make_lock(ag)
+    day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    made = {}
+    for name, offset in [("Early", 2), ("Late", 10)]:
+        resp = client.post(f"/api/v1/locks/{lock}/codes", headers=H(t), json={
+            "valid_from": (day + timedelta(days=offset)).isoformat(),
+            "valid_until": (day + timedelta(days=offset + 1)).isoformat(), "customer_name": name})
+        assert resp.status_code == 201, resp.get_json()
+        made[name] = resp.get_json()["id"]
+
+    def ids(query):
+        resp = client.get(f"/api/v1/codes?{query}", headers=H(t))
+        assert resp.status_code == 200, resp.get_json()
+        return [c["id"] for c in resp.get_json()["codes"]]
+
+    d = lambda n: f"{(day + timedelta(days=n)):%Y-%m-%d}"  # noqa: E731
+    assert ids(f"since={d(5)}") == [made["Late"]]
+    assert ids(f"until={d(5)}") == [made["Early"]]
+    assert ids(f"since={d(2)}&until={d(10)}") == [made["Late"], made["Early"]]
+    assert ids("customer=lat") == [made["Late"]]
+    resp = client.get(f"/api/v1/codes?since={d(10)}&until={d(2)}", headers=H(t))
+    assert resp.status_code == 400
+    assert resp.get_json()["message"] == f"“since” ({d(10)}) is after “until” ({d(2)}): swap them."
+    resp = client.get("/api/v1/codes?since=yesterday", headers=H(t))
+    assert resp.status_code == 400 and "not a date (YYYY-MM-DD)" in resp.get_json()["message"]
+
+
 def test_code_input_errors(client, api_token, make_agency, make_lock):
     ag = make_agency()
     t = api_token(ag)
