@@ -313,3 +313,38 @@ def test_a_chunk_of_hellos_and_acks_is_applied_together_and_answered_after_its_c
     assert [lid for lid in ids if downs(bridge, lid, "time")] == [ids[0], ids[1], ids[3]]
     db.session.expire_all()
     assert [db.session.get(BridgeLockState, lid).will_counter for lid in ids] == [19, 19, 9, 19]
+
+
+def test_last_contact_moves_with_every_verified_message_not_only_hello(app, bridge, lock, login):
+    """Lock.last_seen_at (the lock page's "Last contact") is the time of the last verified uplink: an ack or a
+    log later than the hello moves it once the bridge writes what it heard (flush_seen, every second)."""
+    import sqlalchemy as sa
+    from cloud.extensions import db
+    from cloud.models import Lock
+    from cloud.timeutil import fmt_local, utcnow
+    lid, env, agency = lock
+    assert bridge.handle(*up(env, lid, hello(1)))
+    bridge.flush_seen()
+    long_ago = utcnow() - timedelta(days=3)
+
+    def set_seen(at):
+        db.session.execute(sa.update(Lock).where(Lock.id == lid).values(last_seen_at=at))
+        db.session.commit()
+
+    def seen():
+        db.session.expire_all()
+        return db.session.get(Lock, lid).last_seen_at
+
+    client = login(app.test_client(), agency)
+    for n, msg in [(2, {"v": 1, "t": "ack", "n": 2, "rev": 0}),
+                   (3, {"v": 1, "t": "log", "n": 3, "ev": [{"seq": 1, "t": None, "kind": "boot", "boot": 4}]})]:
+        set_seen(long_ago)
+        before = utcnow()
+        assert bridge.handle(*up(env, lid, msg)), msg["t"]
+        assert seen() == long_ago  # buffered: one write a second for all locks
+        assert bridge.flush_seen() == 1
+        at = seen()
+        assert at is not None and at >= before, msg["t"]
+        page = client.get(f"/locks/{lid}").data.decode()
+        tz = db.session.get(Lock, lid).timezone
+        assert fmt_local(at, tz) in page and fmt_local(long_ago, tz) not in page, msg["t"]
