@@ -185,11 +185,15 @@ def _register_cli(app: Flask) -> None:
     @click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
     @click.option("--interval", type=float, default=None, help="Seconds between passes (MAILER_POLL_INTERVAL).")
     def mailer_cmd(once: bool, interval: float | None):
-        """Run the outbox worker: deliver queued mails with retries and backoff."""
+        """Run the outbox worker: deliver queued mails and webhook deliveries with retries and backoff."""
         from .mailer import run_forever, run_pending
+        from .webhooks import deliver_pending
         if once:
             counts = run_pending()
             click.echo(f"sent={counts['sent']} retry={counts['retry']} failed={counts['failed']}")
+            hooks = deliver_pending()
+            click.echo(f"webhooks sent={hooks['sent']} retry={hooks['retry']} failed={hooks['failed']} "
+                       f"deferred={hooks['deferred']}")
             return
         click.echo("mailer running (Ctrl-C to stop)")
         try:

@@ -97,4 +97,6 @@ def from_environment() -> dict:
         "WEBHOOK_MAX_ATTEMPTS": _int("WEBHOOK_MAX_ATTEMPTS", 10),
         "WEBHOOK_BACKOFF_BASE_S": float(os.environ.get("WEBHOOK_BACKOFF_BASE_S", "30")),
         "WEBHOOK_BACKOFF_MAX_S": float(os.environ.get("WEBHOOK_BACKOFF_MAX_S", "3600")),
+        # A delivery pass stops after this (plus at most one WEBHOOK_TIMEOUT_S): the mail waits for no receiver.
+        "WEBHOOK_PASS_BUDGET_S": float(os.environ.get("WEBHOOK_PASS_BUDGET_S", "20")),
     }

@@ -97,31 +97,55 @@ def _post(row: WebhookDelivery, ep: WebhookEndpoint) -> tuple[int | None, str | 
 
 
 def deliver_pending(now: datetime | None = None, limit: int = 100) -> dict:
-    """One pass over due deliveries. Returns counts {"sent", "retry", "failed"}."""
+    """One pass over due deliveries. Returns counts {"sent", "retry", "failed", "deferred"}.
+
+    The mail goes out in the same worker, just before: a receiver that swallows connections must not hold it up.
+    So once an endpoint fails in a pass, its other due rows are not tried in that pass but moved to the failed
+    row's next attempt (not counted as attempts), and the pass stops after WEBHOOK_PASS_BUDGET_S (what is left
+    is still due at the next pass): a pass lasts at most the budget plus one WEBHOOK_TIMEOUT_S."""
     now = now or utcnow()
-    counts = {"sent": 0, "retry": 0, "failed": 0}
-    outbox.requeue_stale(WebhookDelivery, now, current_app.config["MAILER_STALE_SENDING_S"])
+    counts = {"sent": 0, "retry": 0, "failed": 0, "deferred": 0}
+    cfg = current_app.config
+    deadline = time.monotonic() + float(cfg["WEBHOOK_PASS_BUDGET_S"])
+    outbox.requeue_stale(WebhookDelivery, now, cfg["MAILER_STALE_SENDING_S"])
     due = db.session.scalars(sa.select(WebhookDelivery.id).where(
         WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(limit)).all()
-    for row_id in due:
+    failing: dict[int, datetime] = {}  # endpoint id -> when its failed row is tried again
+    for i, row_id in enumerate(due):
+        if time.monotonic() >= deadline:
+            log.warning("webhook pass stopped after %g s; %d due deliveries wait for the next pass",
+                        float(cfg["WEBHOOK_PASS_BUDGET_S"]), len(due) - i)
+            break
+        row = db.session.get(WebhookDelivery, row_id)
+        if row is None:
+            continue
+        if row.endpoint_id in failing:
+            res = db.session.execute(sa.update(WebhookDelivery).where(
+                WebhookDelivery.id == row_id, WebhookDelivery.status == "pending")
+                .values(next_attempt_at=failing[row.endpoint_id]))
+            db.session.commit()
+            counts["deferred"] += res.rowcount
+            continue
         if not outbox.claim(WebhookDelivery, row_id, now):
             continue
-        row = db.session.get(WebhookDelivery, row_id)
+        db.session.refresh(row)
         ep = db.session.get(WebhookEndpoint, row.endpoint_id)
         status, error = _post(row, ep)
         row.last_status, row.last_error, row.claimed_at = status, error, None
         if error is None:
             row.status, row.delivered_at = "sent", utcnow()
             counts["sent"] += 1
-        elif row.attempts >= current_app.config["WEBHOOK_MAX_ATTEMPTS"]:
-            row.status = "failed"
-            counts["failed"] += 1
-            log.error("webhook %s (%s) to endpoint %s failed for good: %s", row.id, row.event_type, ep.id, error)
         else:
-            row.status = "pending"
-            row.next_attempt_at = now + timedelta(seconds=backoff_seconds(row.attempts))
-            counts["retry"] += 1
-            log.warning("webhook %s attempt %d failed (%s)", row.id, row.attempts, error)
+            failing[ep.id] = now + timedelta(seconds=backoff_seconds(row.attempts))
+            if row.attempts >= cfg["WEBHOOK_MAX_ATTEMPTS"]:
+                row.status = "failed"
+                counts["failed"] += 1
+                log.error("webhook %s (%s) to endpoint %s failed for good: %s", row.id, row.event_type, ep.id, error)
+            else:
+                row.status = "pending"
+                row.next_attempt_at = failing[ep.id]
+                counts["retry"] += 1
+                log.warning("webhook %s attempt %d failed (%s)", row.id, row.attempts, error)
         db.session.commit()
     return counts

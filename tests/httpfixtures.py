@@ -103,6 +103,8 @@ class WebhookReceiver(_Server):
 
     def __init__(self):
         self.status = 200
+        self.delay_s = 0.0
+        self.answer = b""  # the body of each answer
         super().__init__(_HookHandler)
 
     @property
@@ -131,6 +133,43 @@ class _HookHandler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                                          "body": body, "status": self.server.status})
+        if self.server.delay_s:
+            time.sleep(self.server.delay_s)
         self.send_response(self.server.status)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", str(len(self.server.answer)))
         self.end_headers()
+        self.wfile.write(self.server.answer)
+
+
+class Blackhole:
+    """A TCP server that accepts every connection and never answers nor closes it (a receiver that swallows
+    requests): a client waits for its own timeout."""
+
+    def __init__(self):
+        import socket
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.accepted: list = []
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/hook"
+
+    def _run(self):
+        while not self._stopped:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never read
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stopped = True
+        self._sock.close()
+        for conn in self.accepted:
+            conn.close()

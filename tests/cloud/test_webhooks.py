@@ -142,3 +142,90 @@ def test_webhook_urls_go_through_the_ssrf_guard(app, client, api_token, make_age
     for url in ["http://127.0.0.1:8080/hook", "http://169.254.169.254/", "http://[::1]/", "http://10.1.2.3/"]:
         resp = client.post("/api/v1/webhooks", headers=H(t), json={"url": url})
         assert resp.status_code == 400 and "not allowed" in resp.get_json()["message"], url
+
+
+def test_a_receiver_that_swallows_connections_does_not_hold_up_the_mail(app, make_agency, make_lock, smtp_server):
+    """Mail and webhooks share the outbox worker: 30 deliveries queued for a receiver that accepts connections and
+    never answers cost one timeout per pass, not one per row, so a mail queued meanwhile goes out within about
+    one timeout; the rows not tried are moved to the failed row's next attempt without counting an attempt."""
+    import threading
+    import time
+
+    from cloud import events, mailer
+    from cloud.models import User
+    from tests.httpfixtures import Blackhole
+    timeout = 2.0
+    app.config.update(WEBHOOK_TIMEOUT_S=timeout)
+    hole = Blackhole().start()
+    ag = make_agency()
+    with app.app_context():
+        user = db.session.get(User, ag.owner_id)
+        ep_id = webhooks.create_endpoint(user, url=hole.url, events=["*"]).id
+        for i in range(30):
+            events.emit(ag.id, "lock.online", {"lock_id": f"l{i}", "at": None})
+        db.session.commit()
+    stop = threading.Event()
+
+    def worker():
+        with app.app_context():
+            mailer.run_forever(0.05, stop=stop.is_set)
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not hole.accepted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hole.accepted, "the worker never tried the receiver"
+        with app.app_context():
+            mailer.enqueue("someone@example.com", "reset", "Reset", user=type("U", (), {"email": "x@example.com"}),
+                           link="http://l", minutes=60)
+            db.session.commit()
+        queued = time.monotonic()
+        while not smtp_server.to("someone@example.com") and time.monotonic() - queued < timeout + 1.5:
+            time.sleep(0.02)
+        waited = time.monotonic() - queued
+        assert smtp_server.to("someone@example.com"), f"the mail still waits after {waited:.1f} s"
+    finally:
+        stop.set()
+        thread.join(120)
+        hole.stop()
+    assert len(hole.accepted) <= 2  # one connection per pass, not one per row
+    with app.app_context():
+        rows = db.session.scalars(sa.select(WebhookDelivery).where(WebhookDelivery.endpoint_id == ep_id)).all()
+        tried = [r for r in rows if r.attempts]
+        assert len(tried) == 1 and tried[0].status == "pending"
+        assert all(r.status == "pending" and r.next_attempt_at >= tried[0].next_attempt_at for r in rows)
+
+
+def test_a_pass_stops_after_its_time_budget(app, make_agency, webhook_receiver):
+    """Slow but answering receivers: the pass stops after WEBHOOK_PASS_BUDGET_S; the rest stays due."""
+    import time
+
+    from cloud import events
+    from cloud.models import User
+    app.config.update(WEBHOOK_PASS_BUDGET_S=0.5)
+    ag = make_agency()
+    with app.app_context():
+        webhooks.create_endpoint(db.session.get(User, ag.owner_id), url=webhook_receiver.url, events=["*"])
+        for i in range(20):
+            events.emit(ag.id, "lock.online", {"lock_id": f"l{i}", "at": None})
+        db.session.commit()
+    webhook_receiver.delay_s = 0.2
+    t0 = time.monotonic()
+    first = deliver(app)
+    assert time.monotonic() - t0 < 1.5 and 1 <= first["sent"] < 20
+    webhook_receiver.delay_s = 0
+    assert deliver(app)["sent"] == 20 - first["sent"]
+
+
+def test_mailer_once_delivers_the_webhooks_too(app, make_agency, webhook_receiver):
+    from cloud import events
+    from cloud.models import User
+    ag = make_agency()
+    with app.app_context():
+        webhooks.create_endpoint(db.session.get(User, ag.owner_id), url=webhook_receiver.url, events=["*"])
+        events.emit(ag.id, "lock.online", {"lock_id": "x", "at": None})
+        db.session.commit()
+    result = app.test_cli_runner().invoke(args=["mailer", "--once"])
+    assert result.exit_code == 0 and "webhooks sent=1" in result.output
+    assert len(webhook_receiver.received()) == 1
