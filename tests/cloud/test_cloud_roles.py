@@ -148,3 +148,57 @@ def test_a_staff_members_old_token_cannot_edit_or_provision(app, make_agency, ma
     assert api.patch(f"/api/v1/locks/{lock_id}", json={"name": "X"}, headers=auth).status_code == 403
     assert api.post(f"/api/v1/locks/{lock_id}/provision", headers=auth).status_code == 403
     assert api.get(f"/api/v1/locks/{lock_id}", headers=auth).status_code == 200
+
+
+def test_staff_cannot_manage_people_webhooks_alerts_or_others_tokens(app, make_agency):
+    """Every managing action refused to a staff member, on the site (their session) and on the API (a token
+    that outlived a demotion): 403, and nothing changed."""
+    from cloud import webhooks
+    from cloud.models import WebhookEndpoint
+    ag = make_agency()
+    staff_member = _member(app, ag, "s@example.com", "staff")
+    manager = _member(app, ag, "m@example.com", "manager")
+    app.config["CALENDAR_ALLOW_PRIVATE_HOSTS"] = True
+    with app.app_context():
+        owner = db.session.get(User, ag.owner_id)
+        invited = invite_staff(owner, email="pending@example.com").id
+        ep_id = webhooks.create_endpoint(owner, url="http://127.0.0.1:9/hook", events=None).id
+        db.session.commit()
+        mrow, _ = ApiToken.issue(db.session.get(User, manager.id), label="manager's")
+        srow, stoken = ApiToken.issue(db.session.get(User, staff_member.id), label="left over")
+        db.session.add_all([mrow, srow])
+        db.session.commit()
+        manager_token_id = mrow.id
+        mails_before = db.session.scalar(sa.select(sa.func.count()).select_from(sa.text("outbox_mail")))
+    staff = _login(app.test_client(), staff_member)
+    for path, data in [(f"/staff/{manager.id}/role", {"role": "staff"}), (f"/staff/{manager.id}/remove", {}),
+                       (f"/staff/{invited}/resend", {}),
+                       ("/settings/webhooks", {"url": "http://127.0.0.1:9/other"}),
+                       (f"/settings/webhooks/{ep_id}/delete", {}), ("/settings/alerts", {}),
+                       (f"/account/tokens/{manager_token_id}/revoke", {})]:
+        assert staff.post(path, data=data).status_code == 403, path
+    assert staff.get("/settings/webhooks").status_code == 403
+    api = app.test_client()
+    auth = {"Authorization": f"Bearer {stoken}"}
+    for method, path, body in [("get", "/api/v1/webhooks", None),
+                               ("post", "/api/v1/webhooks", {"url": "http://127.0.0.1:9/other"}),
+                               ("delete", f"/api/v1/webhooks/{ep_id}", None),
+                               ("get", f"/api/v1/webhooks/{ep_id}/deliveries", None),
+                               ("put", "/api/v1/alert-settings", {"on": []})]:
+        resp = getattr(api, method)(path, json=body, headers=auth)
+        assert resp.status_code == 403 and "role" in resp.get_json()["message"], (method, path)
+    # and a manager cannot revoke someone else's token either: it is not theirs to see
+    mgr = _login(app.test_client(), manager)
+    with app.app_context():
+        other_row, _ = ApiToken.issue(db.session.get(User, ag.owner_id), label="owner's")
+        db.session.add(other_row)
+        db.session.commit()
+        owner_token_id = other_row.id
+    assert mgr.post(f"/account/tokens/{owner_token_id}/revoke").status_code == 404
+    with app.app_context():
+        assert db.session.get(User, manager.id).role == "manager"
+        assert db.session.get(User, manager.id).removed_at is None
+        assert {t.id for t in db.session.scalars(sa.select(ApiToken))} >= {manager_token_id, owner_token_id}
+        assert [e.id for e in db.session.scalars(sa.select(WebhookEndpoint))] == [ep_id]
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(sa.text("outbox_mail"))) == mails_before
+        assert db.session.scalar(sa.select(sa.func.count(AuditEvent.id))) == 0
