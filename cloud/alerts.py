@@ -117,8 +117,9 @@ def on_backup_replaced(lock: Lock, now: datetime | None = None) -> None:
 
 
 def on_clock(lock: Lock, skew_s: int | None, now: datetime | None = None) -> None:
-    """A hello reported the lock's clock (domain.lock_hello): skew beyond ALERT_CLOCK_SKEW_S opens an episode,
-    back within it closes it. None (no trusted time yet, normal at boot: the cloud's reply sets it) is left."""
+    """A hello reported the lock's clock (domain.lock_hello), or the lock set it from the cloud's reply (skew 0):
+    skew beyond ALERT_CLOCK_SKEW_S opens an episode, back within it closes it. None (no trusted time yet, normal
+    at boot: the cloud's reply sets it) is left."""
     if skew_s is None:
         return
     now = now or utcnow()

@@ -27,6 +27,9 @@ from .timeutil import UTC, aware, fmt_local, from_epoch, is_valid_zone, to_epoch
 log = logging.getLogger("keydrop.domain")
 
 MAX_PERIOD = timedelta(days=366)
+# A lock's "clock set from the cloud" entry is stamped with the cloud's time of its reply, just after the hello
+# (last_seen_at); this allows for bridge hosts whose clocks differ a little.
+CLOCK_SET_SLACK = timedelta(seconds=60)
 # The protocol carries a code's validity as unsigned 32-bit epoch seconds (docs/protocol.md): a later end could
 # not be sent to the lock (the bridge would fail to publish the lock's state).
 LAST_LOCK_TIME = datetime.fromtimestamp(2 ** 32 - 1, UTC)
@@ -588,6 +591,8 @@ def record_events(lock: Lock, events: list[dict]) -> int:
                                      code_id=ev.get("code_id"), detail=extra or None, received_at=now))
             # one mail per episode (a lockout's 4 doubling steps are one), the backup key's use at once
             alerts.on_lock_event(lock, kind, from_epoch(ev.get("t")), extra, now)
+            if kind == "time_set" and extra.get("source") == "server":
+                _clock_set_from_cloud(lock, from_epoch(ev.get("t")), now)
             if kind in ("opened", "opened_backup"):
                 webhook_events.emit(lock.agency_id, "access.opened", {
                     "lock_id": lock.id, "code_id": ev.get("code_id"), "backup_key": kind == "opened_backup",
@@ -598,6 +603,16 @@ def record_events(lock: Lock, events: list[dict]) -> int:
         except IntegrityError:  # another bridge worker stored some of them meanwhile
             db.session.rollback()
     return 0
+
+
+def _clock_set_from_cloud(lock: Lock, at: datetime | None, now: datetime) -> None:
+    """The lock set its clock from the cloud's `time` reply, which answers its hello: from then on its clock is
+    the cloud's, so the skew that hello measured (before the correction) is over, and so is a clock alert. A
+    correction older than the last hello (an entry uploaded late) says nothing about the skew measured since."""
+    if at is None or lock.last_seen_at is None or at < lock.last_seen_at - CLOCK_SET_SLACK:
+        return
+    lock.clock_skew_s = 0
+    alerts.on_clock(lock, 0, now)
 
 
 def rotate_backup(lock: Lock, *, first_used_at: int | None, now: datetime | None = None) -> str:

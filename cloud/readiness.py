@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.orm import selectinload
 
 from .extensions import db
@@ -13,7 +14,6 @@ from .models import BackupKeyRotation, Code, Lock
 from .timeutil import utcnow
 
 SEEN_WITHIN = timedelta(minutes=30)
-CLOCK_WITHIN_S = 120
 HORIZON = timedelta(days=7)
 
 
@@ -35,7 +35,7 @@ class Readiness:
 def check(code: Code, lock: Lock, now: datetime, rotation_pending: bool) -> Readiness:
     seen = lock.online is True or (lock.last_seen_at is not None and now - lock.last_seen_at <= SEEN_WITHIN)
     skew = lock.clock_skew_s
-    clock_ok = skew is not None and abs(skew) <= CLOCK_WITHIN_S
+    clock_ok = skew is not None and abs(skew) <= int(current_app.config["ALERT_CLOCK_SKEW_S"])
     r = Readiness(code=code, on_lock=code.on_lock_at is not None, seen_recently=seen, clock_ok=clock_ok,
                   rotation_pending=rotation_pending)
     if not r.on_lock:

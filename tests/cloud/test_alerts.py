@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from cloud import automation, domain
 from cloud.extensions import db
-from cloud.models import Agency, BridgeLockState, Code, Lock, OutboxMail, User
+from cloud.models import Agency, Alert, BridgeLockState, Code, Lock, OutboxMail, User
 
 UTC = timezone.utc
 
@@ -71,6 +71,49 @@ def test_clock_off_mails_once_per_episode(app, make_agency, make_lock):
         domain.lock_hello(_lock(lock_id), lock_time=t - 5, now=now, **hello)   # fixed
         domain.lock_hello(_lock(lock_id), lock_time=t - 200, now=now, **hello)  # off again: a new episode
         assert len(alert_mails("clock off")) == 2 and "behind" in alert_mails("clock off")[1].text_body
+
+
+def test_the_lock_setting_its_clock_from_the_cloud_ends_the_skew(app, make_agency, make_lock):
+    """The hello measures the skew before the lock corrects its clock from the cloud's reply; the lock's
+    "clock set (server)" entry then ends it: skew 0, episode closed, the stay's clock check ready again."""
+    from cloud import readiness
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    t = int(now.timestamp())
+    code_id = _stay(app, lock_id, ag.owner_id, now + timedelta(days=1))
+    with app.app_context():
+        hello = dict(firmware="1", boot_count=1, revision=0)
+        domain.lock_hello(_lock(lock_id), lock_time=t + 600, now=now, **hello)
+        assert len(alert_mails("clock off by 600 s")) == 1
+        assert not readiness.check(db.session.get(Code, code_id), _lock(lock_id), now, False).clock_ok
+        # an entry from before this hello (uploaded late) says nothing about the skew measured since
+        domain.record_events(_lock(lock_id), [{"seq": 1, "t": t - 3600, "kind": "time_set", "source": "server"}])
+        assert _lock(lock_id).clock_skew_s == 600
+        domain.record_events(_lock(lock_id), [{"seq": 2, "t": t + 1, "kind": "time_set", "source": "server"}])
+        lock = _lock(lock_id)
+        assert lock.clock_skew_s == 0
+        assert readiness.check(db.session.get(Code, code_id), lock, now, False).clock_ok
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Alert).where(
+            Alert.kind == "clock", Alert.closed_at.is_(None))) == 0
+        # off again at a later hello: a new episode, a new mail
+        domain.lock_hello(_lock(lock_id), lock_time=t + 3900, now=now + timedelta(hours=1), **hello)
+        assert len(alert_mails("clock off by 300 s")) == 1
+
+
+def test_readiness_clock_limit_is_alert_clock_skew_s(app, make_agency, make_lock):
+    from cloud import readiness
+    app.config["ALERT_CLOCK_SKEW_S"] = 400
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    code_id = _stay(app, lock_id, ag.owner_id, now + timedelta(days=1))
+    with app.app_context():
+        domain.lock_hello(_lock(lock_id), lock_time=int(now.timestamp()) + 300, now=now, firmware="1",
+                          boot_count=1, revision=0)
+        assert alert_mails("clock") == []
+        r = readiness.check(db.session.get(Code, code_id), _lock(lock_id), now, False)
+        assert r.clock_ok and not any("clock" in p for p in r.problems)
 
 
 def _connection(lock_id, online, at):
