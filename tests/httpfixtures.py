@@ -48,6 +48,9 @@ class FeedServer(_Server):
         self.status: dict[str, int] = {}
         self.down = False
         self.delay_s = 0.0
+        self.etags: dict[str, str | None] = {}  # the ETag of documents[name] (default: a hash of it; None: none)
+        self.last_modified: dict[str, str] = {}  # a Last-Modified for documents[name]; 304 to If-Modified-Since
+        self.trickle_s = 0.0  # send the body one byte every trickle_s seconds
         super().__init__(_FeedHandler)
 
     def url(self, name: str) -> str:
@@ -84,17 +87,32 @@ class _FeedHandler(BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404)
             return
-        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-        if self.headers.get("If-None-Match") == etag:
+        etag = srv.etags.get(name, '"' + hashlib.sha256(body).hexdigest()[:16] + '"')
+        modified = srv.last_modified.get(name)
+        if (etag is not None and self.headers.get("If-None-Match") == etag) or (
+                modified is not None and self.headers.get("If-Modified-Since") == modified):
             self.send_response(304)
-            self.send_header("ETag", etag)
+            if etag is not None:
+                self.send_header("ETag", etag)
             self.end_headers()
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/calendar; charset=utf-8")
-        self.send_header("ETag", etag)
+        if etag is not None:
+            self.send_header("ETag", etag)
+        if modified is not None:
+            self.send_header("Last-Modified", modified)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if srv.trickle_s:
+            for i in range(len(body)):
+                time.sleep(srv.trickle_s)
+                try:
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+            return
         self.wfile.write(body)
 
 

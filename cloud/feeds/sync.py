@@ -65,6 +65,14 @@ def _fetch(feed: CalendarFeed) -> netguard.Response:
                             allow_private=bool(cfg["CALENDAR_ALLOW_PRIVATE_HOSTS"]))
 
 
+def _validator(value: str | None, column) -> str | None:
+    """An ETag / Last-Modified to send back next time, or None if it does not fit its column: a cut one would
+    never match, and an over-long one would fail the commit (PostgreSQL checks the length)."""
+    if value is None or len(value) > column.type.length:
+        return None
+    return value
+
+
 def sync_feed(feed: CalendarFeed, now: datetime | None = None) -> dict:
     """Fetch and apply one feed. Returns {"ok", "error"?, "created", "moved", "revoked", "unchanged"}."""
     now = now or utcnow()
@@ -94,7 +102,13 @@ def sync_feed(feed: CalendarFeed, now: datetime | None = None) -> dict:
             return _fail(feed, "The lock has not come online yet: reservations become codes once it is active.")
         counts = _apply(feed, parsed.stays, parsed.cancelled, now)
         feed.events_seen, feed.reservations_seen = parsed.events, len(parsed.stays)
-        feed.etag, feed.last_modified = resp.headers.get("etag"), resp.headers.get("last-modified")
+        if counts["warnings"]:
+            # a reservation that could not become a code (no free digits, too many codes) must be tried again
+            # at the next sync: no validators, so that sync fetches the document in full instead of a 304
+            feed.etag = feed.last_modified = None
+        else:
+            feed.etag = _validator(resp.headers.get("etag"), CalendarFeed.etag)
+            feed.last_modified = _validator(resp.headers.get("last-modified"), CalendarFeed.last_modified)
     warnings = counts.pop("warnings")
     feed.last_sync_at = now
     feed.last_error = printable("; ".join(warnings))[:500] or None

@@ -186,6 +186,42 @@ def test_an_emptied_feed_revokes_only_after_two_good_syncs(setup):
     assert setup.sync()["revoked"] == 2 and setup.codes() == []
 
 
+def test_a_reservation_that_failed_is_tried_again_while_the_feed_is_unchanged(setup, monkeypatch):
+    """A reservation refused once (here: the lock holds its maximum of live codes) becomes a code at a later
+    sync once it can, although the feed did not change (no 304 hides it)."""
+    from cloud import domain
+    setup.attach("airbnb")
+    monkeypatch.setattr(domain, "MAX_LIVE_CODES", 1)
+    first = setup.sync()
+    assert first["created"] == 1 and "codes that have not ended" in setup.status()["last_error"]
+    monkeypatch.setattr(domain, "MAX_LIVE_CODES", 200)
+    assert setup.sync()["created"] == 1 and len(setup.codes()) == 2
+    assert setup.status()["last_error"] is None
+    assert setup.sync()["created"] == 0 and setup.srv.hits("airbnb")[-1]["headers"].get("If-None-Match")
+
+
+def test_validators_too_long_for_their_columns_are_not_kept(setup, app):
+    setup.attach("airbnb")
+    setup.srv.etags["airbnb"] = '"' + "e" * 400 + '"'
+    setup.srv.last_modified["airbnb"] = "Tue, 01 Jan 2030 00:00:00 GMT" + "x" * 100
+    assert setup.sync()["created"] == 2
+    with app.app_context():
+        feed = db.session.scalar(sa.select(CalendarFeed))
+        assert feed.etag is None and feed.last_modified is None and feed.last_error is None
+    assert setup.sync()["created"] == 0  # a full fetch of the same document: nothing changes
+    assert "If-None-Match" not in setup.srv.hits("airbnb")[-1]["headers"]
+
+
+def test_last_modified_is_sent_back_as_if_modified_since(setup):
+    setup.attach("airbnb")
+    setup.srv.etags["airbnb"] = None  # a server without ETags
+    setup.srv.last_modified["airbnb"] = "Tue, 01 Jan 2030 00:00:00 GMT"
+    assert setup.sync()["created"] == 2
+    assert setup.sync()["created"] == 0
+    assert setup.srv.hits("airbnb")[-1]["headers"].get("If-Modified-Since") == "Tue, 01 Jan 2030 00:00:00 GMT"
+    assert setup.status()["last_error"] is None and len(setup.codes()) == 2
+
+
 def test_booking_vrbo_and_timed_pms_feeds(setup, app, client):
     # Booking.com calls every booked period "CLOSED - Not available": all its events are stays
     setup.attach("booking")
