@@ -1,7 +1,8 @@
 """Outbound HTTP to addresses a user typed (calendar feeds, webhooks), guarded against SSRF.
 
 A user-supplied URL must not make the cloud talk to itself or its private network (loopback, RFC 1918, link-local
-and the cloud metadata address 169.254.169.254, unique-local IPv6, CGNAT, multicast, unspecified...). The check
+and the cloud metadata address 169.254.169.254, unique-local IPv6, CGNAT, multicast, unspecified, and the IPv6
+forms that carry such an IPv4: NAT64, 6to4, Teredo, IPv4-compatible...). The check
 is made on the address the socket actually connects to, resolved once at connect time: a name that resolves to a
 public address when the URL is saved and to 127.0.0.1 later (DNS rebinding) is refused at the connection, and a
 redirect is followed only through the same guard. `allow_private=True` lifts the address check (tests, dev stack:
@@ -28,12 +29,43 @@ class Refused(FetchError):
     """The URL or the address it resolves to is not allowed."""
 
 
-def address_allowed(ip: str) -> bool:
-    """Only globally routable unicast addresses (IPv4-mapped IPv6 judged as the IPv4 it carries)."""
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+# IPv6 forms that carry an IPv4 address a gateway may reach on the cloud's behalf: judged as that IPv4.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")           # RFC 6052: the IPv4 is the last 32 bits
+# Refused outright: the local-use NAT64 prefix (what it reaches is the site's choice), the deprecated
+# IPv4-compatible form (::a.b.c.d, RFC 4291) and site-local addresses (fec0::/10, deprecated but routed by some).
+_REFUSED_V6 = (ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("::/96"),
+               ipaddress.ip_network("fec0::/10"))
+
+
+def _carried_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for: IPv4-mapped, NAT64, 6to4 (2002::/16), Teredo (2001::/32:
+    its server and its client)."""
+    if addr.ipv4_mapped is not None:
+        return [addr.ipv4_mapped]
+    if addr in _NAT64:
+        return [ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)]
+    if addr.sixtofour is not None:
+        return [addr.sixtofour]
+    if addr.teredo is not None:
+        return list(addr.teredo)
+    return []
+
+
+def _global(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return addr.is_global and not addr.is_multicast
+
+
+def address_allowed(ip: str) -> bool:
+    """Only globally routable unicast addresses. An IPv6 address that carries an IPv4 one (IPv4-mapped, NAT64,
+    6to4, Teredo) is judged as the IPv4 it carries; IPv4-compatible, local NAT64 and site-local are refused."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address):
+        if any(addr in net for net in _REFUSED_V6):
+            return False
+        carried = _carried_ipv4(addr)
+        if carried:
+            return all(_global(v4) for v4 in carried)
+    return _global(addr)
 
 
 def check_url(url: str) -> tuple[str, str, int]:

@@ -16,7 +16,12 @@ PRIVATE = ["http://127.0.0.1/x.ics", "http://localhost:8080/x.ics", "http://[::1
            "http://169.254.169.254/latest/meta-data/", "http://10.0.0.5/x.ics", "http://192.168.1.1/x.ics",
            "http://172.16.3.4/x.ics", "http://0.0.0.0/x.ics", "http://[::ffff:127.0.0.1]/x.ics",
            "http://2130706433/x.ics", "http://0x7f000001/x.ics", "http://100.64.0.1/x.ics", "http://[fd00::1]/x.ics",
-           "http://[fe80::1]/x.ics", "http://224.0.0.1/x.ics", "http://[fd00:ec2::254]/latest/"]
+           "http://[fe80::1]/x.ics", "http://224.0.0.1/x.ics", "http://[fd00:ec2::254]/latest/",
+           # IPv6 forms carrying a private IPv4 (NAT64, 6to4, Teredo), IPv4-compatible, site-local
+           "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "http://[64:ff9b::7f00:1]/x.ics",
+           "http://[64:ff9b:1::a9fe:a9fe]/x.ics", "http://[2002:a9fe:a9fe::]/latest/", "http://[2002:7f00:1::1]/x.ics",
+           "http://[2001:0:a9fe:a9fe::1]/x.ics", "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/x.ics",
+           "http://[::7f00:1]/x.ics", "http://[::a9fe:a9fe]/x.ics", "http://[fec0::1]/x.ics"]
 
 
 @pytest.mark.parametrize("url", PRIVATE)
@@ -38,6 +43,10 @@ def test_only_http_and_https(url):
 def test_public_addresses_pass():
     assert netguard.address_allowed("93.184.215.14") and netguard.address_allowed("2606:4700::1111")
     assert not netguard.address_allowed("::ffff:10.1.2.3")
+    # the IPv6 forms of public IPv4 addresses pass as those do
+    assert netguard.address_allowed("64:ff9b::808:808") and netguard.address_allowed("2002:808:808::1")
+    for ip in ["64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::", "::7f00:1", "fec0::1", "64:ff9b:1::808:808"]:
+        assert not netguard.address_allowed(ip), ip
 
 
 def test_dns_rebinding_is_refused_at_connect_time(app, client, api_token, make_agency, make_lock, feed_server,
