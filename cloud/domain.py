@@ -374,8 +374,13 @@ def decommission_lock(lock: Lock, *, by: User, now: datetime | None = None) -> L
         return lock
     old_id = lock.id
     revision = lock.bump_revision()
+    live = db.session.scalars(sa.select(Code).where(Code.lock_id == old_id, Code.revoked_at.is_(None))
+                              .order_by(Code.id)).all()
     db.session.execute(sa.update(Code).where(Code.lock_id == old_id, Code.revoked_at.is_(None))
                        .values(revoked_at=now, revoked_by_id=by.id, revoked_revision=revision))
+    for code in live:  # integrators hear of each, under the lock id they knew (the MAC, not the archive id)
+        webhook_events.emit(lock.agency_id, "code.revoked", dict(webhook_events.code_payload(code),
+                                                                 lock_id=old_id, revoked_at=webhook_events.iso(now)))
     new_id = "zz" + "".join(secrets.choice("ghjkmnpqrstvwxyz") for _ in range(10))
     table = Lock.__table__
     row = {c.name: getattr(lock, c.key) for c in table.columns}

@@ -229,3 +229,24 @@ def test_mailer_once_delivers_the_webhooks_too(app, make_agency, webhook_receive
     result = app.test_cli_runner().invoke(args=["mailer", "--once"])
     assert result.exit_code == 0 and "webhooks sent=1" in result.output
     assert len(webhook_receiver.received()) == 1
+
+
+def test_decommissioning_a_lock_sends_code_revoked_for_each_live_code(app, client, api_token, make_agency,
+                                                                      make_lock, login, webhook_receiver):
+    ag = make_agency()
+    t = api_token(ag)
+    lock_id = make_lock(ag)
+    assert client.post("/api/v1/webhooks", headers=H(t), json={"url": webhook_receiver.url,
+                                                               "events": ["code.revoked"]}).status_code == 201
+    first, second, gone = (make_code(client, t, lock_id) for _ in range(3))
+    client.delete(f"/api/v1/codes/{gone['id']}", headers=H(t))  # already revoked: not again
+    assert deliver(app)["sent"] == 1
+    web = login(app.test_client(), ag)
+    assert web.post(f"/locks/{lock_id}/decommission").status_code == 302
+    assert deliver(app)["sent"] == 2
+    events = [json.loads(r["body"]) for r in webhook_receiver.received()[1:]]
+    assert sorted(e["data"]["code_id"] for e in events) == [first["id"], second["id"]]
+    for e in events:
+        assert e["type"] == "code.revoked" and e["data"]["lock_id"] == lock_id and e["data"]["revoked_at"]
+        got = client.get(f"/api/v1/codes/{e['data']['code_id']}", headers=H(t)).get_json()
+        assert got["status"] == "revoked" and got["revoked_at"] == e["data"]["revoked_at"]
