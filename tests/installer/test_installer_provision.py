@@ -119,7 +119,9 @@ def test_new_lock_needs_an_address(make_board, cloud):
 
 def test_wrong_token(board, cloud):
     proc = run_tool(*tool_args(board, cloud, *NEW_LOCK, "--no-wait", token="not-a-token"))
-    assert_clean_error(proc, 5, "The cloud refused the token")
+    assert_clean_error(proc, 5, "The cloud refused the token (HTTP 401)")
+    # and says where a working one comes from
+    assert "Account page (/account, API tokens; owner or manager)" in proc.stderr and "--token" in proc.stderr
     assert not (board.flash / "config.json").exists()
 
 
