@@ -28,11 +28,38 @@ def test_login_next_keeps_a_path_of_the_site(client, make_agency, make_lock):
 
 @pytest.mark.parametrize("path", ["/login", "/locks/", "/api/v1/openapi.json", "/static/style.css", "/nope", "/healthz"])
 def test_security_headers_on_every_response(client, path):
-    h = client.get(path).headers
-    csp = h["Content-Security-Policy"]
-    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
-    assert h["X-Content-Type-Options"] == "nosniff" and h["X-Frame-Options"] == "DENY"
-    assert h["Referrer-Policy"] == "same-origin"
+    _assert_security_headers(client.get(path))
+
+
+def _assert_security_headers(resp):
+    h = resp.headers
+    csp = h.get("Content-Security-Policy", "")
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, resp
+    assert h.get("X-Content-Type-Options") == "nosniff" and h.get("X-Frame-Options") == "DENY", resp
+    assert h.get("Referrer-Policy") == "same-origin", resp
+
+
+def test_security_headers_on_refusals_too(strict_app):
+    """The answers made by error handlers and extensions, not views: a wrong method, a form without its CSRF
+    token, too many attempts, an API call without a token."""
+    client = strict_app.test_client()
+    resp = client.get("/logout")
+    assert resp.status_code == 405 and "POST" in resp.headers["Allow"]
+    _assert_security_headers(resp)
+    resp = client.post("/login", data={"email": "a@example.com", "password": "whatever it is"})
+    assert resp.status_code == 400 and "The form expired" in resp.data.decode()
+    _assert_security_headers(resp)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/login").data.decode()).group(1)
+    answers = [client.post("/login", data={"email": "a@example.com", "password": "whatever it is",
+                                           "csrf_token": csrf}) for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    _assert_security_headers(answers[-1])
+    resp = client.get("/api/v1/me")
+    assert resp.status_code == 401 and resp.is_json
+    _assert_security_headers(resp)
+    resp = client.post("/api/v1/tokens", auth=("a@example.com", "wrong password"))
+    assert resp.status_code == 401
+    _assert_security_headers(resp)
 
 
 def test_no_inline_script_or_style_in_any_page_template():
