@@ -180,14 +180,19 @@ def logout():
 @bp.route("/password/forgot", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"])
 def forgot():
+    """The same answer and the same work (one mail queued) whether or not the address has an account: an
+    address without one is told so in its mailbox, as sign-up does."""
     form = ForgotForm()
     if form.validate_on_submit():
-        user = _find_user(form.email.data)
+        email = User.normalize_email(form.email.data)
+        user = _find_user(email)
         if user is not None and user.removed_at is None:
             enqueue(user.email, "reset", "Reset your KeyDrop password", user=user, link=password_link(user),
                     minutes=current_app.config["PASSWORD_RESET_MAX_AGE_S"] // 60)
-            db.session.commit()
-        # same answer whether or not the account exists
+        else:
+            enqueue(email, "reset_unknown", "Reset your KeyDrop password", email=email,
+                    signup_link=absolute_url("auth.signup"))
+        db.session.commit()
         flash("If an account exists for that address, we sent it a link to choose a new password.", "ok")
         return redirect(url_for("auth.login"))
     return render_template("auth/forgot.html", form=form)

@@ -116,6 +116,34 @@ def test_login_and_token_do_the_same_work_for_unknown_accounts(client, make_agen
     assert calls == ["scrypt:32768:8:1"] * 4
 
 
+def test_forgot_password_does_the_same_work_for_every_address(app, client, make_agency, monkeypatch):
+    """Known, unknown and removed addresses: the same answer, and each request queues exactly one mail (the
+    work, and so the time, does not tell which addresses have accounts)."""
+    from cloud import auth
+    from cloud.models import OutboxMail
+    from cloud.staff import invite_staff, remove_member
+    ag = make_agency()
+    with app.app_context():
+        owner = db.session.get(User, ag.owner_id)
+        gone = invite_staff(owner, email="gone@example.com")
+        gone.set_password("a long enough passphrase")
+        remove_member(owner, gone)
+    queued = []
+    real = auth.enqueue
+    monkeypatch.setattr(auth, "enqueue", lambda *a, **kw: queued.append(a[1]) or real(*a, **kw))
+    answers = []
+    for email in (ag.email, "nobody@example.com", "gone@example.com"):
+        resp = client.post("/password/forgot", data={"email": email})
+        answers.append((resp.status_code, resp.headers["Location"], client.get("/login").data.decode()))
+    assert answers[0] == answers[1] == answers[2]
+    assert queued == ["reset", "reset_unknown", "reset_unknown"]
+    with app.app_context():
+        rows = db.session.scalars(sa.select(OutboxMail).order_by(OutboxMail.id)).all()
+        assert [r.recipient for r in rows if r.kind.startswith("reset")] == [ag.email, "nobody@example.com",
+                                                                             "gone@example.com"]
+        assert "/password/reset/" not in rows[-1].text_body and "/signup" in rows[-1].text_body
+
+
 def test_secure_cookies_by_default_off_only_when_asked(monkeypatch):
     from cloud import config
     monkeypatch.delenv("SESSION_COOKIE_SECURE", raising=False)
