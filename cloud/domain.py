@@ -113,22 +113,22 @@ def register_lock(agency: Agency, *, mac: str, name: str, address: str, timezone
     return lock
 
 
+def _required_text(value: str | None, most: int, missing: str, too_long: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise DomainError(missing)
+    if len(value) > most:
+        raise DomainError(too_long)
+    return value
+
+
 def _lock_name(name: str | None) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise DomainError("The lock needs a name.")
-    if len(name) > 120:
-        raise DomainError("The lock's name can have at most 120 characters.")
-    return name
+    return _required_text(name, 120, "The lock needs a name.", "The lock's name can have at most 120 characters.")
 
 
 def _lock_address(address: str | None) -> str:
-    address = (address or "").strip()
-    if not address:
-        raise DomainError("The lock needs the property's address.")
-    if len(address) > 500:
-        raise DomainError("The address can have at most 500 characters.")
-    return address
+    return _required_text(address, 500, "The lock needs the property's address.",
+                          "The address can have at most 500 characters.")
 
 
 def _lock_zone(timezone: str | None) -> str:
