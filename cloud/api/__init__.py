@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Container
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -97,6 +98,14 @@ def _text(data: dict, key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise ApiError(400, f"{key} must be a string.")
+    return value
+
+
+def _str_list(data: dict, key: str, message: str, among: Container[str] | None = None) -> list[str]:
+    """A list of strings in the body, each one of `among` if given; anything else answers 400 with `message`."""
+    value = data.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) and (among is None or v in among) for v in value):
+        raise ApiError(400, message)
     return value
 
 
@@ -403,9 +412,8 @@ def list_webhooks():
 def create_webhook():
     _webhooks_allowed()
     data = _body()
-    evs = data.get("events")
-    if evs is not None and (not isinstance(evs, list) or not all(isinstance(e, str) for e in evs)):
-        raise ApiError(400, "events is a list of event types, e.g. [\"code.created\", \"alert.*\"].")
+    evs = None if data.get("events") is None else _str_list(
+        data, "events", "events is a list of event types, e.g. [\"code.created\", \"alert.*\"].")
     ep = webhooks.create_endpoint(g.user, url=_text(data, "url"), events=evs)
     return jsonify(_webhook_json(ep, secret=True)), 201, {"Cache-Control": "no-store"}
 
@@ -444,8 +452,7 @@ def get_alert_settings():
 def put_alert_settings():
     _webhooks_allowed()
     data = _body()
-    on = data.get("on")
-    if not isinstance(on, list) or not all(k in alerts.ALERT_KINDS for k in on):
-        raise ApiError(400, f"on is a list of alert kinds among {', '.join(alerts.ALERT_KINDS)}.")
+    on = _str_list(data, "on", f"on is a list of alert kinds among {', '.join(alerts.ALERT_KINDS)}.",
+                   alerts.ALERT_KINDS)
     alerts.set_wanted(g.user.agency, set(on))
     return get_alert_settings()

@@ -194,3 +194,14 @@ def test_patch_lock_checkin_checkout_times(app, client, api_token, make_agency, 
     assert client.patch(f"/api/v1/locks/{lock_id}", headers=H(other), json={"checkin_time": "12:00"}).status_code == 404
     with app.app_context():
         assert db.session.get(Lock, lock_id).checkin_time.strftime("%H:%M") == "16:30"
+
+
+def test_alert_settings_refuse_what_is_not_a_list_of_kinds(client, api_token):
+    """Whatever JSON stands in `on`, the answer is a 400 naming the kinds, never a server error."""
+    t = api_token()
+    for bad in [{}, {"on": None}, {"on": "offline"}, {"on": [{"kind": "offline"}]}, {"on": [["offline"]]},
+                {"on": ["offline", 3]}]:
+        resp = client.put("/api/v1/alert-settings", headers=H(t), json=bad)
+        assert resp.status_code == 400 and "offline" in resp.get_json()["message"], (bad, resp.get_data())
+    assert client.get("/api/v1/alert-settings", headers=H(t)).get_json()["on"] == list(
+        client.get("/api/v1/alert-settings", headers=H(t)).get_json()["kinds"])
