@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tools import simlock_cloud
 from tools.cloudclient import ApiClient, CloudError, api_url
-from tools.supervisor import ROOT, Child, StackError, Supervisor, run_until_signal, wait_http, wait_tcp
+from tools.supervisor import ROOT, StackError, Supervisor, run_until_signal, wait_http, wait_tcp
 
 BIN = Path(sys.executable).parent
 DEMO_AGENCY = "Demo Rentals"
@@ -129,9 +129,7 @@ class Stack(Supervisor):
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.var = Path(args.var).resolve()
-        super().__init__(self.var / "log", say)
-        self.ports: dict[str, int] = {}
+        super().__init__(Path(args.var), say)
 
     # paths
 
@@ -228,8 +226,8 @@ class Stack(Supervisor):
         env.pop("DEV_MAILBOX_DIR_DISABLED", None)
         return env
 
-    def start(self, name: str, argv: list[str], env: dict | None = None) -> Child:
-        return super().start(name, argv, env or self.cloud_env())
+    def child_env(self) -> dict:
+        return self.cloud_env()
 
     def flask(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(BIN / "flask"), "--app", "cloud", *args], env=self.cloud_env(), cwd=ROOT,

@@ -52,13 +52,11 @@ class ProdStack(Supervisor):
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.var = Path(args.var).resolve()
-        super().__init__(self.var / "log", say)
-        self.ports: dict[str, int] = {}
+        super().__init__(Path(args.var), say)
         self._pg_dir: Path | None = None
 
-    def start(self, name: str, argv: list[str], env: dict | None = None) -> Child:
-        return super().start(name, argv, env or self.env)
+    def child_env(self) -> dict:
+        return self.env
 
     # ---------------------------------------------------------------- engines
     def start_postgres(self) -> str:

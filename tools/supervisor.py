@@ -120,16 +120,23 @@ class Child:
 
 
 class Supervisor:
-    """The children of one stack: started in order, watched, stopped in reverse order."""
+    """The children of one stack: started in order, watched, stopped in reverse order. The stack's state lives
+    under `var` (logs in var/log); its ports are chosen by the subclass."""
 
-    def __init__(self, log_dir: Path, say: Callable[[str], None]):
-        self.log_dir = log_dir
+    def __init__(self, var: Path, say: Callable[[str], None]):
+        self.var = var.resolve()
+        self.log_dir = self.var / "log"
         self.say = say
+        self.ports: dict[str, int] = {}
         self.children: list[Child] = []
         self.stopping = False
 
-    def start(self, name: str, argv: list[str], env: dict) -> Child:
-        child = Child(name, argv, env, self.log_dir, say=self.say)
+    def child_env(self) -> dict:
+        """The environment a child gets when start() is given none."""
+        raise NotImplementedError
+
+    def start(self, name: str, argv: list[str], env: dict | None = None) -> Child:
+        child = Child(name, argv, env or self.child_env(), self.log_dir, say=self.say)
         self.children.append(child)
         return child
 
