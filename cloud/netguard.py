@@ -14,6 +14,8 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -82,10 +84,35 @@ def check_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
-def resolve(host: str, port: int, *, allow_private: bool) -> list[tuple]:
+def _getaddrinfo(host: str, port: int, timeout: float) -> list[tuple]:
+    """getaddrinfo() within `timeout` s: the system resolver has no timeout of its own that a caller can set, so
+    a name is resolved in a helper thread (left to finish on its own if it is late); an address is not."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except ValueError:
+        pass
+    box: dict = {}
+
+    def run():
+        try:
+            box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as exc:  # handed to the caller
+            box["error"] = exc
+    worker = threading.Thread(target=run, name="netguard-dns", daemon=True)
+    worker.start()
+    worker.join(max(timeout, 0))
+    if worker.is_alive():
+        raise FetchError(f"Cannot resolve {host}: no answer within {timeout:.3g} s.")
+    if "error" in box:
+        raise box["error"]
+    return box["infos"]
+
+
+def resolve(host: str, port: int, *, allow_private: bool, timeout: float = 10.0) -> list[tuple]:
     """getaddrinfo() results the guard lets through; Refused if none (or if the name does not resolve)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _getaddrinfo(host, port, timeout)
     except (socket.gaierror, UnicodeError) as exc:
         raise FetchError(f"Cannot resolve {host}: {exc}") from None
     allowed = [i for i in infos if allow_private or address_allowed(i[4][0])]
@@ -100,20 +127,77 @@ def check_destination(url: str, *, allow_private: bool) -> None:
     resolve(host, port, allow_private=allow_private)
 
 
-def _guarded_connector(allow_private: bool):
-    def connect(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+class _Deadline:
+    """One request's deadline (resolution, connection, TLS, headers, body, redirects included). A socket timeout
+    bounds each operation, not their sum: a server sending a byte every few seconds would never be cut. So the
+    connection is also shut from a timer when the deadline passes, which ends whatever read is blocked."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._fd: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.expired or time.monotonic() >= self.at
+
+    def remaining(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            self.expired = True
+            raise socket.timeout("deadline")
+        return left
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock` when the deadline passes (its file descriptor: TLS wraps the same one)."""
+        with self._lock:
+            self._fd = sock.fileno()
+            self._timer = threading.Timer(self.remaining(), self._cut)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._fd is None:
+                return
+            self.expired = True
+            view = socket.socket(fileno=self._fd)
+            try:
+                view.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                view.detach()  # the connection's own object closes the descriptor
+
+    def unwatch(self) -> None:
+        """Before the connection is closed: its descriptor must not be shut once it may belong to another."""
+        with self._lock:
+            self._fd = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+
+def _guarded_connector(allow_private: bool, deadline: _Deadline):
+    def connect(address, timeout=None, source_address=None):
         host, port = address
         last: OSError | None = None
-        for family, socktype, proto, _, sockaddr in resolve(host, port, allow_private=allow_private):
+        for family, socktype, proto, _, sockaddr in resolve(host, port, allow_private=allow_private,
+                                                            timeout=deadline.remaining()):
             sock = socket.socket(family, socktype, proto)
             try:
-                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
-                    sock.settimeout(timeout)
+                sock.settimeout(deadline.remaining())
                 sock.connect(sockaddr)  # the very address that was checked: nothing is resolved again
+                deadline.watch(sock)
                 return sock
             except OSError as exc:
                 sock.close()
                 last = exc
+                if deadline.passed:
+                    break
         raise last or OSError(f"cannot connect to {host}")
     return connect
 
@@ -128,20 +212,28 @@ class Response:
 
 def request(method: str, url: str, *, body: bytes | None = None, headers: dict | None = None,
             timeout: float = 10.0, max_bytes: int = 1024 * 1024, allow_private: bool = False,
-            follow_redirects: bool = True) -> Response:
-    """One HTTP request through the guard. Raises FetchError (Refused for a forbidden destination) on a network
-    failure, a timeout or a body over max_bytes; any HTTP status is returned as a Response."""
+            follow_redirects: bool = True, truncate: bool = False) -> Response:
+    """One HTTP request through the guard, all of it (redirects included) within `timeout` s. Raises FetchError
+    (Refused for a forbidden destination) on a network failure, on the deadline, or on a body over max_bytes
+    (with `truncate`, for a caller that wants only the status, the body is cut there instead); any HTTP status
+    is returned as a Response."""
     headers = {"User-Agent": USER_AGENT, **(headers or {})}
+    deadline = _Deadline(timeout)
+    late = f"did not answer within {timeout:g} s."
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port = check_url(url)
         parts = urlsplit(url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            left = deadline.remaining()
+        except socket.timeout:
+            raise FetchError(f"{host} {late}") from None
         if scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=ssl.create_default_context())
+                host, port, timeout=left, context=ssl.create_default_context())
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        conn._create_connection = _guarded_connector(allow_private)  # type: ignore[attr-defined]
+            conn = http.client.HTTPConnection(host, port, timeout=left)
+        conn._create_connection = _guarded_connector(allow_private, deadline)  # type: ignore[attr-defined]
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -149,16 +241,27 @@ def request(method: str, url: str, *, body: bytes | None = None, headers: dict |
             got = {k.lower(): v for k, v in resp.getheaders()}
         except Refused:
             raise
+        except FetchError as exc:
+            raise FetchError(f"{host} {late}" if deadline.passed else str(exc)) from None
         except socket.timeout:
-            raise FetchError(f"{host} did not answer within {timeout:g} s.") from None
+            raise FetchError(f"{host} {late}") from None
         except ssl.SSLError as exc:
+            if deadline.passed:
+                raise FetchError(f"{host} {late}") from None
             raise FetchError(f"TLS failed with {host}: {exc.reason or exc}") from None
         except (OSError, http.client.HTTPException) as exc:
+            if deadline.passed:
+                raise FetchError(f"{host} {late}") from None
             raise FetchError(f"Cannot reach {host}: {exc}") from None
         finally:
+            deadline.unwatch()
             conn.close()
+        if deadline.expired:  # the connection was cut: what was read is not the whole answer
+            raise FetchError(f"{host} {late}")
         if len(data) > max_bytes:
-            raise FetchError(f"The answer is larger than {max_bytes // 1024} KiB.")
+            if not truncate:
+                raise FetchError(f"The answer is larger than {max_bytes // 1024} KiB.")
+            data = data[:max_bytes]
         if follow_redirects and resp.status in (301, 302, 303, 307, 308) and got.get("location"):
             url = urljoin(url, got["location"])
             if resp.status == 303:

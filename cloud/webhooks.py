@@ -90,7 +90,7 @@ def _post(row: WebhookDelivery, ep: WebhookEndpoint) -> tuple[int | None, str | 
     try:
         resp = netguard.request("POST", ep.url, body=body, headers=headers, timeout=float(cfg["WEBHOOK_TIMEOUT_S"]),
                                 max_bytes=64 * 1024, allow_private=bool(cfg["CALENDAR_ALLOW_PRIVATE_HOSTS"]),
-                                follow_redirects=False)
+                                follow_redirects=False, truncate=True)  # only the status counts
     except netguard.FetchError as exc:
         return None, str(exc)
     return resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"

@@ -97,3 +97,43 @@ def test_a_redirect_to_a_private_address_is_refused(feed_server, monkeypatch):
     with pytest.raises(netguard.Refused):
         netguard.request("GET", feed_server.url("redir"))
     assert netguard.request("GET", feed_server.url("redir"), follow_redirects=False).status == 302
+
+
+def test_the_timeout_is_a_deadline_for_the_whole_fetch(feed_server):
+    """A server that sends its answer one byte at a time, each well within the timeout, is cut when the whole
+    fetch has taken the timeout (a per-read timeout would wait for the last byte)."""
+    import time
+    feed_server.documents["slow"] = b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"  # 30 bytes, 0.25 s each
+    feed_server.trickle_s = 0.25
+    t0 = time.monotonic()
+    with pytest.raises(netguard.FetchError, match="did not answer within 1 s"):
+        netguard.request("GET", feed_server.url("slow"), timeout=1.0, allow_private=True)
+    assert time.monotonic() - t0 < 2.0
+    feed_server.trickle_s = 0.0
+    assert netguard.request("GET", feed_server.url("slow"), timeout=1.0, allow_private=True).status == 200
+
+
+def test_name_resolution_counts_in_the_deadline(feed_server, monkeypatch):
+    import time
+    real = socket.getaddrinfo
+
+    def slow(host, port, *args, **kwargs):
+        if host == "slow-dns.example":
+            time.sleep(4)
+            host = "127.0.0.1"
+        return real(host, port, *args, **kwargs)
+    monkeypatch.setattr(netguard.socket, "getaddrinfo", slow)
+    feed_server.documents["ok"] = feed_fixture("airbnb")
+    t0 = time.monotonic()
+    with pytest.raises(netguard.FetchError, match="within 1 s"):
+        netguard.request("GET", f"http://slow-dns.example:{feed_server.server_port}/ok.ics", timeout=1.0,
+                         allow_private=True)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_an_answer_over_the_limit_is_refused_or_cut(feed_server):
+    feed_server.documents["big"] = b"x" * 5000
+    with pytest.raises(netguard.FetchError, match="larger than 4 KiB"):
+        netguard.request("GET", feed_server.url("big"), max_bytes=4096, allow_private=True)
+    resp = netguard.request("GET", feed_server.url("big"), max_bytes=4096, allow_private=True, truncate=True)
+    assert resp.status == 200 and len(resp.body) == 4096

@@ -250,3 +250,17 @@ def test_decommissioning_a_lock_sends_code_revoked_for_each_live_code(app, clien
         assert e["type"] == "code.revoked" and e["data"]["lock_id"] == lock_id and e["data"]["revoked_at"]
         got = client.get(f"/api/v1/codes/{e['data']['code_id']}", headers=H(t)).get_json()
         assert got["status"] == "revoked" and got["revoked_at"] == e["data"]["revoked_at"]
+
+
+def test_a_2xx_with_a_long_body_is_delivered(app, make_agency, webhook_receiver):
+    """Only the status counts: a receiver answering 200 with a page over 64 KiB has received the event."""
+    from cloud import events
+    from cloud.models import User
+    ag = make_agency()
+    with app.app_context():
+        webhooks.create_endpoint(db.session.get(User, ag.owner_id), url=webhook_receiver.url, events=["*"])
+        events.emit(ag.id, "lock.online", {"lock_id": "x", "at": None})
+        db.session.commit()
+    webhook_receiver.answer = b"<html>" + b"x" * (100 * 1024) + b"</html>"
+    assert deliver(app)["sent"] == 1
+    assert deliver(app, datetime.now(UTC) + timedelta(hours=1))["sent"] == 0
