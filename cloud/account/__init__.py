@@ -61,7 +61,8 @@ def password():
         user.set_password(form.password.data)  # every session of this person ends, on every device…
         db.session.commit()
         login_session(user)  # …except this one, which continues under the new password
-        flash("Your password is changed; you were logged out everywhere else.", "ok")
+        flash("Your password is changed; you were logged out everywhere else."
+              + (" Your API tokens still work (revoke them below if needed)." if _tokens() else ""), "ok")
         return redirect(url_for("account.index"))
     return _page(password_form=form, status=400)
 

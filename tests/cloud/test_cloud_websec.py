@@ -103,6 +103,19 @@ def test_password_change_ends_the_other_sessions(app, make_agency):
     assert there.get("/locks/").status_code == 302
 
 
+def test_the_account_page_says_a_password_change_keeps_the_api_tokens(app, client, make_agency, login):
+    ag = make_agency()
+    login(client, ag)
+    token = re.search(r'id="token-value">(kd_[^<]+)<',
+                      client.post("/account/tokens", data={"label": "booking sync"}).data.decode()).group(1)
+    assert "Your API tokens keep working" in " ".join(client.get("/account").data.decode().split())
+    resp = client.post("/account/password", data={"current": ag.password, "password": "a whole new passphrase",
+                                                  "confirm": "a whole new passphrase"}, follow_redirects=True)
+    assert "Your API tokens still work" in resp.data.decode()
+    # which is true
+    assert app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
 def test_login_and_token_do_the_same_work_for_unknown_accounts(client, make_agency, monkeypatch):
     """Timing cannot tell an existing address: each answer costs exactly one scrypt check."""
     from cloud.auth import passwords
