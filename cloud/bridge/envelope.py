@@ -7,7 +7,7 @@ import hmac
 import json
 import struct
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import sqlalchemy as sa
 
@@ -82,36 +82,85 @@ def is_int(x) -> bool:
 
 
 class Keyring:
-    """Lock id → Envelope, loaded from the database once per lock; unknown ids are remembered for 5 s so a
-    flood of messages for a lock that does not exist costs no query each."""
+    """Lock id -> Envelope, read from the database and trusted for TTL_S seconds, then read again.
 
-    def __init__(self):
-        self._env: dict[str, Envelope] = {}
+    A lock's secret changes when it is decommissioned (random bytes nobody saw) and when its MAC is registered
+    again (a new lock under the same id), while every bridge worker holds its own cache. So: the publisher puts
+    the secret of each lock it publishes (read with the lock's row anyway), a signature that fails against an
+    entry older than RECHECK_S is checked once more against the database (verify), and any other entry is read
+    again after TTL_S. Unknown ids are remembered for UNKNOWN_S so a flood for a lock that does not exist costs
+    no query each."""
+
+    TTL_S = 30.0
+    RECHECK_S = 2.0
+    UNKNOWN_S = 5.0
+    MAX_UNKNOWN = 10_000
+
+    def __init__(self, on_change: Optional[Callable[[str], None]] = None):
+        self._env: dict[str, tuple[bytes, Envelope, float]] = {}  # id -> (secret, envelope, read at)
         self._unknown: dict[str, float] = {}
+        self._on_change = on_change  # told the id of a lock whose secret changed or that is gone
+
+    def put(self, lock_id: str, secret: bytes) -> Envelope:
+        """The lock's current secret, as just read from the database."""
+        known = self._env.get(lock_id)
+        if known is not None and known[0] == secret:
+            env = known[1]
+        else:
+            env = Envelope(secret)
+            if known is not None and self._on_change is not None:
+                self._on_change(lock_id)  # another lock under this id now: what was cached of the old one goes
+        self._env[lock_id] = (secret, env, time.monotonic())
+        self._unknown.pop(lock_id, None)
+        return env
+
+    def forget(self, lock_id: str) -> None:
+        if self._env.pop(lock_id, None) is not None and self._on_change is not None:
+            self._on_change(lock_id)
+
+    def _fresh(self, lock_id: str, now: float) -> Optional[Envelope]:
+        known = self._env.get(lock_id)
+        if known is not None and now - known[2] < self.TTL_S:
+            return known[1]
+        return None
 
     def load(self, lock_ids) -> None:
-        """Load the secrets of the ids not known yet in one query (a chunk of uplinks from locks first heard
-        since the start: a storm after a restart would otherwise cost a query per lock)."""
+        """Read the secrets of the ids not known (or no longer fresh) in one query (a chunk of uplinks from locks
+        first heard since the start: a storm after a restart would otherwise cost a query per lock)."""
         from ..models import Lock
-        want = [lid for lid in set(lock_ids) if lid not in self._env and lid not in self._unknown]
+        now = time.monotonic()
+        want = [lid for lid in set(lock_ids) if self._fresh(lid, now) is None and lid not in self._unknown]
         if not want:
             return
         for lid, secret in db.session.execute(sa.select(Lock.id, Lock.secret).where(Lock.id.in_(want))):
-            self._env[lid] = Envelope(bytes(secret))
+            self.put(lid, bytes(secret))
 
     def get(self, lock_id: str) -> Optional[Envelope]:
-        env = self._env.get(lock_id)
+        now = time.monotonic()
+        env = self._fresh(lock_id, now)
         if env is not None:
             return env
         t = self._unknown.get(lock_id)
-        if t is not None and time.monotonic() - t < 5.0:
+        if t is not None and now - t < self.UNKNOWN_S:
             return None
+        return self._read(lock_id)
+
+    def recheck(self, lock_id: str) -> Optional[Envelope]:
+        """After a signature failed: the lock's secret read again if the entry is older than RECHECK_S, returned
+        only if it changed (None: same secret, too soon to ask, or the lock is gone)."""
+        known = self._env.get(lock_id)
+        if known is None or time.monotonic() - known[2] < self.RECHECK_S:
+            return None
+        env = self._read(lock_id)
+        return env if env is not None and env is not known[1] else None
+
+    def _read(self, lock_id: str) -> Optional[Envelope]:
         from ..models import Lock
         secret = db.session.scalar(sa.select(Lock.secret).where(Lock.id == lock_id))
         if secret is None:
+            self.forget(lock_id)
             self._unknown[lock_id] = time.monotonic()
-            if len(self._unknown) > 10_000:
+            if len(self._unknown) > self.MAX_UNKNOWN:
                 self._unknown.clear()
             return None
-        env = self._env[lock_id] = Envelope(bytes(secret))
-        return env
+        return self.put(lock_id, bytes(secret))

@@ -86,6 +86,12 @@ class Publisher:
             # the claimed locks and their codes in two queries, not two per lock
             ids = [lid for _row, lid in claimed]
             locks = db.session.scalars(sa.select(Lock).where(Lock.id.in_(ids))).all() if ids else []
+            # every queued change refreshes the secret this worker seals with (a lock registered again under
+            # its MAC has a new one; a decommissioned lock's id is queued too, and no longer found)
+            for lock in locks:
+                self.keyring.put(lock.id, bytes(lock.secret))
+            for lid in set(ids) - {lock.id for lock in locks}:
+                self.keyring.forget(lid)
             states = domain.desired_states(locks)
             for lock in locks:
                 msg = self._state_message(lock, states[lock.id])

@@ -52,7 +52,7 @@ class Bridge:
         self.poll = poll if poll is not None else (1.0 if self.listen else 0.05)
         self.expire_every = expire_every
         self.metrics = Metrics(metrics_file)
-        self.keyring = Keyring()
+        self.keyring = Keyring(on_change=self._forget_lock)
         # the client id is unguessable and unique per worker: nobody can end a worker's session by reusing it
         self.session = Session(self.metrics, host=host, port=port, username=username, password=password,
                                client_id=client_id or f"keydrop-bridge-{secrets.token_hex(8)}", tls_ca=tls_ca,
@@ -67,6 +67,12 @@ class Bridge:
         self._per_msg = 0.0  # seconds per uplink, moving average (sizes the chunks)
         self.fw_announced: dict[tuple[str, int], float] = {}  # (lock id, rollout id) -> when last announced
         self._stop = threading.Event()
+
+    def _forget_lock(self, lock_id: str) -> None:
+        """The lock under this id was decommissioned or registered again: nothing cached of it still holds."""
+        self.acked.pop(lock_id, None)
+        for key in [k for k in self.fw_announced if k[0] == lock_id]:
+            del self.fw_announced[key]
 
     # the pieces tests and tools reach for
     @property

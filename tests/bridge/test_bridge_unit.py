@@ -348,3 +348,49 @@ def test_last_contact_moves_with_every_verified_message_not_only_hello(app, brid
         page = client.get(f"/locks/{lid}").data.decode()
         tz = db.session.get(Lock, lid).timezone
         assert fmt_local(at, tz) in page and fmt_local(long_ago, tz) not in page, msg["t"]
+
+
+def test_a_mac_registered_again_talks_to_running_bridges_with_its_new_secret(app, bridge, make_agency, make_lock):
+    """Running bridges cached the first lock's secret and acked revision; the lock is decommissioned and its MAC
+    registered again (a new secret, counters and revisions from the start). The worker that publishes the new
+    lock's first state seals it with the new secret; another worker, which publishes nothing, checks a failed
+    signature against the database once. On both the new lock's uplinks verify and its acks are recorded, and the
+    old secret verifies nothing."""
+    from cloud import domain
+    from cloud.bridge import Bridge
+    from cloud.extensions import db
+    from cloud.models import Agency, Lock, User
+    from tests.conftest import RecordingClient
+    other = Bridge(app, host="unused", port=0, username=None, password=None)
+    other.client = RecordingClient()
+    other.session.connected.set()
+    agency = make_agency()
+    lid = make_lock(agency, active=False)
+    old = Envelope(bytes(db.session.get(Lock, lid).secret))
+    assert bridge.handle(*up(old, lid, hello(10)))
+    assert bridge.publish_due() == 1
+    rev = db.session.get(Lock, lid).desired_revision
+    for n, b in ((11, bridge), (12, other)):
+        assert b.handle(*up(old, lid, {"v": 1, "t": "ack", "n": n, "rev": rev}))
+    assert db.session.get(Lock, lid).acked_revision == rev
+
+    owner = db.session.get(User, agency.owner_id)
+    domain.decommission_lock(db.session.get(Lock, lid), by=owner)
+    lock = domain.register_lock(db.session.get(Agency, agency.id), mac=lid, name="Flat 3B again",
+                                address="12 rue de la Paix", timezone="Europe/Paris", by=owner)
+    assert lock.id == lid
+    new = Envelope(bytes(lock.secret))
+
+    bridge.client.sent.clear()
+    assert bridge.publish_due() == 1
+    (state, _), = downs(bridge, lid, "state")                       # opened with the new secret
+    assert not bridge.handle(*up(old, lid, hello(13)))              # the old secret verifies nothing any more
+    assert bridge.counts["bad_signature"] == 1
+    assert bridge.handle(*up(new, lid, hello(1)))                   # the new lock's counters start again
+    assert db.session.get(Lock, lid).status == "active"
+    assert bridge.handle(*up(new, lid, {"v": 1, "t": "ack", "n": 2, "rev": state["rev"]}))
+    assert db.session.get(Lock, lid).acked_revision == state["rev"]
+
+    other.keyring.RECHECK_S = 0.0  # the entry this worker holds is older than the recheck interval
+    assert other.handle(*up(new, lid, {"v": 1, "t": "ack", "n": 3, "rev": state["rev"]}))
+    assert not other.handle(*up(old, lid, {"v": 1, "t": "ack", "n": 14, "rev": rev}))
