@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cloud.timeutil import DEFAULT_TIMEZONE
 from tools import simlock_cloud
 from tools.cloudclient import ApiClient, CloudError, api_url
 from tools.supervisor import ROOT, StackError, Supervisor, run_until_signal, wait_http, wait_tcp
@@ -31,7 +32,7 @@ DEMO_EMAIL = "demo@agency.example"
 DEMO_MAC = "02cafe000001"  # locally administered: never a real board's MAC
 DEMO_LOCK_NAME = "Demo flat, front door"
 DEMO_ADDRESS = "12 rue de la Démo, 69001 Lyon"
-DEMO_TZ = "Europe/Paris"
+DEMO_TZ = DEFAULT_TIMEZONE  # the cloud's own default: the demo shows what a new lock gets
 DEFAULT_PORTS = {"web": 5000, "keypad": 8081, "smtp": 8025, "mqtt": 1883}
 
 

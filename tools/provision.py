@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.models import InvalidMac, canonical_mac
+from cloud.timeutil import DEFAULT_TIMEZONE
 from tools import bundle as bundle_mod
 from tools import hardening, mpycross
 from tools.cloudclient import ApiClient, CloudUnreachable, api_url, describe
@@ -509,7 +510,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--name", help="the lock's name in the cloud (default 'Lock <id>')")
     ap.add_argument("--address", help="the property's address (needed the first time a lock is registered)")
     ap.add_argument("--timezone", default=None,
-                    help="IANA time zone of the lock (default: the cloud's, Europe/Paris)")
+                    help=f"IANA time zone of the lock (default: the cloud's, {DEFAULT_TIMEZONE})")
     ap.add_argument("--wifi-ssid", help="Wi-Fi network the lock joins")
     ap.add_argument("--wifi-password", help="Wi-Fi password (with --wifi-ssid)")
     ap.add_argument("--ca", type=Path,

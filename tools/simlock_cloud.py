@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from cloud.models import InvalidMac, canonical_mac
+from cloud.timeutil import DEFAULT_TIMEZONE
 from tools.cloudclient import ApiClient, CloudError, api_url
 
 # What a freshly made simulated lock has besides the cloud's credentials.
@@ -95,5 +96,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mac", help="the lock's MAC (with --cloud); it becomes the lock id")
     parser.add_argument("--name", help="lock name (with --cloud)")
     parser.add_argument("--address", help="property address (with --cloud)")
-    parser.add_argument("--timezone", help="IANA time zone (with --cloud; default: the cloud's, Europe/Paris)")
+    parser.add_argument("--timezone", help=f"IANA time zone (with --cloud; default: the cloud's, {DEFAULT_TIMEZONE})")
     parser.add_argument("--ca", help="the broker's CA certificate, copied to the lock (TLS)")

@@ -1,6 +1,8 @@
 """OpenAPI 3.0 description of /api/v1, served at /api/v1/openapi.json."""
 from __future__ import annotations
 
+from ..timeutil import DEFAULT_TIMEZONE
+
 
 def _err(desc: str) -> dict:
     return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -76,11 +78,11 @@ def spec() -> dict:
                 "NewLock": {"type": "object", "required": ["mac", "name", "address"], "properties": {
                     "mac": {"type": "string", "example": "24:A1:60:54:AB:3C"},
                     "name": {"type": "string", "maxLength": 120}, "address": {"type": "string", "maxLength": 500},
-                    "timezone": {"type": "string", "example": "Europe/Paris",
-                                 "description": "IANA zone; default Europe/Paris"}}},
+                    "timezone": {"type": "string", "example": DEFAULT_TIMEZONE,
+                                 "description": f"IANA zone; default {DEFAULT_TIMEZONE}"}}},
                 "LockPatch": {"type": "object", "additionalProperties": False, "properties": {
                     "name": {"type": "string", "maxLength": 120}, "address": {"type": "string", "maxLength": 500},
-                    "timezone": {"type": "string", "example": "Europe/Paris"},
+                    "timezone": {"type": "string", "example": DEFAULT_TIMEZONE},
                     "checkin_time": CLOCK, "checkout_time": CLOCK}},
                 "Provision": {"type": "object", "properties": {
                     "lock_id": {"type": "string"}, "secret": {"type": "string", "description": "64 hex digits"},

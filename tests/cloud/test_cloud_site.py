@@ -5,6 +5,7 @@ import io
 import re
 from datetime import datetime, time, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from cloud import domain
@@ -243,7 +244,7 @@ def test_inverted_date_filter_is_refused_with_a_message(app, client, make_agency
     assert resp.status_code == 400 and "is after" in resp.data.decode()
 
 
-def test_one_default_time_zone_everywhere(app, client, api_token, make_agency):
+def test_one_default_time_zone_everywhere(app, client, api_token, make_agency, capsys):
     from tools import provision, simlock_cloud
     from cloud.locks.forms import LockForm
     token = api_token()
@@ -252,7 +253,50 @@ def test_one_default_time_zone_everywhere(app, client, api_token, make_agency):
     assert resp.status_code == 201 and resp.get_json()["timezone"] == DEFAULT_TIMEZONE
     with app.test_request_context():
         assert LockForm(meta={"csrf": False}).timezone.data == DEFAULT_TIMEZONE
-    # the installer and the simulator send none unless told: the cloud's default applies
-    import inspect
-    assert 'default=None' in inspect.getsource(provision).split('"--timezone"', 1)[1][:40]
-    assert '"UTC"' not in inspect.getsource(simlock_cloud)
+    # the API's description names it
+    new_lock = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]["NewLock"]
+    zone = new_lock["properties"]["timezone"]
+    assert zone["example"] == DEFAULT_TIMEZONE and zone["description"].endswith(f"default {DEFAULT_TIMEZONE}")
+    # the installer and the simulator send none unless told (the cloud's default applies), and say which it is
+    import argparse
+    args = provision.parse_args(["--port", "/dev/null", "--cloud", "http://c.example", "--token", "t"])
+    assert args.timezone is None
+    sim = argparse.ArgumentParser()
+    simlock_cloud.add_arguments(sim)
+    assert sim.parse_args([]).timezone is None
+    with pytest.raises(SystemExit):
+        provision.parse_args(["--help"])
+    for help_text in (capsys.readouterr().out, sim.format_help()):
+        assert f"default: the cloud's, {DEFAULT_TIMEZONE})" in " ".join(help_text.split())
+    from tools import devstack
+    assert devstack.DEMO_TZ == DEFAULT_TIMEZONE  # the demo lock shows what a new lock gets
+
+
+def test_the_default_time_zone_is_one_constant_the_rest_follows():
+    """Change cloud.timeutil.DEFAULT_TIMEZONE (in a fresh interpreter) and the API description, the tools' help
+    and the demo follow: nobody spells the zone again."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    probe = """
+import argparse, contextlib, io, json
+import cloud.timeutil
+cloud.timeutil.DEFAULT_TIMEZONE = "Asia/Tokyo"
+from cloud.api.openapi import spec
+from tools import devstack, provision, simlock_cloud
+sim = argparse.ArgumentParser()
+simlock_cloud.add_arguments(sim)
+out = io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+    provision.parse_args(["--help"])
+zone = spec()["components"]["schemas"]["NewLock"]["properties"]["timezone"]
+print(json.dumps([zone["example"], zone["description"], devstack.DEMO_TZ, " ".join(out.getvalue().split()),
+                  " ".join(sim.format_help().split())]))
+"""
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    example, description, demo, provision_help, sim_help = __import__("json").loads(run.stdout)
+    assert (example, description, demo) == ("Asia/Tokyo", "IANA zone; default Asia/Tokyo", "Asia/Tokyo")
+    for text in (provision_help, sim_help):
+        assert "default: the cloud's, Asia/Tokyo)" in text and "Europe/Paris" not in text
