@@ -303,8 +303,10 @@ class Code(db.Model):
     # "manual" (a person made it) or "calendar" (born from the lock's reservation feed, cloud/feeds/).
     source: Mapped[str] = mapped_column(sa.String(10), default="manual", server_default="manual")
     reservation_uid: Mapped[Optional[str]] = mapped_column(sa.String(255))
-    # Consecutive good feed syncs in which this code's reservation was missing (revoked at 2).
+    # Consecutive good feed syncs in which this code's reservation was missing, and since when (the first of
+    # them): revoked at 2 once the absence lasted CALENDAR_POLL_S (cloud/feeds/sync.py).
     feed_absent: Mapped[int] = mapped_column(default=0, server_default="0")
+    feed_absent_since: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     lock: Mapped[Lock] = relationship()
     created_by: Mapped[Optional[User]] = relationship(foreign_keys=[created_by_id])
@@ -355,6 +357,9 @@ class CalendarFeed(db.Model):
     last_attempt_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     last_sync_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)  # last good sync
     last_error: Mapped[Optional[str]] = mapped_column(sa.String(500))
+    # Set by the first of the good syncs in a row in which every live reservation was missing (an emptied
+    # export), cleared by one that found some: such a sync is believed only if the one before it was emptied too.
+    emptied_since: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     events_seen: Mapped[int] = mapped_column(default=0)        # events in the last good answer
     reservations_seen: Mapped[int] = mapped_column(default=0)  # of which stays (the rest were skipped)
     # A worker holds the feed until then (several workers, or --once beside the daemon, never sync it twice).

@@ -2,7 +2,8 @@
 
 Rules (docs/automation.md): one code per reservation UID; a re-sync changes nothing; changed dates move the same
 code (guest keeps the digits, owner told); STATUS:CANCELLED revokes at once; a reservation missing from the feed is
-revoked only after two consecutive good syncs without it; a failed or unreadable fetch changes no code and is
+revoked only after two consecutive good syncs without it, its absence having lasted CALENDAR_POLL_S (a sync that lost
+every live reservation at once counts only after an emptied one before it); a failed or unreadable fetch changes no code and is
 shown as the feed's last_error. A code a person revoked is never brought back by the feed.
 """
 from __future__ import annotations
@@ -146,19 +147,24 @@ def _apply(feed: CalendarFeed, stays: dict[str, Stay] | None, cancelled: set[str
             counts["warnings"].append(f"{stay.summary or uid} ({stay.start:%Y-%m-%d}): {exc.message}")
             continue
         if code is not None and code.feed_absent:
-            code.feed_absent = 0
+            code.feed_absent, code.feed_absent_since = 0, None
             db.session.commit()
-    for uid, code in latest.items():
-        if code.revoked_at is not None or code.valid_until <= now or (stays is not None and uid in stays):
-            continue
-        if uid in cancelled:
-            revoke_code(code, by=None, now=now, reason="the reservation was cancelled in the feed")
-            counts["revoked"] += 1
-            continue
-        if stays is None and not code.feed_absent:
-            continue  # unchanged feed, and the code's reservation was in it
+    live = {uid: code for uid, code in latest.items() if code.revoked_at is None and code.valid_until > now}
+    for uid in [uid for uid in live if uid in cancelled and (stays is None or uid not in stays)]:
+        revoke_code(live.pop(uid), by=None, now=now, reason="the reservation was cancelled in the feed")
+        counts["revoked"] += 1
+    # missing: not in this answer (a 304: missing from the answer it repeats)
+    absent = [code for uid, code in live.items() if (uid not in stays if stays is not None else code.feed_absent)]
+    emptied = bool(live) and len(absent) == len(live) and not counts["created"]
+    # a sync that lost every live reservation at once and brought none (an export served empty for a while) is
+    # believed only when the good sync before it was emptied too
+    believed = not emptied or feed.emptied_since is not None
+    feed.emptied_since = (feed.emptied_since or now) if emptied else None
+    lasting = timedelta(seconds=float(current_app.config["CALENDAR_POLL_S"]))
+    for code in absent:
         code.feed_absent += 1
-        if code.feed_absent >= ABSENT_SYNCS_TO_REVOKE:
+        code.feed_absent_since = code.feed_absent_since or now
+        if code.feed_absent >= ABSENT_SYNCS_TO_REVOKE and believed and now - code.feed_absent_since >= lasting:
             revoke_code(code, by=None, now=now,
                         reason="the reservation is no longer in the feed (missing from two syncs in a row)")
             counts["revoked"] += 1

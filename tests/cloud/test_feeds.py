@@ -1,6 +1,6 @@
 """Reservation feeds -> codes, against a real local HTTP server serving feeds in Airbnb / Booking.com / Vrbo /
 PMS shapes (tests/fixtures/feeds/). The sync runs at a fixed `now` before the fixtures' stays."""
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +11,7 @@ from tests.httpfixtures import feed_fixture
 
 UTC = timezone.utc
 NOW = datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
+POLL = timedelta(seconds=900)  # CALENDAR_POLL_S by default
 
 
 def H(token):
@@ -131,16 +132,16 @@ def test_cancelled_reservation_is_revoked_at_once_vanished_after_two_good_syncs(
     assert [c.id for c in setup.codes()] == [first.id]  # absent once: kept
     # a failed fetch in between does not count as a sync
     setup.srv.status["airbnb"] = 503
-    assert setup.sync()["failed"] == 1 and [c.id for c in setup.codes()] == [first.id]
+    assert setup.sync(NOW + POLL)["failed"] == 1 and [c.id for c in setup.codes()] == [first.id]
     del setup.srv.status["airbnb"]
-    assert setup.sync()["revoked"] == 1  # second good sync without it
+    assert setup.sync(NOW + POLL)["revoked"] == 1  # second good sync without it, CALENDAR_POLL_S later
     assert setup.codes() == []
     cancelled = setup.mails("code_cancelled")
     assert len(cancelled) == 2 and {m.recipient for m in cancelled} == {setup.agency.email}
     assert any("cancelled in the feed" in m.text_body for m in cancelled)
     assert any("two syncs in a row" in m.text_body for m in cancelled)
     # nothing comes back on later syncs
-    assert setup.sync()["created"] == 0 and setup.codes() == []
+    assert setup.sync(NOW + 2 * POLL)["created"] == 0 and setup.codes() == []
 
 
 @pytest.mark.parametrize("breakage", ["http500", "garbage", "html", "empty", "down", "timeout", "too_big"])
@@ -177,13 +178,59 @@ def test_a_broken_feed_changes_nothing_and_shows_the_error(setup, app, breakage)
     assert setup.mails("code_cancelled") == []
 
 
-def test_an_emptied_feed_revokes_only_after_two_good_syncs(setup):
+def _emptied():
+    return feed_fixture("airbnb").split(b"BEGIN:VEVENT")[0] + b"END:VCALENDAR\r\n"
+
+
+def test_an_emptied_feed_revokes_only_after_two_good_syncs_a_poll_apart(setup):
+    """Sync now twice (or --once twice) of an emptied export revokes nothing; the same answer a poll interval
+    later does."""
     setup.attach("airbnb")
     setup.sync()
-    setup.srv.documents["airbnb"] = feed_fixture("airbnb").split(b"BEGIN:VEVENT")[0] + b"END:VCALENDAR\r\n"
-    assert setup.sync()["revoked"] == 0 and len(setup.codes()) == 2
+    setup.srv.documents["airbnb"] = _emptied()
+    assert setup.sync(NOW + timedelta(minutes=1))["revoked"] == 0 and len(setup.codes()) == 2
     assert setup.status()["events_seen"] == 0
-    assert setup.sync()["revoked"] == 2 and setup.codes() == []
+    assert setup.sync(NOW + timedelta(minutes=1, seconds=5))["revoked"] == 0  # seconds later
+    assert setup.sync(NOW + timedelta(minutes=14))["revoked"] == 0 and len(setup.codes()) == 2
+    assert setup.sync(NOW + timedelta(minutes=1) + POLL)["revoked"] == 2 and setup.codes() == []
+
+
+def test_a_feed_served_empty_for_a_moment_revokes_nothing(setup):
+    setup.attach("airbnb")
+    setup.sync()
+    setup.srv.documents["airbnb"] = _emptied()
+    assert setup.sync(NOW + timedelta(minutes=1))["revoked"] == 0
+    setup.srv.documents["airbnb"] = feed_fixture("airbnb")
+    assert setup.sync(NOW + POLL)["revoked"] == 0
+    setup.srv.documents["airbnb"] = _emptied()  # empty again, later: the count starts over
+    assert setup.sync(NOW + 2 * POLL)["revoked"] == 0 and len(setup.codes()) == 2
+
+
+def test_a_sync_that_loses_every_reservation_does_not_confirm_on_its_own(setup):
+    """A reservation missing for long is revoked at the second good sync without it; but when that sync lost
+    every live reservation at once, it is believed only after the next one shows the same."""
+    setup.attach("airbnb")
+    setup.sync()
+    first, second = setup.codes()
+    doc = feed_fixture("airbnb").decode()
+    events = doc.split("BEGIN:VEVENT")
+    setup.srv.documents["airbnb"] = "BEGIN:VEVENT".join([events[0]] + events[2:]).encode()  # the first goes
+    assert setup.sync(NOW + timedelta(minutes=1))["revoked"] == 0
+    setup.srv.documents["airbnb"] = _emptied()  # then everything at once
+    assert setup.sync(NOW + timedelta(minutes=1) + POLL)["revoked"] == 0 and len(setup.codes()) == 2
+    assert setup.sync(NOW + timedelta(minutes=1) + 2 * POLL)["revoked"] == 2 and setup.codes() == []
+
+
+def test_a_partly_vanished_feed_revokes_a_poll_later(setup):
+    setup.attach("airbnb")
+    setup.sync()
+    first, second = setup.codes()
+    events = feed_fixture("airbnb").decode().split("BEGIN:VEVENT")
+    setup.srv.documents["airbnb"] = "BEGIN:VEVENT".join([events[0]] + events[2:]).encode()
+    assert setup.sync(NOW + timedelta(minutes=1))["revoked"] == 0
+    assert setup.sync(NOW + timedelta(minutes=2))["revoked"] == 0  # a 304 seconds later: not yet
+    assert setup.sync(NOW + timedelta(minutes=1) + POLL)["revoked"] == 1
+    assert [c.id for c in setup.codes()] == [second.id]
 
 
 def test_a_reservation_that_failed_is_tried_again_while_the_feed_is_unchanged(setup, monkeypatch):
@@ -229,20 +276,20 @@ def test_booking_vrbo_and_timed_pms_feeds(setup, app, client):
     assert [(c.valid_from.date().isoformat(), c.valid_until.date().isoformat()) for c in setup.codes()] == [
         ("2030-08-01", "2030-08-04"), ("2030-08-06", "2030-08-09")]
     # Vrbo: "Reserved - <guest>" is a stay with the guest's name, "Blocked" is skipped; replacing the URL makes
-    # the Booking.com codes absent from the new feed (revoked after two syncs)
+    # the Booking.com codes absent from the new feed (revoked after two syncs a poll interval apart)
     setup.srv.documents["vrbo"] = feed_fixture("vrbo")
     assert client.put(f"/api/v1/locks/{setup.lock}/calendar", headers=H(setup.t),
                       json={"url": setup.srv.url("vrbo")}).status_code == 200
     setup.sync()
-    setup.sync()
+    setup.sync(NOW + POLL)
     codes = setup.codes()
     assert [(c.customer_name, c.valid_from) for c in codes] == [("Ana Lima", datetime(2030, 9, 3, 13, 0, tzinfo=UTC))]
     assert setup.status()["reservations_seen"] == 1 and setup.status()["events_seen"] == 2
     # timed events take their dates at the property; owner stays and cancelled reservations are not stays
     setup.srv.documents["pms"] = feed_fixture("pms_timed")
     client.put(f"/api/v1/locks/{setup.lock}/calendar", headers=H(setup.t), json={"url": setup.srv.url("pms")})
-    setup.sync()
-    setup.sync()
+    setup.sync(NOW + 2 * POLL)
+    setup.sync(NOW + 3 * POLL)
     assert [(c.customer_name, c.valid_from, c.valid_until) for c in setup.codes()] == [
         ("Jonas Berg", datetime(2030, 10, 10, 13, 0, tzinfo=UTC), datetime(2030, 10, 13, 9, 0, tzinfo=UTC)),
         # 2030-10-26T23:00Z is already the 27th in Paris, the day winter time (UTC+1) starts
