@@ -316,7 +316,8 @@ def set_guest(code: Code, *, email: str | None, name: str | None = None, send: b
 
 def move_code(code: Code, *, valid_from: datetime, valid_until: datetime, now: datetime | None = None) -> bool:
     """Give a live code a new window (its reservation's dates changed). The guest keeps the digits they were
-    sent unless another code overlapping the new window holds them (then new digits). The owner is told.
+    sent unless another code overlapping the new window holds them (then new digits, and a guest whose email is
+    known gets their new copy). The owner is told.
     Returns False when nothing changed."""
     now = now or utcnow()
     valid_from, valid_until = aware(valid_from), aware(valid_until)
@@ -332,8 +333,12 @@ def move_code(code: Code, *, valid_from: datetime, valid_until: datetime, now: d
         code.code = codegen.pick(taken)
     code.valid_from, code.valid_until = valid_from, valid_until
     code.revision, code.on_lock_at, code.expired_noted_at = revision, None, None
+    guest_told = code.code != old_digits and bool(code.customer_email) and code.valid_until > now
     enqueue(lock.agency.owner.email, "code_moved", f"{lock.name}: stay moved, code {code.code}",
-            **_code_mail(code, old_start=old_local[0], old_end=old_local[1], old_digits=old_digits))
+            **_code_mail(code, old_start=old_local[0], old_end=old_local[1], old_digits=old_digits,
+                         guest_told=guest_told))
+    if guest_told:  # the digits the guest was sent no longer open: they get the new ones, with the new dates
+        codemail.guest_copy(code)
     webhook_events.emit(lock.agency_id, "code.moved", webhook_events.code_payload(code))
     db.session.commit()
     return True

@@ -118,6 +118,36 @@ def test_changed_dates_move_the_same_code_and_tell_the_owner(setup):
     assert "keeps the code" in moved[0].text_body
 
 
+def test_new_digits_on_a_move_are_mailed_to_a_known_guest(setup, app, client, deliver_mail, smtp_server):
+    """The moved stay's digits are held by another stay on the new dates: the code gets new digits, and a guest
+    whose email is known gets them (the owner is told so); a guest whose digits did not change gets nothing."""
+    setup.attach("airbnb")
+    setup.sync()
+    first, second = setup.codes()
+    for code, email in [(first, "lea@example.com"), (second, "tom@example.com")]:
+        assert client.patch(f"/api/v1/codes/{code.id}", headers=H(setup.t),
+                            json={"customer_email": email}).status_code == 200
+    with app.app_context():
+        db.session.get(Code, second.id).code = first.code  # allowed: the stays do not overlap
+        db.session.commit()
+    deliver_mail()
+    sent_before = len(smtp_server.to("lea@example.com"))
+    # the first stay now ends on the 13th, overlapping the second, whose digits are the same
+    setup.srv.documents["airbnb"] = feed_fixture("airbnb").replace(b"DTEND;VALUE=DATE:20300710",
+                                                                   b"DTEND;VALUE=DATE:20300713")
+    assert setup.sync()["moved"] == 1
+    moved = {c.id: c for c in setup.codes()}[first.id]
+    assert moved.code != first.code
+    (owner,) = setup.mails("code_moved")
+    assert "was emailed their new code" in owner.text_body and "lea@example.com" in owner.text_body
+    deliver_mail()
+    lea = smtp_server.to("lea@example.com")
+    assert len(lea) == sent_before + 1
+    text = smtp_server.text(lea[-1])
+    assert moved.code in text and "13" in text
+    assert len(smtp_server.to("tom@example.com")) == 1  # only the copy sent when the email was added
+
+
 def test_cancelled_reservation_is_revoked_at_once_vanished_after_two_good_syncs(setup):
     setup.attach("airbnb")
     setup.sync()
