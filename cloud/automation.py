@@ -30,13 +30,17 @@ def watch_connections(now: datetime) -> int:
                               .join(BridgeLockState, BridgeLockState.lock_id == Lock.id)
                               .outerjoin(LockWatch, LockWatch.lock_id == Lock.id)
                               .where(BridgeLockState.online_changed_at.is_not(None))).all()
+    # A lock seen for the first time (a new lock, or every lock when the worker first runs) is announced only if
+    # its state changed just now: the state of a lock that has been online for days is no event.
+    fresh = timedelta(seconds=max(60.0, 2 * float(current_app.config["AUTOMATION_TICK_S"])))
     changes = 0
     for lock, state, watch in rows:
+        first_look = watch is None
         if watch is None:
             watch = LockWatch(lock_id=lock.id, online=None, changed_at=None)
             db.session.add(watch)
         if (watch.online, watch.changed_at) != (state.online, state.online_changed_at):
-            if watch.online != state.online:
+            if watch.online != state.online and (not first_look or now - state.online_changed_at <= fresh):
                 events.emit(lock.agency_id, "lock.online" if state.online else "lock.offline",
                             {"lock_id": lock.id, "lock_name": lock.name, "at": events.iso(state.online_changed_at)})
                 changes += 1
@@ -61,6 +65,13 @@ def watch_connections(now: datetime) -> int:
                           detail={"since": events.iso(state.online_changed_at)})
         db.session.commit()
     return changes
+
+
+def _time_left(left: timedelta) -> str:
+    """How long until the check-in, as the subject says it: "23 h", "40 min" (the checkpoint passed may be
+    earlier than now when the worker was stopped)."""
+    minutes = max(0, round(left.total_seconds() / 60))
+    return f"{round(minutes / 60)} h" if minutes >= 60 else f"{minutes} min"
 
 
 def check_arrivals(now: datetime) -> int:
@@ -90,7 +101,7 @@ def check_arrivals(now: datetime) -> int:
             who = code.customer_name or "a guest"
             alerts.raise_alert(
                 lock, "not_ready", now=now, key=key, close=True,
-                subject=f"arrival in {h} h not ready",
+                subject=f"arrival in {_time_left(code.valid_from - now)} not ready",
                 lines=[f"{who} arrives at {fmt_local(code.valid_from, lock.timezone)} (code {code.code}), "
                        "and the stay is not ready:", *[f"- {p}" for p in r.problems]],
                 advice=" ".join(r.advice),

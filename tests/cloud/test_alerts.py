@@ -240,3 +240,79 @@ def test_staff_cannot_change_alerts_or_webhooks(staff_client):
     assert staff_client.get("/settings/alerts").status_code == 403
     assert staff_client.get("/settings/webhooks").status_code == 403
     assert staff_client.get("/arrivals").status_code == 200
+
+
+def test_a_late_check_says_the_real_time_left(app, make_agency, make_lock):
+    """A worker that was stopped at the 24 h checkpoint checks the stay 20 h before: the subject says 20 h."""
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    arrival = datetime(2030, 3, 10, 14, 0, tzinfo=UTC)
+    _stay(app, lock_id, ag.owner_id, arrival)
+    with app.app_context():
+        automation.tick(arrival - timedelta(hours=20, minutes=10))
+        automation.tick(arrival - timedelta(minutes=40))
+        assert [m.subject.split(": ")[1] for m in alert_mails("not ready")] == ["arrival in 20 h not ready",
+                                                                                "arrival in 40 min not ready"]
+
+
+def test_readiness_hours_of_one_checkpoint(app, make_agency, make_lock):
+    app.config["READINESS_HOURS"] = "6"
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    arrival = datetime(2030, 3, 10, 14, 0, tzinfo=UTC)
+    _stay(app, lock_id, ag.owner_id, arrival)
+    with app.app_context():
+        for h in (30, 23, 7, 5.9, 3, 1, 0.2):
+            automation.tick(arrival - timedelta(hours=h))
+        assert [m.subject.split(": ")[1] for m in alert_mails("not ready")] == ["arrival in 6 h not ready"]
+
+
+def test_readiness_with_a_pending_rotation_and_a_lock_seen_31_minutes_ago(app, make_agency, make_lock):
+    from cloud import readiness
+    ag = make_agency()
+    lock_id = make_lock(ag)
+    now = datetime(2030, 3, 9, 14, 0, tzinfo=UTC)
+    code_id = _stay(app, lock_id, ag.owner_id, now + timedelta(hours=24))
+    with app.app_context():
+        lock = _lock(lock_id)
+        lock.clock_skew_s, lock.last_seen_at = 0, now - timedelta(minutes=29)
+        db.session.get(Code, code_id).on_lock_at = now - timedelta(hours=1)
+        db.session.commit()
+        code = db.session.get(Code, code_id)
+        assert readiness.check(code, _lock(lock_id), now, False).ready
+        r = readiness.check(code, _lock(lock_id), now, True)
+        assert not r.ready and r.rotation_pending and any("backup-key replacement" in p for p in r.problems)
+        _lock(lock_id).last_seen_at = now - timedelta(minutes=31)
+        db.session.commit()
+        r = readiness.check(db.session.get(Code, code_id), _lock(lock_id), now, False)
+        assert not r.seen_recently and any("not been seen for more than 30 minutes" in p for p in r.problems)
+        # the worker finds the pending rotation itself
+        _lock(lock_id).last_seen_at = now
+        db.session.commit()
+        domain.rotate_backup(_lock(lock_id), first_used_at=None, now=now)
+        automation.tick(now)
+        (mail,) = alert_mails("not ready")
+        assert "backup-key replacement" in mail.text_body
+
+
+def test_alert_settings_page(app, make_agency, client, login):
+    ag = make_agency()
+    login(client, ag)
+    page = client.get("/settings/alerts")
+    assert page.status_code == 200 and "backup key was used" in page.get_data(as_text=True)
+    resp = client.post("/settings/alerts", data={"offline": "on", "clock": "on"})
+    assert resp.status_code == 302
+    with app.app_context():
+        assert db.session.get(Agency, ag.id).alerts_off == ["backup_used", "lockout", "not_ready"]
+    page = client.get("/settings/alerts").get_data(as_text=True)
+    assert "Alert settings saved." in page
+
+
+def test_config_defaults(monkeypatch):
+    from cloud.config import from_environment
+    keys = ["CALENDAR_POLL_S", "CALENDAR_TIMEOUT_S", "CALENDAR_MAX_BYTES", "ALERT_OFFLINE_AFTER_S",
+            "ALERT_CLOCK_SKEW_S", "READINESS_HOURS", "WEBHOOK_TIMEOUT_S", "WEBHOOK_PASS_BUDGET_S"]
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
+    cfg = from_environment()
+    assert [cfg[k] for k in keys] == [900, 10, 1024 * 1024, 1800, 120, "24,2", 10, 20]

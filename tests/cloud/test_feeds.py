@@ -427,6 +427,17 @@ def test_calendars_once_cli(setup, app):
     assert result.exit_code == 0 and "not_ready=" in result.output
 
 
+def test_the_worker_skips_a_feed_attempted_less_than_a_poll_ago(setup, app):
+    from cloud.feeds.sync import sync_due
+    setup.attach("airbnb")
+    with app.app_context():
+        assert sync_due(now=NOW)["feeds"] == 1  # never attempted: due
+        assert sync_due(now=NOW + timedelta(seconds=899))["feeds"] == 0
+        assert sync_due(now=NOW + timedelta(seconds=899), every=True)["feeds"] == 1  # --once, Sync now
+        assert sync_due(now=NOW + timedelta(seconds=899 + 900))["feeds"] == 1
+    assert len(setup.srv.hits("airbnb")) == 3
+
+
 def test_a_decommissioned_lock_feed_is_not_fetched(setup, app):
     from cloud import domain
     from cloud.models import User

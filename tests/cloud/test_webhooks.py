@@ -264,3 +264,87 @@ def test_a_2xx_with_a_long_body_is_delivered(app, make_agency, webhook_receiver)
     webhook_receiver.answer = b"<html>" + b"x" * (100 * 1024) + b"</html>"
     assert deliver(app)["sent"] == 1
     assert deliver(app, datetime.now(UTC) + timedelta(hours=1))["sent"] == 0
+
+
+def _connection(lock_id, online, at):
+    from cloud.models import BridgeLockState
+    row = db.session.get(BridgeLockState, lock_id)
+    if row is None:
+        row = BridgeLockState(lock_id=lock_id, last_counter=0)
+        db.session.add(row)
+    row.online, row.online_changed_at = online, at
+    db.session.commit()
+
+
+def test_lock_online_offline_and_alert_deliveries(app, client, api_token, make_agency, make_lock, webhook_receiver):
+    """The automation worker's first look at locks announces none whose state is old (a deploy does not send
+    lock.online for every lock), a lock that just came online is announced; then offline, the offline alert,
+    back online and its alert reach the receiver."""
+    from cloud import automation
+    ag = make_agency()
+    t = api_token(ag)
+    old_lock, new_lock = make_lock(ag), make_lock(ag, name="Flat 4C")
+    client.post("/api/v1/webhooks", headers=H(t), json={"url": webhook_receiver.url,
+                                                        "events": ["lock.online", "lock.offline", "alert.*"]})
+    t0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    with app.app_context():
+        _connection(old_lock, True, t0 - timedelta(days=3))
+        _connection(new_lock, True, t0 - timedelta(seconds=20))
+        assert automation.tick(t0)["connection_changes"] == 1
+    deliver(app)
+    got = [json.loads(r["body"]) for r in webhook_receiver.received()]
+    assert [(e["type"], e["data"]["lock_id"]) for e in got] == [("lock.online", new_lock)]
+    with app.app_context():
+        _connection(old_lock, False, t0 + timedelta(minutes=1))
+        automation.tick(t0 + timedelta(minutes=2))
+        automation.tick(t0 + timedelta(minutes=32))
+        _connection(old_lock, True, t0 + timedelta(minutes=40))
+        automation.tick(t0 + timedelta(minutes=41))
+    deliver(app)
+    got = [json.loads(r["body"]) for r in webhook_receiver.received()[1:]]
+    assert [e["type"] for e in got] == ["lock.offline", "alert.offline", "lock.online", "alert.online"]
+    assert all(e["data"]["lock_id"] == old_lock for e in got)
+    assert got[0]["data"]["at"] == "2030-01-01T12:01:00Z" and got[1]["data"]["lock_name"] == "Flat 3B"
+
+
+def test_signature_recomputed_as_documented(app, client, api_token, make_agency, make_lock, webhook_receiver):
+    """A receiver following docs/automation.md alone: HMAC-SHA256, key bytes.fromhex(secret), message
+    "<t>." + raw body, header "t=<t>,v1=<hex>"."""
+    import hashlib
+    import hmac
+    import time
+    ag = make_agency()
+    t = api_token(ag)
+    lock_id = make_lock(ag)
+    secret = client.post("/api/v1/webhooks", headers=H(t), json={"url": webhook_receiver.url}).get_json()["secret"]
+    make_code(client, t, lock_id)
+    deliver(app)
+    (r,) = webhook_receiver.received()
+    header = r["headers"]["keydrop-signature"]
+    fields = dict(part.split("=", 1) for part in header.split(","))
+    assert set(fields) == {"t", "v1"} and abs(int(fields["t"]) - time.time()) < 60
+    expected = hmac.new(bytes.fromhex(secret), fields["t"].encode() + b"." + r["body"], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(expected, fields["v1"])
+    assert r["headers"]["content-type"] == "application/json"
+    assert r["headers"]["keydrop-event-type"] == "code.created" == json.loads(r["body"])["type"]
+
+
+def test_the_webhooks_page_shows_the_delivery_log(app, client, api_token, make_agency, make_lock, login,
+                                                   webhook_receiver):
+    ag = make_agency()
+    t = api_token(ag)
+    lock_id = make_lock(ag)
+    client.post("/api/v1/webhooks", headers=H(t), json={"url": webhook_receiver.url})
+    code = make_code(client, t, lock_id)
+    deliver(app)
+    webhook_receiver.status = 503
+    client.delete(f"/api/v1/codes/{code['id']}", headers=H(t))
+    deliver(app)
+    login(client, ag)
+    page = client.get("/settings/webhooks").get_data(as_text=True)
+    log = page[page.index('id="deliveries"'):]
+    assert "code.created" in log and "code.revoked" in log
+    assert "sent" in log and "pending" in log and "HTTP 503" in log
+    with app.app_context():
+        ids = db.session.scalars(sa.select(WebhookDelivery.event_id)).all()
+    assert all(i in log for i in ids)
