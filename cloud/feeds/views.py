@@ -48,7 +48,7 @@ def save(lock_id: str):
     except DomainError as exc:
         form.url.errors = [*form.url.errors, exc.message]
         return _page(lock, form, 400)
-    flash("Feed saved: its reservations become codes within a minute.", "ok")
+    flash("Feed saved: it is fetched within seconds, and its reservations become codes.", "ok")
     return redirect(url_for("feeds.show", lock_id=lock.id))
 
 
@@ -59,7 +59,7 @@ def sync_now(lock_id: str):
     feed = manage.feed_of(lock)
     if EmptyForm().validate_on_submit() and feed is not None:
         manage.request_sync(feed)
-        flash("The feed will be fetched again within a minute.", "ok")
+        flash("The feed will be fetched again within seconds.", "ok")
     return redirect(url_for("feeds.show", lock_id=lock.id))
 
 
