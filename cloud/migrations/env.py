@@ -1,3 +1,5 @@
+"""Alembic's environment for `flask --app cloud db upgrade` (Flask-Migrate's template): the app's engine and
+the models' metadata, online or as SQL."""
 import logging
 from logging.config import fileConfig
 
