@@ -22,6 +22,7 @@ from typing import Iterable, Optional
 
 import sqlalchemy as sa
 
+from .config import is_on
 from .dynsec import DynSec, DynSecError
 
 __all__ = ["DynSecError", "grant", "lock_client_id", "reconcile", "revoke", "session"]
@@ -55,8 +56,7 @@ def session(config=None) -> Optional[DynSec]:
     password = _setting(config, "MQTT_ADMIN_PASSWORD")
     if not password:
         return None
-    tls = str(_setting(config, "MQTT_ADMIN_TLS", _setting(config, "MQTT_TLS", "0"))).lower() in (
-        "1", "true", "yes", "on")
+    tls = is_on(_setting(config, "MQTT_ADMIN_TLS", _setting(config, "MQTT_TLS", "0")))
     return DynSec(host=_setting(config, "MQTT_ADMIN_HOST", _setting(config, "MQTT_HOST", "127.0.0.1")),
                   port=int(_setting(config, "MQTT_ADMIN_PORT", _setting(config, "MQTT_PORT", 1883))),
                   username=_setting(config, "MQTT_ADMIN_USERNAME", "keydrop-admin"), password=password,

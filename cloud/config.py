@@ -5,11 +5,16 @@ import os
 import secrets
 
 
+def is_on(value) -> bool:
+    """Whether a setting's value (from the environment or the app's config) means yes: 1, true, yes or on."""
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None:
         return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return is_on(raw)
 
 
 def _int(name: str, default: int) -> int:

@@ -14,6 +14,7 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from ..config import is_on
 from ..extensions import db
 from ..models import BridgeLockState, Lock
 from ..timeutil import utcnow
@@ -182,7 +183,7 @@ def from_config(app) -> Bridge:
 
     username = get("MQTT_USERNAME", "bridge")
     password = get("MQTT_PASSWORD")
-    tls = str(get("MQTT_TLS", "0")).lower() in ("1", "true", "yes", "on")
+    tls = is_on(get("MQTT_TLS", "0"))
     # KEYDROP_BRIDGE_WORKER (a slot: 0, 1, …): a stable client id per slot and a persistent session, so the broker
     # keeps what a killed worker had not acknowledged and hands it to the worker restarted in that slot. The id
     # is derived from SECRET_KEY (nobody can guess it to end the session). Without a slot: a random id per
@@ -195,7 +196,7 @@ def from_config(app) -> Bridge:
         client_id = f"{base}-{worker}"
     return Bridge(app, host=get("MQTT_HOST", "127.0.0.1"), port=int(get("MQTT_PORT", 1883)),
                   username=username, password=password, tls_ca=get("MQTT_CA_FILE") if tls else None,
-                  shared=str(get("KEYDROP_BRIDGE_SHARED", "1")) in ("1", "true", "yes"),
+                  shared=is_on(get("KEYDROP_BRIDGE_SHARED", "1")),
                   poll=float(get("KEYDROP_BRIDGE_POLL")) if get("KEYDROP_BRIDGE_POLL") else None,
                   expire_every=float(get("KEYDROP_BRIDGE_EXPIRE_EVERY", 30)),
                   state_rate=float(get("KEYDROP_BRIDGE_STATE_RATE", 1000)),

@@ -394,3 +394,15 @@ def test_a_mac_registered_again_talks_to_running_bridges_with_its_new_secret(app
     other.keyring.RECHECK_S = 0.0  # the entry this worker holds is older than the recheck interval
     assert other.handle(*up(new, lid, {"v": 1, "t": "ack", "n": 3, "rev": state["rev"]}))
     assert not other.handle(*up(old, lid, {"v": 1, "t": "ack", "n": 14, "rev": rev}))
+
+
+def test_bridge_settings_read_yes_and_no_like_every_other_setting(app, monkeypatch):
+    """KEYDROP_BRIDGE_SHARED=on (or TRUE) keeps the workers on the shared subscription, as ON means yes for every
+    boolean setting (cloud/config.py); 0, no and off take each worker off it."""
+    from cloud.bridge import from_config
+    from cloud.bridge.session import SHARED_UPLINKS, UPLINKS
+    with app.app_context():
+        for value, topic in [("on", SHARED_UPLINKS), ("TRUE", SHARED_UPLINKS), (" yes", SHARED_UPLINKS),
+                             ("1", SHARED_UPLINKS), ("0", UPLINKS), ("no", UPLINKS), ("off", UPLINKS)]:
+            monkeypatch.setenv("KEYDROP_BRIDGE_SHARED", value)
+            assert from_config(app).session.topic == topic, value
