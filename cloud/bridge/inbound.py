@@ -27,7 +27,7 @@ def handle(bridge, topic: str, payload: bytes) -> bool:
 
 
 def handle_batch(bridge, messages: list[tuple[str, bytes]]) -> None:
-    """handle() for a chunk, without committing (the runner commits the chunk). Hellos and acks (most of a storm
+    """handle() for a chunk, without committing (the main loop commits the chunk). Hellos and acks (most of a storm
     or a flood) go through the fast path (bulk.py: a few statements for the whole chunk), the rest through
     dispatch in arrival order. If the fast path fails, its messages go through dispatch one by one."""
     fast, rest = [], []

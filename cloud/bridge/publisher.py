@@ -76,7 +76,7 @@ class Publisher:
             return 0
         if budget <= 0:
             db.session.rollback()
-            self.backlog = True  # rate-limited with work waiting: the runner comes back soon, not at the next poll
+            self.backlog = True  # rate-limited with work waiting: the main loop comes back soon, not at the next poll
             return 0
         sqlite = db.session.get_bind().dialect.name == "sqlite"
         claimed = self._read(budget) if sqlite else self._claim(budget)

@@ -1,5 +1,5 @@
 """Wakes the bridge when the change queue gets rows: PostgreSQL LISTEN on the domain's NOTIFY (SQLite: none, the
-runner polls the queue's head instead)."""
+main loop (loop.py) polls the queue's head instead)."""
 from __future__ import annotations
 
 import logging
