@@ -7,9 +7,10 @@ unpacked into the spare slot with its own hash checked; only then does the boot 
 save. A refusal (bad signature, wrong hash...) leaves the running version as it was and is kept for the
 cloud. A power cut anywhere leaves the pending release pending: the next boot starts the install again.
 
-A version on trial gets one boot: the selector counts it before handing over; if the lock boots again before
-the new version confirmed itself (a crash, a watchdog or power reset, a failed self-check, no signed answer
-from the cloud in time), the last good slot boots and the reason is kept for the cloud."""
+A version on trial gets one boot: the selector checks its files against the archive (the self-check) and counts
+the boot before handing over; if the self-check fails, or the lock boots again before the new version confirmed
+itself (a crash, a watchdog or power reset, no signed answer from the cloud in time), the last good slot boots
+and the reason is kept for the cloud."""
 import sys
 
 
@@ -53,8 +54,12 @@ def choose(keep, factory: str, crashed=None) -> bool:
         if st["tries"]:
             bootstate.rollback(st, "crash_at_boot" if st["stage"] == "booting" else "reset_before_confirmed")
         else:
-            st["tries"] = 1
-            st["stage"] = "booting"
+            bad = _self_check(bootstate, st)
+            if bad is not None:
+                bootstate.rollback(st, "self_check:" + bad)
+            else:
+                st["tries"] = 1
+                st["stage"] = "booting"
         bootstate.save(st)
     slot = st["slot"]
     if slot:
@@ -65,6 +70,16 @@ def choose(keep, factory: str, crashed=None) -> bool:
         if name not in keep:
             del sys.modules[name]
     return bool(st["trial"])
+
+
+def _self_check(bootstate, st):
+    """The new version's self-check before its one boot on trial: every file of its slot against the archive
+    (None, or why not). Here, with the whole heap, rather than beside the application's link."""
+    import filehash
+    import fwbundle
+
+    r = filehash.step(fwbundle.check_steps(bootstate.ARCHIVE, bootstate.slot_dir(st["slot"])), 1 << 30)
+    return None if r is not None and r[0] else (r[1] if r is not None else "interrupted")
 
 
 def _install(bootstate, st) -> None:

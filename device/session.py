@@ -280,7 +280,9 @@ class Session:
         c.set_callback(self.on_message)
         w = self.counter.next()
         c.set_last_will(self.env.up, self.env.seal_up({"v": P.V, "t": "will", "n": w}), False, 1)
-        c.max_packet = P.MAX_DOWN + 256  # larger packets are dropped unread (and reported), never allocated
+        # a packet whose payload would not fit the receiving buffer is dropped unread (and reported), never
+        # allocated: its size is the payload plus the topic, its length and the packet id
+        c.max_packet = len(dl.rx) + len(self.env.down) + 4
         c.rx_buf = dl.receiving()
         self._client = c
         gc.collect()  # the TLS handshake's peak is the session's largest: give it the whole free heap

@@ -1,13 +1,10 @@
-"""The first boot of a new version (docs/ota.md, "Trial and rollback"), loaded by ota.py only for that boot:
-the self-check (every file of the slot against the archive, a few blocks per main-loop pass so the keypad
-keeps working), then the cloud's signed answer to this boot's hello confirms the version; a failed self-check
-or no answer within ota_confirm_minutes rolls it back to the last good one (the board restarts when the door
-is idle). Apart from the fetch (updater.py): a lock on trial holds only this beside its link."""
+"""The first boot of a new version (docs/ota.md, "Trial and rollback"), loaded by ota.py only for that boot,
+after the boot selector's self-check passed: the cloud's signed answer to this boot's hello confirms the
+version; no answer within ota_confirm_minutes rolls it back to the last good one (the board restarts when the
+door is idle). A lock on trial holds only this and the reports beside its link."""
 from time import ticks_add, ticks_diff, ticks_ms
 
 import bootstate
-import filehash
-import fwbundle
 from fwreport import no_link, report
 from version import VERSION
 
@@ -23,13 +20,11 @@ class Trial:
         self.confirm_ms = (m if type(m) is int and 0 < m <= 1440 else _CONFIRM_MIN) * 60000
         self.boot = boot
         self.answered = False
-        self.checked = False
         self.done = False
         self.reboot_due = None  # type: str | None
         self.t0 = ticks_ms()
         boot["stage"] = "running"  # reached the main loop: a crash from now on is not "at boot"
         bootstate.save(boot)
-        self.work = fwbundle.check_steps(bootstate.ARCHIVE, bootstate.slot_dir(boot["slot"]))
 
     def on_message(self, obj: dict) -> None:
         ver = obj.get("ver")
@@ -49,15 +44,7 @@ class Trial:
             self.board.reboot(self.reboot_due)
 
     def _check(self) -> None:
-        if self.work is not None:
-            r = filehash.step(self.work)
-            if r is not None:
-                self.work = None
-                if not r[0]:
-                    self._roll_back("self_check:" + r[1])
-                    return
-                self.checked = True
-        if self.checked and self.answered:
+        if self.answered:
             bootstate.confirm(self.boot)
             bootstate.save(self.boot)
             try:
@@ -72,7 +59,6 @@ class Trial:
             self._roll_back("no_ack")
 
     def _roll_back(self, reason: str) -> None:
-        self.work = None
         bootstate.rollback(self.boot, reason, self.lock.boot_count)
         bootstate.save(self.boot)
         self.reboot_due = "rollback"
