@@ -1,11 +1,10 @@
 """The lock application: keypad -> decision -> relay. An entry (entry.py) is checked offline against the code
 set (codes.py) and the backup key (backup.py, its life), under the lockout (lockout.py) and trusted time
-(clock.py), logged (accesslog.py) and persisted (store.py). The drivers come in built (main.py, the composition
+(clock.py), logged (accesslog.py) and persisted (store.py; the state file: lockstate.py). The drivers come in built (main.py, the composition
 root); the link (MQTT) plugs in as a service (add_service) and through the seam documented in docs/firmware.md."""
 from micropython import const
 
 import gc
-import json
 import sys
 from time import ticks_add, ticks_diff
 
@@ -17,6 +16,7 @@ from codes import OPEN, CodeSet
 from entry import Entry
 from hmac256 import Hmac256, equal
 from keypad import SCAN_MS
+import lockstate
 from lockout import Lockout
 from relay import PATTERNS
 
@@ -26,7 +26,6 @@ if False:  # for the type checker only
     from relay import Feedback, Relay
 
 CODES_FILE = "codes.bin"
-STATE_FILE = "state.bin"
 
 _CHECK_MS = const(1000)
 _WRONG_LENGTH = const(4)  # the refusal reasons after codes.UNKNOWN, OUTSIDE, NO_TIME (accesslog.REASONS)
@@ -46,7 +45,7 @@ class Lock:
     rtc: "DS3231 | None"
     reset_cause: str
     backup: BackupKey
-    _lock_t: "int | None"
+    lock_t: "int | None"  # trusted epoch the lockout in force started (the state file keeps it)
 
     def __init__(self, board, cfg: dict, relay: "Relay", feedback: "Feedback", keypad: "Keypad") -> None:
         self.board = board
@@ -184,7 +183,7 @@ class Lock:
         self._feedback("locked_out" if secs else "refused", now)
         self.record(al.REFUSED, reason, now)
         if secs:
-            self._lock_t = self.clock.now(now)
+            self.lock_t = self.clock.now(now)
             self._was_locked = True
             self.record(al.LOCKOUT, secs, now)
         self._save_state()
@@ -303,11 +302,4 @@ class Lock:
             self.emit(event, {key: value})
 
     def _save_state(self) -> None:
-        now = self.ticks_ms()
-        st = self.backup.state(now)
-        st["boot"] = self.boot_count
-        st["last_good"] = self.clock.last_good
-        st["fails"] = self.lockout.fails
-        st["lock_s"] = self.lockout.duration_s if self.lockout.remaining_ms(now) else 0
-        st["lock_t"] = self._lock_t
-        store.save(STATE_FILE, json.dumps(st).encode())
+        lockstate.save(self)

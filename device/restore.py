@@ -1,7 +1,6 @@
 """The boot half of Lock.__init__: what a boot reads back from flash (the code set, adopting a factory backup
 key; the access log; the state file; a lockout in force), the battery RTC, and the boot record. Only
 Lock.__init__ uses it, and drops it from memory afterwards: the heap keeps only the code that runs every day."""
-import json
 
 import store
 
@@ -9,18 +8,19 @@ import store
 def boot(lock, board, cfg: dict, now: int) -> None:
     import accesslog as al
     from clock import TrustedClock
-    from lock import CODES_FILE, STATE_FILE
+    import lockstate
+    from lock import CODES_FILE
     from lockout import Lockout
 
     lock.codes = codes(cfg, CODES_FILE)
     lock.log = al.AccessLog()
     log(lock.log)
-    st = state(STATE_FILE)
+    st = lockstate.load()
     lock.boot_count = int(st.get("boot", 0)) + 1
     lock.clock = TrustedClock(int(st.get("last_good", 0)))
     lock.lockout = Lockout()
     lock.lockout.fails = int(st.get("fails", 0))
-    lock._lock_t = st.get("lock_t")  # epoch the lockout in force started (None if unknown)
+    lock.lock_t = st.get("lock_t")  # epoch the lockout in force started (None if unknown)
     from backup import BackupKey
 
     lock.backup = BackupKey(st, now, lock.backup_tag())  # its life, for the backup digest installed now
@@ -56,18 +56,6 @@ def rtc(board):
     except OSError:
         pass
     return None
-
-
-def state(name: str) -> dict:
-    data = store.load(name)
-    if data is not None:
-        try:
-            st = json.loads(bytes(data))
-            if isinstance(st, dict):
-                return st
-        except ValueError:
-            pass
-    return {}
 
 
 def lockout(lock, state: dict, now: int) -> None:
