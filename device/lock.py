@@ -73,7 +73,7 @@ class Lock:
         self._was_locked = self.lockout.active
         self._next_check = now
         self._booting = False
-        self._save_state()
+        lockstate.save(self)
         gc.collect()
         board.start_ticker(SCAN_MS, self._tick)
 
@@ -111,13 +111,13 @@ class Lock:
         self.clock.poll(now)
         if self._was_locked and self.lockout.remaining_ms(now) == 0:
             self._was_locked = False
-            self._save_state()
+            lockstate.save(self)
         b = self.backup
         was = b.due
         if b.poll(now, self.clock.now(now)):
             if b.due and not was:
                 self.record(al.ROTATION_DUE, 0, now)
-            self._save_state()
+            lockstate.save(self)
 
     def busy(self) -> bool:
         """True while something is timed: relay energised, feedback playing, an entry or a key in progress."""
@@ -158,7 +158,7 @@ class Lock:
             self.record(al.OPENED_BACKUP, 0, now)
             if self.backup.use(now, self.clock.now(now)):
                 self.record(al.BACKUP_FIRST_USE, 0, now)
-                self._save_state()
+                lockstate.save(self)
             return
         res, cid = self.codes.lookup(d, self.clock.now(now))
         if res == OPEN:
@@ -172,7 +172,7 @@ class Lock:
         self._feedback("accepted", now)
         if self.lockout.fails:
             self.lockout.success()
-            self._save_state()
+            lockstate.save(self)
 
     def _refuse(self, now: int, reason: int) -> None:
         """Refuse an entry (reason: an index in accesslog.REASONS). Every refusal counts towards the lockout
@@ -186,7 +186,7 @@ class Lock:
             self.lock_t = self.clock.now(now)
             self._was_locked = True
             self.record(al.LOCKOUT, secs, now)
-        self._save_state()
+        lockstate.save(self)
 
     def _feedback(self, kind: str, now: int) -> None:
         self.feedback.play(PATTERNS[kind], now)
@@ -217,7 +217,7 @@ class Lock:
         if was is None or abs(int(epoch) - was) > 60:
             self.record(al.TIME_SET, src, now)
             if not self._booting:
-                self._save_state()
+                lockstate.save(self)
         return True
 
     def install_codeset(self, revision: int, codes, backup_digest=None, count=None) -> bool:
@@ -243,7 +243,7 @@ class Lock:
         if backup_digest is not None and (old is None or not equal(old, backup_digest)):
             self.backup.reset(self.backup_tag())
             self.record(al.BACKUP_INSTALLED, 0, now)
-            self._save_state()
+            lockstate.save(self)
         return True
 
     def log_since(self, seq: int, limit: int) -> list:
@@ -300,6 +300,3 @@ class Lock:
     def _emit(self, event: str, key: str, value) -> None:
         if self._listeners:
             self.emit(event, {key: value})
-
-    def _save_state(self) -> None:
-        lockstate.save(self)

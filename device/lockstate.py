@@ -15,25 +15,13 @@ access log (log0.bin, log1.bin). One JSON object, saved atomically (store.py) at
 
 Versions: a key that is missing (a first boot, or a file an older firmware wrote) reads as its default, and a
 key this firmware does not know is ignored, so a file moves between versions both ways with no migration step.
-A key changes meaning only under a new name. Read once at boot (restore.py), written by save()."""
+A key changes meaning only under a new name. Written by save() at every change; read once at boot by restore.py
+(boot-only code, dropped from memory afterwards, so the reader costs the running lock no heap)."""
 import json
 
 import store
 
 NAME = "state.bin"
-
-
-def load() -> dict:
-    """The saved state, or {} (every key at its default) when there is none or it cannot be read."""
-    data = store.load(NAME)
-    if data is not None:
-        try:
-            st = json.loads(bytes(data))
-            if isinstance(st, dict):
-                return st
-        except ValueError:
-            pass
-    return {}
 
 
 def save(lock) -> None:
