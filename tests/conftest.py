@@ -305,6 +305,18 @@ class _Delivered:
         return True
 
 
+def set_connection(lock_id: str, online: bool, at) -> None:
+    """What the bridge records of a lock's connection (BridgeLockState), as of `at`, committed."""
+    from cloud.extensions import db
+    from cloud.models import BridgeLockState
+    row = db.session.get(BridgeLockState, lock_id)
+    if row is None:
+        row = BridgeLockState(lock_id=lock_id, last_counter=0)
+        db.session.add(row)
+    row.online, row.online_changed_at = online, at
+    db.session.commit()
+
+
 @pytest.fixture
 def bridge(app):
     """A real Bridge (cloud/bridge/) without a broker: its MQTT client records the downlinks."""

@@ -7,7 +7,8 @@ import sqlalchemy as sa
 
 from cloud import automation, domain
 from cloud.extensions import db
-from cloud.models import Agency, Alert, BridgeLockState, Code, Lock, OutboxMail, User
+from cloud.models import Agency, Alert, Code, Lock, OutboxMail, User
+from tests.conftest import set_connection
 
 UTC = timezone.utc
 
@@ -116,29 +117,20 @@ def test_readiness_clock_limit_is_alert_clock_skew_s(app, make_agency, make_lock
         assert r.clock_ok and not any("clock" in p for p in r.problems)
 
 
-def _connection(lock_id, online, at):
-    row = db.session.get(BridgeLockState, lock_id)
-    if row is None:
-        row = BridgeLockState(lock_id=lock_id, last_counter=0)
-        db.session.add(row)
-    row.online, row.online_changed_at = online, at
-    db.session.commit()
-
-
 def test_offline_for_long_then_back_online(app, make_agency, make_lock):
     ag = make_agency()
     lock_id = make_lock(ag)
     t0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     with app.app_context():
-        _connection(lock_id, True, t0)
+        set_connection(lock_id, True, t0)
         automation.tick(t0)
-        _connection(lock_id, False, t0 + timedelta(minutes=1))
+        set_connection(lock_id, False, t0 + timedelta(minutes=1))
         automation.tick(t0 + timedelta(minutes=20))
         assert alert_mails("offline") == []           # not yet ALERT_OFFLINE_AFTER_S (1800 s)
         automation.tick(t0 + timedelta(minutes=32))
         automation.tick(t0 + timedelta(minutes=40))
         assert len(alert_mails("offline since")) == 1
-        _connection(lock_id, True, t0 + timedelta(minutes=45))
+        set_connection(lock_id, True, t0 + timedelta(minutes=45))
         automation.tick(t0 + timedelta(minutes=46))
         automation.tick(t0 + timedelta(minutes=47))
         back = alert_mails("back online")
@@ -146,9 +138,9 @@ def test_offline_for_long_then_back_online(app, make_agency, make_lock):
         assert "back online since 2030-01-01 13:45" in back[0].text_body  # Europe/Paris, UTC+1 in January
         assert "offline since 2030-01-01 13:01" in back[0].text_body
         # a short drop (under 30 min) mails nothing
-        _connection(lock_id, False, t0 + timedelta(minutes=50))
+        set_connection(lock_id, False, t0 + timedelta(minutes=50))
         automation.tick(t0 + timedelta(minutes=55))
-        _connection(lock_id, True, t0 + timedelta(minutes=58))
+        set_connection(lock_id, True, t0 + timedelta(minutes=58))
         automation.tick(t0 + timedelta(minutes=59))
         assert len(alert_mails("offline")) == 1 and len(alert_mails("back online")) == 1
 
@@ -190,7 +182,7 @@ def test_a_ready_stay_mails_nothing_and_settings_turn_kinds_off(app, make_agency
         lock.clock_skew_s = 3
         db.session.get(Code, code_id).on_lock_at = arrival - timedelta(days=2)
         db.session.commit()
-        _connection(lock_id, True, arrival - timedelta(days=2))
+        set_connection(lock_id, True, arrival - timedelta(days=2))
         automation.tick(arrival - timedelta(hours=20))
         assert alert_mails("not ready") == []
     # the owner turns the lockout alert off (API); lockouts then mail nothing

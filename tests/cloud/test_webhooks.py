@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from cloud import webhooks
 from cloud.extensions import db
 from cloud.models import WebhookDelivery
+from tests.conftest import set_connection
 
 UTC = timezone.utc
 
@@ -266,16 +267,6 @@ def test_a_2xx_with_a_long_body_is_delivered(app, make_agency, webhook_receiver)
     assert deliver(app, datetime.now(UTC) + timedelta(hours=1))["sent"] == 0
 
 
-def _connection(lock_id, online, at):
-    from cloud.models import BridgeLockState
-    row = db.session.get(BridgeLockState, lock_id)
-    if row is None:
-        row = BridgeLockState(lock_id=lock_id, last_counter=0)
-        db.session.add(row)
-    row.online, row.online_changed_at = online, at
-    db.session.commit()
-
-
 def test_lock_online_offline_and_alert_deliveries(app, client, api_token, make_agency, make_lock, webhook_receiver):
     """The automation worker's first look at locks announces none whose state is old (a deploy does not send
     lock.online for every lock), a lock that just came online is announced; then offline, the offline alert,
@@ -288,17 +279,17 @@ def test_lock_online_offline_and_alert_deliveries(app, client, api_token, make_a
                                                         "events": ["lock.online", "lock.offline", "alert.*"]})
     t0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     with app.app_context():
-        _connection(old_lock, True, t0 - timedelta(days=3))
-        _connection(new_lock, True, t0 - timedelta(seconds=20))
+        set_connection(old_lock, True, t0 - timedelta(days=3))
+        set_connection(new_lock, True, t0 - timedelta(seconds=20))
         assert automation.tick(t0)["connection_changes"] == 1
     deliver(app)
     got = [json.loads(r["body"]) for r in webhook_receiver.received()]
     assert [(e["type"], e["data"]["lock_id"]) for e in got] == [("lock.online", new_lock)]
     with app.app_context():
-        _connection(old_lock, False, t0 + timedelta(minutes=1))
+        set_connection(old_lock, False, t0 + timedelta(minutes=1))
         automation.tick(t0 + timedelta(minutes=2))
         automation.tick(t0 + timedelta(minutes=32))
-        _connection(old_lock, True, t0 + timedelta(minutes=40))
+        set_connection(old_lock, True, t0 + timedelta(minutes=40))
         automation.tick(t0 + timedelta(minutes=41))
     deliver(app)
     got = [json.loads(r["body"]) for r in webhook_receiver.received()[1:]]
