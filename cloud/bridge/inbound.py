@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+import time
+
+import sqlalchemy as sa
 
 from ..extensions import db
 from . import bulk
@@ -54,15 +57,41 @@ def handle_batch(bridge, messages: list[tuple[str, bytes]]) -> None:
         _dispatch_safely(bridge, up)
 
 
+RETRIES = 3          # attempts of an uplink whose database work failed for a reason that passes (a deadlock
+RETRY_S = 0.05       # between two workers, a busy SQLite): the chunk so far is committed, then it runs again
+
+
 def _dispatch_safely(bridge, up) -> bool:
-    try:
-        dispatch(bridge, up)
-        return True
-    except Drop as d:
-        bridge.metrics.drop(d.reason, d.lock_id, d.level)
-    except Exception:
-        log.exception("handling %s from %s", up.t, up.lock_id)
-        if not (HANDLERS[up.t].batched and savepoints()):  # else its savepoint was rolled back
-            db.session.rollback()
-        bridge.metrics.drop("error", up.lock_id, level=0)
+    for attempt in range(1, RETRIES + 1):
+        try:
+            dispatch(bridge, up)
+            return True
+        except Drop as d:
+            bridge.metrics.drop(d.reason, d.lock_id, d.level)
+            return False
+        except sa.exc.OperationalError:
+            _undo(up)
+            if attempt == RETRIES:
+                log.exception("handling %s from %s (%d attempts)", up.t, up.lock_id, RETRIES)
+                break
+            # what the chunk applied before it is kept (its locks released); this one is applied afresh, its
+            # counter included (undone with it). A database that cannot even commit is not waited for here
+            try:
+                db.session.commit()
+            except sa.exc.SQLAlchemyError:
+                db.session.rollback()
+                log.exception("handling %s from %s: the database is not answering", up.t, up.lock_id)
+                break
+            bridge.metrics.add("retried")
+            time.sleep(RETRY_S * attempt)
+        except Exception:
+            log.exception("handling %s from %s", up.t, up.lock_id)
+            _undo(up)
+            break
+    bridge.metrics.drop("error", up.lock_id, level=0)
     return False
+
+
+def _undo(up) -> None:
+    if not (HANDLERS[up.t].batched and savepoints()):  # else its savepoint was rolled back
+        db.session.rollback()

@@ -406,3 +406,63 @@ def test_bridge_settings_read_yes_and_no_like_every_other_setting(app, monkeypat
                              ("1", SHARED_UPLINKS), ("0", UPLINKS), ("no", UPLINKS), ("off", UPLINKS)]:
             monkeypatch.setenv("KEYDROP_BRIDGE_SHARED", value)
             assert from_config(app).session.topic == topic, value
+
+
+def test_an_uplink_whose_database_work_fails_for_a_passing_reason_is_applied_again(app, bridge, lock, monkeypatch):
+    """A deadlock between two workers (or a busy SQLite) fails one uplink's statements: it is applied again,
+    once, with its counter, instead of being counted as an error and lost (the broker already has its PUBACK)."""
+    import sqlalchemy as sa
+
+    from cloud.bridge import dispatch as D
+    from cloud.extensions import db
+    from cloud.models import LockEvent
+    lid, env, _ = lock
+    assert bridge.handle(*up(env, lid, hello(5)))
+    real = D.HANDLERS["log"]
+    calls = []
+
+    def flaky(b, u):
+        calls.append(u.n)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("UPDATE lock_event", {}, Exception("deadlock detected"))
+        return real.handler(b, u)
+
+    monkeypatch.setitem(D.HANDLERS, "log", real._replace(handler=flaky))
+    evs = [{"seq": 1, "t": 1790000000, "kind": "boot", "boot": 4}]
+    assert bridge.handle(*up(env, lid, {"v": 1, "t": "log", "n": 6, "ev": evs}))
+    db.session.commit()
+    assert calls == [6, 6]
+    assert db.session.query(LockEvent).filter_by(lock_id=lid).count() == 1
+    assert [m["seq"] for m, _ in downs(bridge, lid, "logack")] == [1]          # answered once
+    assert bridge.counts["retried"] == 1 and not bridge.counts.get("error")
+    # the same message again is a replay: the retry accepted its counter once
+    assert not bridge.handle(*up(env, lid, {"v": 1, "t": "log", "n": 6, "ev": evs}))
+    assert bridge.counts["replay"] == 1
+
+
+def test_a_batched_uplink_is_applied_again_after_its_savepoint_failed(app, bridge, lock, monkeypatch):
+    """The same for an ack, which runs in the batch's transaction (a savepoint on PostgreSQL)."""
+    import sqlalchemy as sa
+
+    from cloud.bridge import dispatch as D
+    from cloud.extensions import db
+    from cloud.models import Lock
+    lid, env, _ = lock
+    assert bridge.handle(*up(env, lid, hello(5)))
+    assert bridge.publish_due() == 1
+    rev = db.session.get(Lock, lid).desired_revision
+    real = D.HANDLERS["ack"]
+    calls = []
+
+    def flaky(b, u):
+        calls.append(u.n)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("UPDATE code", {}, Exception("deadlock detected"))
+        return real.handler(b, u)
+
+    monkeypatch.setitem(D.HANDLERS, "ack", real._replace(handler=flaky))
+    assert bridge.handle(*up(env, lid, {"v": 1, "t": "ack", "n": 6, "rev": rev}))
+    db.session.commit()
+    db.session.expire_all()
+    assert calls == [6, 6] and db.session.get(Lock, lid).acked_revision == rev
+    assert bridge.counts["retried"] == 1 and not bridge.counts.get("error")
