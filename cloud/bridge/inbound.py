@@ -58,7 +58,8 @@ def handle_batch(bridge, messages: list[tuple[str, bytes]]) -> None:
 
 
 RETRIES = 3          # attempts of an uplink whose database work failed for a reason that passes (a deadlock
-RETRY_S = 0.05       # between two workers, a busy SQLite): the chunk so far is committed, then it runs again
+RETRY_S = 0.05       # between two workers, a busy SQLite, two workers creating a new lock's counter row at once):
+PASSING = (sa.exc.OperationalError, sa.exc.IntegrityError)  # the chunk so far is committed, then it runs again
 
 
 def _dispatch_safely(bridge, up) -> bool:
@@ -69,7 +70,7 @@ def _dispatch_safely(bridge, up) -> bool:
         except Drop as d:
             bridge.metrics.drop(d.reason, d.lock_id, d.level)
             return False
-        except sa.exc.OperationalError:
+        except PASSING:
             _undo(up)
             if attempt == RETRIES:
                 log.exception("handling %s from %s (%d attempts)", up.t, up.lock_id, RETRIES)

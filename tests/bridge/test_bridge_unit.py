@@ -408,9 +408,12 @@ def test_bridge_settings_read_yes_and_no_like_every_other_setting(app, monkeypat
             assert from_config(app).session.topic == topic, value
 
 
-def test_an_uplink_whose_database_work_fails_for_a_passing_reason_is_applied_again(app, bridge, lock, monkeypatch):
-    """A deadlock between two workers (or a busy SQLite) fails one uplink's statements: it is applied again,
-    once, with its counter, instead of being counted as an error and lost (the broker already has its PUBACK)."""
+@pytest.mark.parametrize("passing", ["OperationalError", "IntegrityError"])
+def test_an_uplink_whose_database_work_fails_for_a_passing_reason_is_applied_again(app, bridge, lock, monkeypatch,
+                                                                                  passing):
+    """A deadlock between two workers, a busy SQLite (OperationalError), or two workers creating a new lock's
+    counter row at once (IntegrityError) fails one uplink's statements: it is applied again, once, with its
+    counter, instead of being counted as an error and lost (the broker already has its PUBACK)."""
     import sqlalchemy as sa
 
     from cloud.bridge import dispatch as D
@@ -424,7 +427,7 @@ def test_an_uplink_whose_database_work_fails_for_a_passing_reason_is_applied_aga
     def flaky(b, u):
         calls.append(u.n)
         if len(calls) == 1:
-            raise sa.exc.OperationalError("UPDATE lock_event", {}, Exception("deadlock detected"))
+            raise getattr(sa.exc, passing)("UPDATE lock_event", {}, Exception("deadlock detected"))
         return real.handler(b, u)
 
     monkeypatch.setitem(D.HANDLERS, "log", real._replace(handler=flaky))
