@@ -78,8 +78,11 @@ def _self_check(bootstate, st):
     import filehash
     import fwbundle
 
-    r = filehash.step(fwbundle.check_steps(bootstate.ARCHIVE, bootstate.slot_dir(st["slot"])), 1 << 30)
-    return None if r is not None and r[0] else (r[1] if r is not None else "interrupted")
+    work = fwbundle.check_steps(bootstate.ARCHIVE, bootstate.slot_dir(st["slot"]))
+    while True:
+        r = filehash.step(work)  # its outcome: a check cut short or failing is a reason, never a pass
+        if r is not None:
+            return None if r[0] else r[1]
 
 
 def _install(bootstate, st) -> None:

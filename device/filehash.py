@@ -1,9 +1,9 @@
 """SHA-256 of a file on the flash, 1 KB at a time, as a generator: yields None after each block, then
-(digest, size). The updater steps it between main-loop passes (step(), also the trial's self-check); the boot
-selector drains it."""
+(digest, size). The updater steps it between main-loop passes (step()); the boot selector drains it, and steps
+the new version's self-check (fwbundle.check_steps) through step() to its end."""
 import hashlib
 
-_STEPS = 8  # blocks (1 KB) of a hash or a self-check per main-loop pass
+_STEPS = 8  # blocks (1 KB) of a hash per main-loop pass (or per step of the selector's self-check)
 
 
 def steps(path: str):
