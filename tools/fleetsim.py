@@ -300,6 +300,8 @@ class Cloud:
         else:
             self.db_url = f"sqlite:///{tmp / 'fleet.sqlite3'}"
         self.state_rate = state_rate
+        self.worker_db_url: str | None = None  # the workers' way to the database, if not db_url (a proxy)
+        self.worker_env: dict[str, str] = {}  # more settings for the workers
         self.workers: dict[int, subprocess.Popen] = {}
         self.base: Counter = Counter()  # counters of workers that were killed or restarted (file kept)
 
@@ -334,13 +336,16 @@ class Cloud:
         return self.tmp / f"bridge-{i}.json"
 
     def start_worker(self, i: int) -> None:
-        env = dict(os.environ, DATABASE_URL=self.db_url, MQTT_HOST="127.0.0.1", MQTT_PORT=str(self.broker.port),
+        env = dict(os.environ, DATABASE_URL=self.worker_db_url or self.db_url, MQTT_HOST="127.0.0.1", MQTT_PORT=str(self.broker.port),
                    MQTT_USERNAME="bridge", MQTT_PASSWORD=BRIDGE_PASSWORD, KEYDROP_BRIDGE_METRICS=str(self.metrics_path(i)),
                    KEYDROP_BRIDGE_WORKER=str(i), MQTT_CLIENT_ID="fleet-bridge",
                    KEYDROP_BRIDGE_EXPIRE_EVERY="3600", SECRET_KEY="bench", PYTHONUNBUFFERED="1")
         if self.state_rate:
             env["KEYDROP_BRIDGE_STATE_RATE"] = str(self.state_rate)
-        self.base.update(self.worker_counts(i))
+        env.update(self.worker_env)
+        gone = self.worker_counts(i)
+        gone.pop("held", None)  # a figure of that process, not a count
+        self.base.update(gone)
         self.metrics_path(i).unlink(missing_ok=True)
         flask = ROOT / ".venv" / "bin" / "flask"
         logf = open(self.tmp / f"bridge-{i}.log", "ab")

@@ -36,9 +36,10 @@ def takes(bridge, up: Uplink) -> bool:
     return up.t in ("hello", "ack") and HANDLERS[up.t].check(up.msg)
 
 
-def apply(bridge, ups: list[Uplink]) -> None:
-    """Apply the chunk's hellos and acks (in that order: a lock's ack follows its hello). Raises on failure,
-    with nothing of the chunk applied (the caller falls back to dispatch)."""
+def apply(bridge, ups: list[Uplink]) -> list[bool]:
+    """Apply the chunk's hellos and acks (in that order: a lock's ack follows its hello); returns which were
+    accepted (the others were replays). Raises on failure, with nothing of the chunk applied (the caller falls
+    back to dispatch)."""
     mark = bridge.pending_replies()
     try:
         if savepoints():
@@ -57,10 +58,11 @@ def apply(bridge, ups: list[Uplink]) -> None:
     for up, ok in zip(ups, accepted):
         if ok:
             bridge.seen(up.lock_id)
-            bridge.metrics.add("ok_" + up.t)
+            bridge.metrics.applied("ok_" + up.t)
         else:
             bridge.metrics.drop("replay", up.lock_id)
     bridge.acked.update(acked)
+    return accepted
 
 
 def _apply(bridge, ups: list[Uplink]) -> tuple[list[bool], dict[str, int]]:

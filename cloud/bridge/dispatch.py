@@ -174,9 +174,7 @@ def dispatch(bridge, up: Uplink) -> None:
 def _apply(bridge, up: Uplink, entry: Entry) -> None:
     if entry.counted:
         accept_counter(up.lock_id, up.n)
-    entry.handler(bridge, up)
-    bridge.seen(up.lock_id)
-    bridge.metrics.add("ok_" + up.t)
+    entry.handler(bridge, up)  # the caller counts it, once it is applied for good (inbound._dispatch_safely)
 
 
 def _lock(lock_id: str) -> Lock:
@@ -251,7 +249,7 @@ def on_log(bridge, up: Uplink) -> None:
         if not is_int(ev.get("code_id")):
             ev.pop("code_id", None)
         norm.append(ev)
-    bridge.metrics.add("events_new", domain.record_events(_lock(up.lock_id), norm))
+    bridge.metrics.applied("events_new", domain.record_events(_lock(up.lock_id), norm))
     bridge.reply(up.lock_id, {"v": V, "t": "logack", "seq": max(e["seq"] for e in norm)})
 
 

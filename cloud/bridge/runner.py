@@ -108,12 +108,17 @@ class Bridge:
         one executemany UPDATE a second instead of a write per message."""
         if not self._seen:
             return 0
-        rows = [{"lid": k, "at": v} for k, v in sorted(self._seen.items())]  # in id order, like the other writers
-        self._seen.clear()
+        seen, self._seen = self._seen, {}
+        rows = [{"lid": k, "at": v} for k, v in sorted(seen.items())]  # in id order, like the other writers
         t = Lock.__table__
-        db.session.execute(t.update().where(t.c.id == sa.bindparam("lid")).values(last_seen_at=sa.bindparam("at")),
-                           rows)
-        db.session.commit()
+        try:
+            db.session.execute(t.update().where(t.c.id == sa.bindparam("lid"))
+                               .values(last_seen_at=sa.bindparam("at")), rows)
+            db.session.commit()
+        except BaseException:
+            for k, v in seen.items():  # written at the next flush (a newer time heard meanwhile wins)
+                self._seen.setdefault(k, v)
+            raise
         return len(rows)
 
     # ------------------------------------------------------------ uplink
@@ -123,8 +128,25 @@ class Bridge:
         self._commit_and_ack([])
         return ok
 
-    def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
-        inbound.handle_batch(self, messages)
+    def handle_batch(self, messages: list[tuple[str, bytes]]) -> "inbound.Chunk":
+        """Apply and commit a chunk of uplinks; the Chunk says what is done and what the database did not take."""
+        return inbound.handle_batch(self, messages)
+
+    def apply_chunk(self, records: list) -> tuple[list, "inbound.Chunk"]:
+        """Apply a chunk of uplinks (mid, topic, payload, …) as one transaction, send the replies of what
+        committed, acknowledge what is done (applied and committed, or dropped); returns the records the database
+        did not take, in order, unacknowledged (the broker keeps them for this session), and the Chunk."""
+        chunk = inbound.handle_batch(self, [(r[1], r[2]) for r in records])
+        self.flush_replies()  # what is left answers committed work (a rollback dropped the others)
+        held = chunk.held()
+        if held:
+            keep = set(held)
+            mids = [r[0] for i, r in enumerate(records) if r[0] is not None and i not in keep]
+        else:
+            mids = [r[0] for r in records if r[0] is not None]
+        if mids:
+            self.session.ack(mids)
+        return [records[i] for i in held], chunk
 
     # ------------------------------------------------------------ start, run, stop
     def setup(self) -> None:
@@ -148,15 +170,16 @@ class Bridge:
         self.loop.stop()
 
     def _commit_and_ack(self, mids: list) -> None:
-        """Commit what the batch applied, then acknowledge it: a crash before the commit leaves the messages
-        unacknowledged with the broker (sent again); after it, a resent copy is a replay (dropped, counted)."""
+        """Commit what was applied, then acknowledge it: a crash before the commit leaves the messages
+        unacknowledged with the broker (sent again); after it, a resent copy is a replay (dropped, counted). A
+        failed commit acknowledges nothing (the main loop's chunks: apply_chunk)."""
         if self._commit():
             self.flush_replies()
+            if mids:
+                self.session.ack(mids)
         else:
             self._replies.clear()  # what they answer was rolled back
-        if mids:
-            self.session.ack(mids)
-            mids.clear()
+        mids.clear()
 
     def _safely(self, what: str, fn) -> None:
         try:

@@ -39,6 +39,10 @@ class Session:
         self.inbox: queue.Queue = queue.Queue(maxsize=inbox_size)
         self.connected = threading.Event()
         self.client = None
+        # a message's tag is (connection, packet id): a packet id is acknowledged only on the connection that
+        # delivered it (after a reconnect the broker may give the same id to another message; a persistent
+        # session sends the unacknowledged ones again, with their new tags)
+        self.generation = 0
 
     def _make_client(self):
         import paho.mqtt.client as mqtt
@@ -75,16 +79,19 @@ class Session:
         if reason_code.is_failure:
             log.warning("broker refused the bridge: %s", reason_code)
             return
+        self.generation += 1
         client.subscribe(self.topic, qos=1)
         self.connected.set()
         log.info("bridge connected to %s:%s as %s, subscribed to %s", self.host, self.port, self.client_id,
                  self.topic)
         self.inbox.put(("connected", None, None))
 
-    def ack(self, mids) -> None:
-        """Acknowledge applied uplinks (after their transaction committed)."""
-        for mid in mids:
-            self.client.ack(mid, 1)
+    def ack(self, tags) -> None:
+        """Acknowledge applied uplinks (after their transaction committed), by their tags from the inbox."""
+        gen = self.generation
+        for g, mid in tags:
+            if g == gen:
+                self.client.ack(mid, 1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
@@ -92,7 +99,7 @@ class Session:
 
     def _on_message(self, client, userdata, msg):
         try:
-            self.inbox.put_nowait((msg.mid if msg.qos else None, msg.topic, msg.payload))
+            self.inbox.put_nowait(((self.generation, msg.mid) if msg.qos else None, msg.topic, msg.payload))
         except queue.Full:
             # not acknowledged: the broker keeps it for this session and sends it again after a reconnect
             self.metrics.add("overload")

@@ -30,14 +30,20 @@ class Listener:
 
     def _run(self) -> None:
         import psycopg
+        failing = False  # logged once per outage, not once a second
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if failing:
+                        log.info("LISTEN %s: connected again", CHANNEL)
+                        failing = False
                     self.wake()
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0):
                             self.wake()
             except Exception as exc:
-                log.warning("LISTEN %s: %s; reconnecting", CHANNEL, exc)
+                if not failing:
+                    log.warning("LISTEN %s: %s; reconnecting every second", CHANNEL, exc)
+                failing = True
                 self._stop.wait(1.0)

@@ -469,3 +469,44 @@ def test_a_batched_uplink_is_applied_again_after_its_savepoint_failed(app, bridg
     db.session.expire_all()
     assert calls == [6, 6] and db.session.get(Lock, lid).acked_revision == rev
     assert bridge.counts["retried"] == 1 and not bridge.counts.get("error")
+
+
+def test_an_uplink_whose_work_keeps_failing_is_held_unacknowledged_and_applied_later(app, bridge, lock, monkeypatch):
+    """An access-log upload whose database work fails for a passing reason more often than the retries (two
+    workers racing on a constraint, here four IntegrityErrors in a row) is neither counted `error` nor
+    acknowledged (the broker still holds it): it is held, and applied once at its next try."""
+    import sqlalchemy as sa
+
+    from cloud.bridge import dispatch as D
+    from cloud.extensions import db
+    from cloud.models import LockEvent
+    lid, env, _ = lock
+    assert bridge.handle(*up(env, lid, hello(5)))
+    real = D.HANDLERS["log"]
+    calls = []
+
+    def flaky(b, u):
+        calls.append(u.n)
+        if len(calls) <= 4:
+            raise sa.exc.IntegrityError("INSERT lock_event", {}, Exception("duplicate key value"))
+        return real.handler(b, u)
+
+    monkeypatch.setitem(D.HANDLERS, "log", real._replace(handler=flaky))
+    bridge.session.generation = 1
+    evs = [{"seq": 1, "t": 1790000000, "kind": "boot", "boot": 4}]
+    loop = bridge.loop
+    loop._apply([((1, 17), *up(env, lid, {"v": 1, "t": "log", "n": 6, "ev": evs})),
+                 ((1, 18), *up(env, lid, {"v": 1, "t": "ack", "n": 7, "rev": 0}))])
+    assert calls == [6, 6, 6]
+    assert bridge.client.acked == [18]                          # the ack behind it went on, and only it
+    assert [r[0] for r in loop.held] == [(1, 17)] and bridge.counts["held"] == 1 and not bridge.counts["error"]
+    assert db.session.query(LockEvent).filter_by(lock_id=lid).count() == 0
+    assert not downs(bridge, lid, "logack")
+
+    loop._retry_at = 0.0                                        # its next try is due
+    loop._apply(loop._next(100))
+    assert calls == [6, 6, 6, 6, 6]
+    assert bridge.client.acked == [18, 17] and not loop.held and bridge.counts["held"] == 0
+    assert db.session.query(LockEvent).filter_by(lock_id=lid).count() == 1
+    assert [m["seq"] for m, _ in downs(bridge, lid, "logack")] == [1]  # answered once
+    assert bridge.counts["ok_log"] == 1 and not bridge.counts["error"] and not bridge.counts["replay"]
