@@ -66,6 +66,7 @@ class AioMqtt:
         self.pid = 0
         self.w = None
         self.closing = False
+        self.retained = False  # the retain flag of the message being delivered
 
     async def connect(self, host, port, will=None):
         r, w = await asyncio.open_connection(host, port)
@@ -136,7 +137,8 @@ class AioMqtt:
                     if op & 6:
                         self.w.write(b"\x40\x02" + data[off:off + 2])
                         off += 2
-                    self.on_message(topic, data[off:])
+                    self.retained = bool(op & 1)  # set by the broker only on a state sent because of a new
+                    self.on_message(topic, data[off:])  # subscription (a live one arrives with 0)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -239,6 +241,8 @@ class FleetLock:
             self.logacks[msg["seq"]] += 1
         elif t == "state":
             self.fleet.counts["states_in"] += 1
+            if not self.mqtt.retained:  # forwarded as the bridge published it: its arrival time ≈ the publication's
+                self.fleet.live_states.append(time.monotonic())
             rev = msg["rev"]
             if rev < self.rev:
                 self.fleet.counts["stale_state"] += 1
@@ -261,6 +265,7 @@ class Fleet:
         self.backoff_cap = backoff_cap
         self.locks: list[FleetLock] = []
         self.counts: Counter = Counter()
+        self.live_states: list[float] = []  # arrival times (monotonic) of the states not sent as retained
         self.stopping = False
 
     async def connect_all(self, wave: int = 100):
@@ -380,6 +385,16 @@ class Cloud:
             with self._admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self._private}" WITH (FORCE)'))
             self._admin.dispose()
+
+    def worker_sample(self, i: int) -> tuple[float, Counter] | None:
+        """(when the worker wrote its metrics file, wall clock; the counters in it), or None: a rate computed
+        from these pairs is exact even when the file was not rewritten for a while (a worker waiting for PUBACKs
+        writes nothing), which one computed at the times the file was read is not."""
+        try:
+            with open(self.metrics_path(i)) as f:  # the time and the counters of the same file
+                return os.fstat(f.fileno()).st_mtime, Counter(json.load(f))
+        except (OSError, ValueError):
+            return None
 
     def worker_counts(self, i: int) -> Counter:
         try:

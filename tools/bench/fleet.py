@@ -10,12 +10,16 @@ Phases, for each bridge count in KEYDROP_FLEET_BRIDGES (default "1,2"):
 3. a flood of KEYDROP_FLEET_FLOOD signed acks (default 30,000): verified messages per second;
 4. resync storm: the broker restarts (no persistence: retained states gone, every lock reconnects with jitter)
    while every lock's desired state changes: time until every lock holds its current state, and until every
-   lock's hello was answered (a hello not answered by then counts as lost).
+   lock's hello was answered (a hello not answered by then counts as lost); and each worker's peak rate of
+   states published over any 5 s, from its metrics file's counts paired with the times the file was written
+   (beside the rate the locks received them live, by arrival time): above the token bucket's rate + 2 bursts / 5 s
+   fails the run.
 
 Prints the figures and one JSON line per bridge count:
 {"bench":"fleet","locks":…,"bridges":…,"db":…,"codes":…,"lost":…,"p50_ms":…,"p99_ms":…,"msgs_per_s":…, …}
 KEYDROP_FLEET_N (default 1000), KEYDROP_FLEET_DATABASE_URL (a PostgreSQL server URL: each run creates and drops a
-private database on it; default a SQLite file).
+private database on it; default a SQLite file), KEYDROP_FLEET_STATE_RATE (the workers' state rate limit, default
+theirs: 1,000/s).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ if str(ROOT) not in sys.path:
 from tools.fleetsim import Cloud, Fleet, FleetLock, code_round, make_broker  # noqa: E402
 
 WAIT = 30.0  # seconds after the last code of a round before a code not on its lock counts as lost
+WINDOW = 5.0  # seconds over which the resync's peak rates are taken
 
 
 def _env_list(name, default):
@@ -76,42 +81,78 @@ async def resync(cloud: Cloud, fleet: Fleet, limit: float = 300.0) -> dict:
     until the cloud answered every lock's hello (a hello sent before a worker had subscribed again is gone: the
     broker has no subscriber and no persistence; the lock repeats it until answered, device/link.py)."""
     published0 = cloud.counts()["states_published"]
+    # each worker's states_published with the time its metrics file was written (not read: a worker waiting
+    # for PUBACKs or busy with its periodic jobs rewrites nothing, and a count paired with the time it was read
+    # made windows that started on such a stale count look faster than the worker published)
+    by_worker: dict[int, list] = {i: [] for i in cloud.workers}
+
+    def sample() -> None:
+        for i, ws in by_worker.items():
+            got = cloud.worker_sample(i)
+            if got is not None and (not ws or got[0] > ws[-1][0]):
+                ws.append((got[0], got[1]["states_published"]))
+
+    sample()
     cloud.broker.stop()
     n = await asyncio.get_running_loop().run_in_executor(None, cloud.bump_all)
     t0 = time.monotonic()
+    live0 = len(fleet.live_states)
     cloud.broker.start()
     desired = await asyncio.get_running_loop().run_in_executor(None, cloud.desired)
     deadline = t0 + limit
-    # peak rates over any 5 s: of the states the bridge published (what its rate limit is for; its counters
-    # reach the file within ~0.2 s) and of those the locks received (more: a lock connecting after a state was
-    # published gets it from the broker, retained, on subscribing, whenever that is)
-    peak = peak_in = 0.0
-    samples = [(t0, published0, fleet.counts["states_in"])]
+    # the locks' count of every state received, retained ones included (more than published: a lock connecting
+    # after a state was published gets it from the broker, retained, on subscribing, whenever that is)
+    peak_in = 0.0
+    samples = [(t0, fleet.counts["states_in"])]
     held_at = answered_at = None
-    while time.monotonic() < deadline and (held_at is None or answered_at is None):
+    # sampled for at least WINDOW + 1 s, so that a phase shorter than the window still has one
+    while time.monotonic() < deadline and (held_at is None or answered_at is None
+                                           or time.monotonic() - t0 < WINDOW + 1.0):
         await asyncio.sleep(0.5)
         now = time.monotonic()
-        samples.append((now, cloud.counts()["states_published"], fleet.counts["states_in"]))
-        old = [s for s in samples if now - s[0] >= 5.0]
+        samples.append((now, fleet.counts["states_in"]))
+        sample()
+        old = [s for s in samples if now - s[0] >= WINDOW]
         if old:
-            peak = max(peak, (samples[-1][1] - old[-1][1]) / (now - old[-1][0]))
-            peak_in = max(peak_in, (samples[-1][2] - old[-1][2]) / (now - old[-1][0]))
+            peak_in = max(peak_in, (samples[-1][1] - old[-1][1]) / (now - old[-1][0]))
         if held_at is None and fleet.holding(desired) >= n:
             held_at = now
         if answered_at is None and all(fl.hello_ok for fl in fleet.locks):
             answered_at = now
+    peaks = {i: _peak(ws, WINDOW) for i, ws in by_worker.items()}
+    # a cross-check from the other end: the states the locks received live (not retained, i.e. forwarded as
+    # published), by their arrival time, all workers together
+    live = fleet.live_states[live0:]
+    j = peak_live = 0
+    for k, t in enumerate(live):
+        while t - live[j] > WINDOW:
+            j += 1
+        peak_live = max(peak_live, k - j + 1)
     synced = fleet.holding(desired)
     unanswered = sum(1 for fl in fleet.locks if not fl.hello_ok)
     return {"locks": n, "synced": synced, "hello_unanswered": unanswered, "lost": (n - synced) + unanswered,
             "seconds": (held_at or time.monotonic()) - t0,
             "hellos_answered_s": (answered_at or time.monotonic()) - t0,
-            "states_published": cloud.counts()["states_published"] - published0, "peak_states_per_s": peak,
-            "peak_states_in_per_s": peak_in}
+            "states_published": cloud.counts()["states_published"] - published0,
+            "peak_states_per_s": max(peaks.values(), default=0.0), "peak_by_worker": peaks,
+            "peak_live_states_in_per_s": peak_live / WINDOW, "peak_states_in_per_s": peak_in}
+
+
+def _peak(samples: list, window: float) -> float:
+    """The highest average rate over a span of at least `window` s between two (time, count) samples."""
+    best, j = 0.0, 0
+    for t, c in samples:
+        while j + 1 < len(samples) and t - samples[j + 1][0] >= window:
+            j += 1
+        if t - samples[j][0] >= window:
+            best = max(best, (c - samples[j][1]) / (t - samples[j][0]))
+    return best
 
 
 async def run_config(n: int, bridges: int, db_url: str | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="keydrop-fleet-"))
-    cloud = Cloud(tmp, db_url)
+    rate = os.environ.get("KEYDROP_FLEET_STATE_RATE")
+    cloud = Cloud(tmp, db_url, state_rate=float(rate) if rate else None)
     broker = fleet = None
     try:
         t0 = time.monotonic()
@@ -164,12 +205,19 @@ async def run_config(n: int, bridges: int, db_url: str | None) -> dict:
               f"({f['msgs_per_s'] / bridges:.0f} per worker); drops {f['drops'] or 'none'}", flush=True)
 
         rs = await resync(cloud, fleet)
+        rate = cloud.state_rate or 1000.0
+        # the token bucket allows rate × T + its burst in any T s, and a worker counts a batch once the broker
+        # acknowledged it (a batch sent before the window may count in it): at most rate + 2 bursts / WINDOW
+        bound = rate + 2 * 200 / WINDOW
+        over = {i: round(v) for i, v in rs["peak_by_worker"].items() if v > bound}
         print(f"  resync after a broker restart with every state changed: {rs['synced']}/{rs['locks']} locks hold "
-              f"their current state after {rs['seconds']:.1f} s ({rs['states_published']} states published, "
-              f"at most {rs['peak_states_per_s']:.0f}/s over 5 s, limit {cloud.state_rate or 1000:.0f}/s per worker; the "
-              f"locks received at most {rs['peak_states_in_per_s']:.0f}/s, retained ones included); every "
-              f"hello answered after {rs['hellos_answered_s']:.1f} s ({rs['hello_unanswered']} not answered, "
-              f"{fleet.counts['sent_hello_repeat']} hellos repeated by the locks)", flush=True)
+              f"their current state after {rs['seconds']:.1f} s ({rs['states_published']} states published; "
+              f"per worker at most {', '.join(f'{v:.0f}' for v in rs['peak_by_worker'].values())}/s over "
+              f"{WINDOW:.0f} s, limit {rate:.0f}/s per worker + a burst of 200; the locks received live at most "
+              f"{rs['peak_live_states_in_per_s']:.0f}/s from all workers, {rs['peak_states_in_per_s']:.0f}/s with the "
+              f"retained ones); every hello answered after {rs['hellos_answered_s']:.1f} s "
+              f"({rs['hello_unanswered']} not answered, {fleet.counts['sent_hello_repeat']} hellos repeated by "
+              f"the locks)" + (f"; OVER THE RATE LIMIT: {over}" if over else ""), flush=True)
         unsent = sum(v for k, v in fleet.counts.items() if k.startswith("unsent_"))
         lost = (n - synced) + sum(r["lost"] for r in rounds.values()) + f["lost"] + rs["lost"]
         first = next(iter(rounds.values()), {})
@@ -182,6 +230,8 @@ async def run_config(n: int, bridges: int, db_url: str | None) -> dict:
                "p99_ms_by_rate": {str(int(k)): round(v["p99_ms"], 1) for k, v in rounds.items()},
                "resync_s": round(rs["seconds"], 1), "resync_hellos_answered_s": round(rs["hellos_answered_s"], 1),
                "resync_hello_unanswered": rs["hello_unanswered"], "resync_peak_states_per_s": round(rs["peak_states_per_s"]),
+               "resync_peak_live_states_in_per_s": round(rs["peak_live_states_in_per_s"]),
+               "resync_over_rate_limit": over,
                "resync_peak_states_in_per_s": round(rs["peak_states_in_per_s"]),
                "unsent": unsent,
                "lock_disconnects": fleet.counts["disconnects"], "load_1min": round(load, 2)}
@@ -211,6 +261,9 @@ def main() -> int:
         out = asyncio.run(run_config(n, int(b), db_url))
         if out["lost"]:
             print(f"fleet: FAILED: {out['lost']} lost")
+            failed = 1
+        if out["resync_over_rate_limit"]:
+            print(f"fleet: FAILED: workers published faster than their rate limit: {out['resync_over_rate_limit']}")
             failed = 1
     return failed
 
