@@ -19,6 +19,8 @@ import time
 
 import pytest
 
+from tests.waiting import until
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("mosquitto") and not os.path.exists("/usr/sbin/mosquitto"),
                                  reason="mosquitto is not installed")]
@@ -103,14 +105,6 @@ class TcpProxy:
                     pass
 
 
-async def _until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def _run_outage(tmp_path, server_url, *, cut, restore, kill: bool, worker_db_url=None, worker_env=None,
                 outage_s: float = 4.0):
     """Sync N locks, send BEFORE logs each and wait for them, cut the database, send DURING more each, wait
@@ -132,13 +126,13 @@ def _run_outage(tmp_path, server_url, *, cut, restore, kill: bool, worker_db_url
         await asyncio.get_running_loop().run_in_executor(None, cloud.wait_connected, 0)
         await fleet.connect_all()
         desired = cloud.desired()
-        await _until(lambda: fleet.synced(desired) == N, 60, "every lock online with its state")
+        await until(lambda: fleet.synced(desired) == N, 60, "every lock online with its state")
         sent = 0
         for seq in range(1, BEFORE + 1):
             for fl in fleet.locks:
                 assert fl.send_log(seq)
                 sent += 1
-        await _until(lambda: cloud.events() >= sent, 60, f"the first {sent} events stored")
+        await until(lambda: cloud.events() >= sent, 60, f"the first {sent} events stored")
 
         cut()
         t_cut = time.monotonic()
@@ -159,8 +153,8 @@ def _run_outage(tmp_path, server_url, *, cut, restore, kill: bool, worker_db_url
         if kill:
             cloud.start_worker(0)
         try:
-            await _until(lambda: cloud.events() >= sent, 60, f"{sent} events stored")
-            await _until(lambda: cloud.worker_counts(0).get("held", 0) == 0, 30, "nothing held any more")
+            await until(lambda: cloud.events() >= sent, 60, f"{sent} events stored")
+            await until(lambda: cloud.worker_counts(0).get("held", 0) == 0, 30, "nothing held any more")
         except AssertionError:
             pass  # counted below
         await asyncio.sleep(1.5)  # late logacks
@@ -205,36 +199,38 @@ def pg_server():
     return url
 
 
-def _through(proxy: TcpProxy):
-    import sqlalchemy as sa
-    return lambda cloud: sa.engine.make_url(cloud.db_url).set(host="127.0.0.1", port=proxy.port).render_as_string(
-        hide_password=False)
-
-
-def test_postgresql_cut_mid_flood_loses_nothing_and_applies_nothing_twice(tmp_path, pg_server):
+@pytest.fixture
+def pg_proxy(pg_server):
+    """A TCP proxy in front of the test PostgreSQL, for the bridge worker only (the test's own checks go
+    straight to the server)."""
     import sqlalchemy as sa
     u = sa.engine.make_url(pg_server)
     proxy = TcpProxy(u.host or "127.0.0.1", u.port or 5432)
-    try:
-        out = _run_outage(tmp_path, pg_server, cut=proxy.cut, restore=proxy.restore, kill=False,
-                          worker_db_url=_through(proxy))
-    finally:
-        proxy.close()
+    yield proxy
+    proxy.close()
+
+
+def _cut_outage(tmp_path, pg_server, proxy: TcpProxy, *, kill: bool) -> dict:
+    import sqlalchemy as sa
+
+    def through(cloud):
+        return sa.engine.make_url(cloud.db_url).set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
+    return _run_outage(tmp_path, pg_server, cut=proxy.cut, restore=proxy.restore, kill=kill,
+                       worker_db_url=through)
+
+
+def test_postgresql_cut_mid_flood_loses_nothing_and_applies_nothing_twice(tmp_path, pg_server, pg_proxy):
+    out = _cut_outage(tmp_path, pg_server, pg_proxy, kill=False)
     c = out["counts"]
     # one process throughout: every upload accepted once, answered once, nothing a replay
     assert c["ok_log"] == out["sent"] and c["replay"] == 0, dict(c)
     assert out["answered"] == out["sent"]
 
 
-def test_postgresql_cut_and_the_bridge_killed_while_holding_still_applies_everything_once(tmp_path, pg_server):
-    import sqlalchemy as sa
-    u = sa.engine.make_url(pg_server)
-    proxy = TcpProxy(u.host or "127.0.0.1", u.port or 5432)
-    try:
-        out = _run_outage(tmp_path, pg_server, cut=proxy.cut, restore=proxy.restore, kill=True,
-                          worker_db_url=_through(proxy))
-    finally:
-        proxy.close()
+def test_postgresql_cut_and_the_bridge_killed_while_holding_still_applies_everything_once(tmp_path, pg_server,
+                                                                                          pg_proxy):
+    out = _cut_outage(tmp_path, pg_server, pg_proxy, kill=True)
     assert out["held_at_kill"] > 0
     # the held ones were never applied: the restarted worker applies and answers them (a message committed but
     # not yet acknowledged when killed would come back as a counted replay, unanswered: the lock resends it)

@@ -408,6 +408,23 @@ def test_bridge_settings_read_yes_and_no_like_every_other_setting(app, monkeypat
             assert from_config(app).session.topic == topic, value
 
 
+def _failing(monkeypatch, kind: str, times: int, error):
+    """Make uplink type `kind`'s handler raise error() on its first `times` calls, then work; returns the
+    list of the uplink counters it was called with."""
+    from cloud.bridge import dispatch as D
+    real = D.HANDLERS[kind]
+    calls = []
+
+    def flaky(b, u):
+        calls.append(u.n)
+        if len(calls) <= times:
+            raise error()
+        return real.handler(b, u)
+
+    monkeypatch.setitem(D.HANDLERS, kind, real._replace(handler=flaky))
+    return calls
+
+
 @pytest.mark.parametrize("passing", ["OperationalError", "IntegrityError"])
 def test_an_uplink_whose_database_work_fails_for_a_passing_reason_is_applied_again(app, bridge, lock, monkeypatch,
                                                                                   passing):
@@ -416,21 +433,12 @@ def test_an_uplink_whose_database_work_fails_for_a_passing_reason_is_applied_aga
     counter, instead of being counted as an error and lost (the broker already has its PUBACK)."""
     import sqlalchemy as sa
 
-    from cloud.bridge import dispatch as D
     from cloud.extensions import db
     from cloud.models import LockEvent
     lid, env, _ = lock
     assert bridge.handle(*up(env, lid, hello(5)))
-    real = D.HANDLERS["log"]
-    calls = []
-
-    def flaky(b, u):
-        calls.append(u.n)
-        if len(calls) == 1:
-            raise getattr(sa.exc, passing)("UPDATE lock_event", {}, Exception("deadlock detected"))
-        return real.handler(b, u)
-
-    monkeypatch.setitem(D.HANDLERS, "log", real._replace(handler=flaky))
+    calls = _failing(monkeypatch, "log", 1, lambda: getattr(sa.exc, passing)(
+        "UPDATE lock_event", {}, Exception("deadlock detected")))
     evs = [{"seq": 1, "t": 1790000000, "kind": "boot", "boot": 4}]
     assert bridge.handle(*up(env, lid, {"v": 1, "t": "log", "n": 6, "ev": evs}))
     db.session.commit()
@@ -447,23 +455,14 @@ def test_a_batched_uplink_is_applied_again_after_its_savepoint_failed(app, bridg
     """The same for an ack, which runs in the batch's transaction (a savepoint on PostgreSQL)."""
     import sqlalchemy as sa
 
-    from cloud.bridge import dispatch as D
     from cloud.extensions import db
     from cloud.models import Lock
     lid, env, _ = lock
     assert bridge.handle(*up(env, lid, hello(5)))
     assert bridge.publish_due() == 1
     rev = db.session.get(Lock, lid).desired_revision
-    real = D.HANDLERS["ack"]
-    calls = []
-
-    def flaky(b, u):
-        calls.append(u.n)
-        if len(calls) == 1:
-            raise sa.exc.OperationalError("UPDATE code", {}, Exception("deadlock detected"))
-        return real.handler(b, u)
-
-    monkeypatch.setitem(D.HANDLERS, "ack", real._replace(handler=flaky))
+    calls = _failing(monkeypatch, "ack", 1, lambda: sa.exc.OperationalError(
+        "UPDATE code", {}, Exception("deadlock detected")))
     assert bridge.handle(*up(env, lid, {"v": 1, "t": "ack", "n": 6, "rev": rev}))
     db.session.commit()
     db.session.expire_all()
@@ -477,21 +476,12 @@ def test_an_uplink_whose_work_keeps_failing_is_held_unacknowledged_and_applied_l
     acknowledged (the broker still holds it): it is held, and applied once at its next try."""
     import sqlalchemy as sa
 
-    from cloud.bridge import dispatch as D
     from cloud.extensions import db
     from cloud.models import LockEvent
     lid, env, _ = lock
     assert bridge.handle(*up(env, lid, hello(5)))
-    real = D.HANDLERS["log"]
-    calls = []
-
-    def flaky(b, u):
-        calls.append(u.n)
-        if len(calls) <= 4:
-            raise sa.exc.IntegrityError("INSERT lock_event", {}, Exception("duplicate key value"))
-        return real.handler(b, u)
-
-    monkeypatch.setitem(D.HANDLERS, "log", real._replace(handler=flaky))
+    calls = _failing(monkeypatch, "log", 4, lambda: sa.exc.IntegrityError(
+        "INSERT lock_event", {}, Exception("duplicate key value")))
     bridge.session.generation = 1
     evs = [{"seq": 1, "t": 1790000000, "kind": "boot", "boot": 4}]
     loop = bridge.loop

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 
 import pytest
+
+from tests.waiting import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("mosquitto") and not shutil.os.path.exists("/usr/sbin/mosquitto"),
@@ -16,14 +17,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow,
 
 N = 200
 LOGS_PER_LOCK = 5
-
-
-async def _until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def test_two_workers_lose_nothing_and_apply_nothing_twice_through_a_kill(tmp_path):
@@ -49,7 +42,7 @@ def test_two_workers_lose_nothing_and_apply_nothing_twice_through_a_kill(tmp_pat
             cloud.wait_connected(i)
         await fleet.connect_all()
         desired = cloud.desired()
-        await _until(lambda: fleet.synced(desired) == N, 120, "every lock online with its state")
+        await until(lambda: fleet.synced(desired) == N, 120, "every lock online with its state")
 
         r = await code_round(cloud, fleet, [fl.id for fl in fleet.locks[:100]], 50.0, 30.0)
         assert r["codes"] == 100 and r["lost"] == 0, r
@@ -62,11 +55,11 @@ def test_two_workers_lose_nothing_and_apply_nothing_twice_through_a_kill(tmp_pat
                 sent += 1
             await asyncio.sleep(0)
             if seq == 2:
-                await _until(lambda: cloud.events() > 0, 60, "the first events stored")
+                await until(lambda: cloud.events() > 0, 60, "the first events stored")
                 cloud.kill_worker(0)
                 await asyncio.sleep(1.0)
                 cloud.start_worker(0)
-        await _until(lambda: cloud.events() >= sent, 120, f"{sent} events stored")
+        await until(lambda: cloud.events() >= sent, 120, f"{sent} events stored")
         await asyncio.sleep(1.0)  # let late logacks arrive
         assert cloud.events() == sent                                    # none lost, none stored twice
         twice = {(fl.id, seq): k for fl in fleet.locks for seq, k in fl.logacks.items() if k > 1}
