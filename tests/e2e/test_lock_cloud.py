@@ -571,6 +571,27 @@ for ca in ({str(other / 'ca.crt')!r}, {stack.ca!r}):
     assert lines[1] == "refused MQTTException"      # right CA: TLS passes, then the broker refuses the login
 
 
+def settled_status(stack, lock) -> dict:
+    """The lock's status once its link is idle: the cloud holds its access log up to the last record, and two
+    readings a second apart agree. Right after an opening (or a reboot) the log's upload and the replies to the
+    hello are still in flight, and a QoS 1 message is held until its PUBACK: up to 2.7 KB seen in one reading
+    that the next reading no longer had (that is traffic, not what the lock keeps)."""
+    def status() -> dict:
+        m = lock.mark()
+        lock.cmd("!status")
+        return lock.wait(lambda e: e.get("event") == "status", 10, m, "status")
+    last = status()["last_seq"]
+    wait_until(lambda: any(seq >= last for seq, _, _ in events_of(stack, lock.lock_id)), 30, "the log uploaded")
+    prev = status()
+    for _ in range(10):
+        time.sleep(1.0)
+        cur = status()
+        if abs(cur["heap_free"] - prev["heap_free"]) <= 64:
+            return cur
+        prev = cur
+    raise AssertionError(f"lock {lock.lock_id}: heap still moving after 10 readings ({prev['heap_free']})")
+
+
 def test_a_full_lock_of_200_codes_over_the_air(stack):
     """Lock B (firmware at the default 128k heap cap, TLS) receives a 200-code desired state (~15 KB)."""
     from cloud import domain
@@ -596,8 +617,7 @@ def test_a_full_lock_of_200_codes_over_the_air(stack):
     assert ev["codeset"] >= 201
     assert lock_b.enter(codes[-1])[0] == "open"
     assert lock_b.enter(codes[0])[0] == "open"
-    lock_b.cmd("!status")
-    st = lock_b.wait(lambda e: e.get("event") == "status", 10, 0, "status")
+    st = settled_status(stack, lock_b)
     print("lock B with 200 codes: heap used", st["heap_used"], "free", st["heap_free"])
     # a reboot with the full set on flash: the records loaded at boot move into the link's home for them, so
     # the lock has as much heap as before (the file's 8.8 KB buffer used to stay held until a new revision)
@@ -607,7 +627,9 @@ def test_a_full_lock_of_200_codes_over_the_air(stack):
     lock_b.link_event("state", "connected", since=m, timeout=90)
     lock_b.wait(lambda e: e.get("event") == "link" and e.get("ok") and "time" in e, 30, m, "B's trusted time")
     assert lock_b.enter(codes[1])[0] == "open"
-    lock_b.cmd("!status")
-    again = lock_b.wait(lambda e: e.get("event") == "status", 10, m, "status after the reboot")
+    again = settled_status(stack, lock_b)
     print("lock B after a reboot with 200 codes: heap free", again["heap_free"])
-    assert again["codes"] == 200 and again["heap_free"] >= st["heap_free"] - 2048, (st["heap_free"], again["heap_free"])
+    # the regression this guards against held 8.8 KB; a settled reading after a reboot has been seen up to 1.9 KB
+    # under the one before it (12,480 -> 10,624: the collector scans the C stack conservatively, and a stale word
+    # there can keep a buffer of the boot alive), so 4 KB of slack
+    assert again["codes"] == 200 and again["heap_free"] >= st["heap_free"] - 4096, (st["heap_free"], again["heap_free"])
