@@ -19,21 +19,20 @@ CAPACITY = const(128)
 SEGMENT = "log%d.bin"  # % 0 or 1
 _NOT = 0xFFFFFFFF
 
-BOOT = const(1)             # detail: boot count (low 24 bits) | index in REASONS << 24 (why the board started)
-OPENED = const(2)           # detail: code id
-OPENED_BACKUP = const(3)
-REFUSED = const(4)          # detail: reason (REASONS)
-LOCKOUT = const(5)          # detail: seconds
-ROTATION_DUE = const(6)
-CODESET = const(7)          # detail: revision installed
-CODESET_REFUSED = const(8)  # detail: revision refused
-TIME_SET = const(9)         # detail: index in SOURCES
-TIME_REFUSED = const(10)    # detail: as TIME_SET
-BACKUP_FIRST_USE = const(11)
-BACKUP_INSTALLED = const(12)
-CRASH = const(13)
-# 14: worker_stuck (main.py), the link's worker stopped showing signs of life: the watchdog resets the board
-
+# Record kinds: the index of their name in KINDS. A module that records one names it as a private constant
+# (`_KIND_OPENED = const(2)`; private consts cost no heap, a public one a name each on the lock), and
+# device_tests/test_log_kinds.py checks every such constant against this table. Details: boot: boot count
+# (low 24 bits) | index in REASONS << 24 (why the board started); opened: code id; refused: reason (REASONS);
+# lockout: seconds; codeset / codeset_refused: the revision; time_set / time_refused: index in SOURCES;
+# worker_stuck (main.py): the link's worker stopped showing signs of life, the watchdog resets the board.
+_KIND_BOOT = const(1)
+_KIND_OPENED = const(2)
+_KIND_REFUSED = const(4)
+_KIND_LOCKOUT = const(5)
+_KIND_CODESET = const(7)
+_KIND_CODESET_REFUSED = const(8)
+_KIND_TIME_SET = const(9)
+_KIND_TIME_REFUSED = const(10)
 KINDS = ("", "boot", "opened", "opened_backup", "refused", "lockout", "rotation_due", "codeset",
          "codeset_refused", "time_set", "time_refused", "backup_first_use", "backup_installed", "crash",
          "worker_stuck")
@@ -123,17 +122,17 @@ def as_dict(rec) -> dict:
     seq, t, kind, detail = rec
     name = KINDS[kind] if kind < len(KINDS) else str(kind)
     d = {"seq": seq, "t": t, "kind": name}
-    if kind == OPENED:
+    if kind == _KIND_OPENED:
         d["code_id"] = detail
-    elif kind == REFUSED:
+    elif kind == _KIND_REFUSED:
         d["reason"] = REASONS[detail] if detail < len(REASONS) else str(detail)
-    elif kind == LOCKOUT:
+    elif kind == _KIND_LOCKOUT:
         d["seconds"] = detail
-    elif kind in (CODESET, CODESET_REFUSED):
+    elif kind in (_KIND_CODESET, _KIND_CODESET_REFUSED):
         d["revision"] = detail
-    elif kind in (TIME_SET, TIME_REFUSED):
+    elif kind in (_KIND_TIME_SET, _KIND_TIME_REFUSED):
         d["source"] = SOURCES[detail] if detail < len(SOURCES) else "other"
-    elif kind == BOOT:
+    elif kind == _KIND_BOOT:
         d["boot"] = detail & 0xFFFFFF
         c = detail >> 24
         if 4 < c < len(REASONS):

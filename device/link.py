@@ -13,7 +13,6 @@ from time import ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-import accesslog
 import protocol as P
 import store
 from backoff import ceiling, jitter
@@ -30,6 +29,8 @@ _HELLO_FIRST_MS = const(30000)   # an unanswered hello is said again: full jitte
 _HELLO_MAX_MS = const(600000)    # … to 10 minutes (a storm of repeats stays bounded)
 _HELLO_MIN_MS = const(10000)     # never sooner (a busy cloud works through a storm: repeats would add to it)
 _REFUSED_LOG_MS = const(600000)  # one codeset_refused record per reason per 10 minutes; the counters carry the rest
+# access-log record kinds (accesslog.KINDS)
+_KIND_CODESET_REFUSED = const(8)
 
 
 class Link:
@@ -194,7 +195,7 @@ class Link:
         # a negative difference: the ticks wrapped since (2**29 ms), so that record is long past too
         if last is None or not 0 <= ticks_diff(now, last) < _REFUSED_LOG_MS:
             self._refused_at[msg.reason] = now
-            self.lock.record(accesslog.CODESET_REFUSED)
+            self.lock.record(_KIND_CODESET_REFUSED)
         self._emit({"refused": msg.reason})
 
     # ---------------------------------------------------------------- what the lock sends by itself

@@ -28,6 +28,18 @@ if False:  # for the type checker only
 CODES_FILE = "codes.bin"
 
 _CHECK_MS = const(1000)
+# access-log record kinds (accesslog.KINDS)
+_KIND_OPENED = const(2)
+_KIND_OPENED_BACKUP = const(3)
+_KIND_REFUSED = const(4)
+_KIND_LOCKOUT = const(5)
+_KIND_ROTATION_DUE = const(6)
+_KIND_CODESET = const(7)
+_KIND_CODESET_REFUSED = const(8)
+_KIND_TIME_SET = const(9)
+_KIND_TIME_REFUSED = const(10)
+_KIND_BACKUP_FIRST_USE = const(11)
+_KIND_BACKUP_INSTALLED = const(12)
 _WRONG_LENGTH = const(4)  # the refusal reasons after codes.UNKNOWN, OUTSIDE, NO_TIME (accesslog.REASONS)
 _STAR = const(42)
 _HASH = const(35)
@@ -116,7 +128,7 @@ class Lock:
         was = b.due
         if b.poll(now, self.clock.now(now)):
             if b.due and not was:
-                self.record(al.ROTATION_DUE, 0, now)
+                self.record(_KIND_ROTATION_DUE, 0, now)
             lockstate.save(self)
 
     def busy(self) -> bool:
@@ -155,16 +167,16 @@ class Lock:
         if self.codes.is_backup(d):
             self.relay.open(now, self.relay_ms)
             self._accept(now)
-            self.record(al.OPENED_BACKUP, 0, now)
+            self.record(_KIND_OPENED_BACKUP, 0, now)
             if self.backup.use(now, self.clock.now(now)):
-                self.record(al.BACKUP_FIRST_USE, 0, now)
+                self.record(_KIND_BACKUP_FIRST_USE, 0, now)
                 lockstate.save(self)
             return
         res, cid = self.codes.lookup(d, self.clock.now(now))
         if res == OPEN:
             self.relay.open(now, self.relay_ms)
             self._accept(now)
-            self.record(al.OPENED, cid, now)
+            self.record(_KIND_OPENED, cid, now)
         else:
             self._refuse(now, res)  # UNKNOWN, OUTSIDE or NO_TIME: the lookup's result is the reason
 
@@ -181,11 +193,11 @@ class Lock:
         so the keypad tells a guesser nothing about which codes exist (docs/security.md, guessing budget)."""
         secs = self.lockout.failure(now)
         self._feedback("locked_out" if secs else "refused", now)
-        self.record(al.REFUSED, reason, now)
+        self.record(_KIND_REFUSED, reason, now)
         if secs:
             self.lock_t = self.clock.now(now)
             self._was_locked = True
-            self.record(al.LOCKOUT, secs, now)
+            self.record(_KIND_LOCKOUT, secs, now)
         lockstate.save(self)
 
     def _feedback(self, kind: str, now: int) -> None:
@@ -210,12 +222,12 @@ class Lock:
         was = self.clock.now(now)
         src = al.SOURCES.index(source) if source in al.SOURCES else 0
         if not self.clock.set(epoch, now, source):
-            self.record(al.TIME_REFUSED, src, now)
+            self.record(_KIND_TIME_REFUSED, src, now)
             return False
         if self.rtc is not None and source != "rtc":
             self.rtc.write(int(epoch))
         if was is None or abs(int(epoch) - was) > 60:
-            self.record(al.TIME_SET, src, now)
+            self.record(_KIND_TIME_SET, src, now)
             if not self._booting:
                 lockstate.save(self)
         return True
@@ -223,7 +235,7 @@ class Lock:
     def install_codeset(self, revision: int, codes, backup_digest=None, count=None) -> bool:
         now = self.ticks_ms()
         if revision <= self.codes.revision:
-            self.record(al.CODESET_REFUSED, revision, now)
+            self.record(_KIND_CODESET_REFUSED, revision, now)
             return False
         old = self.codes.backup
         new_backup = backup_digest if backup_digest is not None else old
@@ -231,7 +243,7 @@ class Lock:
             gc.collect()
             cs = CodeSet.build(revision, codes, new_backup, count)
         except (ValueError, TypeError):
-            self.record(al.CODESET_REFUSED, revision, now)
+            self.record(_KIND_CODESET_REFUSED, revision, now)
             return False
         store.save(CODES_FILE, *cs.parts())
         home = getattr(codes, "home", None)
@@ -239,10 +251,10 @@ class Lock:
             cs.move_to(home)
         self.codes = cs
         gc.collect()
-        self.record(al.CODESET, revision, now)
+        self.record(_KIND_CODESET, revision, now)
         if backup_digest is not None and (old is None or not equal(old, backup_digest)):
             self.backup.reset(self.backup_tag())
-            self.record(al.BACKUP_INSTALLED, 0, now)
+            self.record(_KIND_BACKUP_INSTALLED, 0, now)
             lockstate.save(self)
         return True
 

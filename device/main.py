@@ -9,7 +9,8 @@ import board
 
 _WATCHDOG_S = const(8)  # far longer than any main-loop pass (the longest: installing a code set, a few KB of flash)
 _WORKER_S = const(300)
-_WORKER_STUCK = const(14)  # accesslog.KINDS: "worker_stuck" (a private name here costs no heap)
+_KIND_CRASH = const(13)
+_KIND_WORKER_STUCK = const(14)  # access-log record kinds (accesslog.KINDS; private: no name on the heap)
 
 
 def drivers(b, cfg):
@@ -76,7 +77,6 @@ def main() -> None:
         if not cfg["provisioned"]:
             _portal(b, cfg, window)
             raise RuntimeError("not provisioned")
-        import accesslog
         from lock import Lock
 
         lock = Lock(b, cfg, *drivers(b, cfg))
@@ -98,7 +98,7 @@ def main() -> None:
             if svc is not None and svc.worker_stuck(bound):
                 if wdt is not None:  # stuck: logged once, then no more feeding, the watchdog resets the board
                     wdt = None
-                    lock.record(_WORKER_STUCK)
+                    lock.record(_KIND_WORKER_STUCK)
             elif wdt is not None:
                 wdt.feed()
             b.idle()
@@ -107,7 +107,7 @@ def main() -> None:
         sys.print_exception(e, sys.stderr)  # type: ignore
         if lock is not None:
             try:
-                lock.record(accesslog.CRASH)
+                lock.record(_KIND_CRASH)
             except Exception:
                 pass
         b.crashed(e)

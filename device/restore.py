@@ -4,7 +4,11 @@ Lock.__init__ uses it, and drops it from memory afterwards: the heap keeps only 
 
 import json
 
+from micropython import const
+
 import store
+
+_KIND_BOOT = const(1)  # accesslog.KINDS
 
 
 def boot(lock, board, cfg: dict, now: int) -> None:
@@ -29,7 +33,7 @@ def boot(lock, board, cfg: dict, now: int) -> None:
     lock.rtc = rtc(board)  # trusted time from the battery RTC, when one is fitted
     lock.reset_cause = board.reset_cause  # why the board started (hello health, the boot record)
     c = al.REASONS.index(lock.reset_cause) if lock.reset_cause in al.REASONS[5:] else 0
-    lock.record(al.BOOT, (lock.boot_count & 0xFFFFFF) | c << 24, now)
+    lock.record(_KIND_BOOT, (lock.boot_count & 0xFFFFFF) | c << 24, now)
     if lock.rtc is not None:
         t = lock.rtc.read()
         if t is not None:

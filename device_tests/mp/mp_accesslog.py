@@ -11,6 +11,9 @@ import restore
 import store
 from powercut import Cutter, PowerCut
 
+# record kinds by name (the firmware's modules keep them as private constants)
+BOOT, OPENED, REFUSED, CRASH = (al.KINDS.index(k) for k in ("boot", "opened", "refused", "crash"))
+
 
 def _boot():
     log = al.AccessLog()
@@ -27,11 +30,11 @@ def test_an_event_is_one_small_append():
     log = _boot()
     w0 = store.writes
     for i in range(30):
-        log.append(1767225600 + i, al.OPENED, i)
+        log.append(1767225600 + i, OPENED, i)
     assert store.writes - w0 == 30 and os.stat("log0.bin")[6] == 30 * al.REC
     log = _boot()
     got = log.since(0, 100)
-    assert [r[3] for r in got] == list(range(30)) and got[0][1] == 1767225600 and got[0][2] == al.OPENED
+    assert [r[3] for r in got] == list(range(30)) and got[0][1] == 1767225600 and got[0][2] == OPENED
 
 
 def test_a_power_cut_at_any_point_of_an_append_keeps_every_older_record():
@@ -42,13 +45,13 @@ def test_a_power_cut_at_any_point_of_an_append_keeps_every_older_record():
             mputil.fresh_dir()
             log = _boot()
             for i in range(before):
-                log.append(None, al.BOOT, i)
+                log.append(None, BOOT, i)
             held = _seqs(log)
             cut = Cutter(n)
             powercut.install(cut, (store,))
             done = False
             try:
-                log.append(None, al.CRASH, 0)
+                log.append(None, CRASH, 0)
                 done = True
             except PowerCut:
                 pass
@@ -58,7 +61,7 @@ def test_a_power_cut_at_any_point_of_an_append_keeps_every_older_record():
             got = _seqs(log)
             new = (held + [before + 1])[-al.CAPACITY:]  # the newest CAPACITY are held
             assert (got == new) if done else (got in (held, new)), (before, n, got[:3], got[-3:])
-            nxt = log.append(None, al.OPENED, 7)  # appends stay aligned after a cut
+            nxt = log.append(None, OPENED, 7)  # appends stay aligned after a cut
             assert nxt > max(got) and _seqs(_boot())[-1] == nxt, (before, n)
             if done:
                 break
@@ -69,7 +72,7 @@ def test_the_newest_capacity_records_are_held_and_seqs_survive_reboots():
     mputil.fresh_dir()
     log = _boot()
     for i in range(3 * al.CAPACITY + 5):
-        log.append(None, al.REFUSED, 1)
+        log.append(None, REFUSED, 1)
         if i % 50 == 0:
             log = _boot()
     log = _boot()
@@ -90,7 +93,7 @@ def test_the_ring_file_of_earlier_firmware_is_migrated():
         o = (seq % cap) * 16
         put32(ring, o, seq)
         put32(ring, o + 4, 1767225600 + seq)
-        ring[o + 8], ring[o + 9] = 0, al.OPENED
+        ring[o + 8], ring[o + 9] = 0, OPENED
         put32(ring, o + 12, seq * 10)
     head = bytearray(10)
     put32(head, 0, nxt)
@@ -99,4 +102,4 @@ def test_the_ring_file_of_earlier_firmware_is_migrated():
     log = _boot()
     got = log.since(0, 1000)
     assert [r[0] for r in got] == list(range(nxt - cap, nxt)) and got[-1][3] == (nxt - 1) * 10
-    assert not store.exists("log.bin") and log.append(None, al.BOOT, 1) == nxt
+    assert not store.exists("log.bin") and log.append(None, BOOT, 1) == nxt
