@@ -17,7 +17,7 @@ from be32 import u32 as _u32
 from hmac256 import equal
 
 REC = const(44)
-DIGEST = const(32)
+_DIGEST = const(32)
 MAX_CODES = const(4000)
 _HEAD = const(39)
 
@@ -59,7 +59,7 @@ class CodeSet:
                     raise ValueError("code")
         else:
             recs, n = CodeSet._records(codes, count)
-        if backup is not None and len(backup) != DIGEST:
+        if backup is not None and len(backup) != _DIGEST:
             raise ValueError("backup")
         cs.revision = revision
         cs.backup = bytes(backup) if backup is not None else None
@@ -81,13 +81,13 @@ class CodeSet:
         o = 0
         for c in codes:
             cid, dg, vf, vu = c
-            if len(dg) != DIGEST or not (0 < cid <= _U32) or not (0 <= vf < vu <= _U32):
+            if len(dg) != _DIGEST or not (0 < cid <= _U32) or not (0 <= vf < vu <= _U32):
                 raise ValueError("code")
             if o + REC > len(recs):
                 if o // REC >= MAX_CODES:
                     raise ValueError("too many codes")
                 recs.extend(rec)
-            recs[o : o + DIGEST] = dg
+            recs[o : o + _DIGEST] = dg
             _put32(recs, o + 32, cid)
             _put32(recs, o + 36, vf)
             _put32(recs, o + 40, vu)
@@ -146,7 +146,7 @@ class CodeSet:
             if not v:
                 break
             o = (v - 1) * REC
-            if equal(mv[o : o + DIGEST], digest):
+            if equal(mv[o : o + _DIGEST], digest):
                 known = _u32(recs, o + 32)
                 if now is None:
                     if result == UNKNOWN:

@@ -9,10 +9,12 @@ The release key signs the manifest (Ed25519); the manifest's SHA-256 covers the 
 import hashlib
 import os
 
+from micropython import const
+
 from be32 import u32
 
 MAGIC = b"KDB1"
-_BLOCK = 1024
+_BLOCK = const(1024)
 
 
 class BundleError(Exception):

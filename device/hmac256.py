@@ -4,7 +4,9 @@ The pads are computed once per key, so a digest costs two SHA-256 runs over one 
 """
 import hashlib
 
-_BLOCK = 64
+from micropython import const
+
+_BLOCK = const(64)
 
 
 class Hmac256:

@@ -1,21 +1,19 @@
 """4x3 matrix keypad driver. Takes pin objects; scan() is called from a periodic timer (every SCAN_MS) and
 never allocates: it drives one row low at a time, reads the columns (pull-ups, pressed = 0), debounces,
 and pushes each debounced press as a key byte into a preallocated ring buffer that the main loop drains
-with pop(). A press is emitted once, when it has been stable for DEBOUNCE scans; the key must then be seen
+with pop(). A press is emitted once, when it has been stable for 4 scans; the key must then be seen
 released (stable) before it can be emitted again. Two or more keys down at once are ignored (ghosting)."""
 from micropython import const
 
 SCAN_MS = const(5)
-DEBOUNCE = const(4)      # scans: 20 ms stable
+_DEBOUNCE = const(4)      # scans: 20 ms stable
 _RING = const(32)
 _NONE = const(-1)
 _MANY = const(-2)
 
-KEYMAP = b"123456789*0#"
-
 
 class Keypad:
-    def __init__(self, rows, cols, keymap: bytes = KEYMAP) -> None:
+    def __init__(self, rows, cols, keymap: bytes = b"123456789*0#") -> None:
         self.rows = rows
         self.cols = cols
         self.ncols = len(cols)
@@ -48,9 +46,9 @@ class Keypad:
             self._raw = found
             self._same = 1
             return
-        if self._same < DEBOUNCE:
+        if self._same < _DEBOUNCE:
             self._same += 1
-            if self._same == DEBOUNCE:
+            if self._same == _DEBOUNCE:
                 if found == _NONE:
                     self._down = _NONE
                 elif found != self._down:

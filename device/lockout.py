@@ -4,24 +4,24 @@ docs/security.md). Pure logic; times are ticks_ms values passed in."""
 from micropython import const
 from time import ticks_add, ticks_diff
 
-FREE_TRIES = const(5)
-BASE_S = const(30)
-CAP_S = const(900)
+_FREE_TRIES = const(5)
+_BASE_S = const(30)
+_CAP_S = const(900)
 _GUESSING_AFTER = const(12)  # this many refused entries in a row is someone guessing, not mistyping
 _GUESSING_S = const(1800)
 
 
 def duration_for(fails: int) -> int:
     """Lockout seconds after the fails-th refused entry in a row (0 = none)."""
-    if fails < FREE_TRIES:
+    if fails < _FREE_TRIES:
         return 0
     if fails >= _GUESSING_AFTER:
         return _GUESSING_S
-    d = BASE_S
-    for _ in range(fails - FREE_TRIES):
+    d = _BASE_S
+    for _ in range(fails - _FREE_TRIES):
         d *= 2
-        if d >= CAP_S:
-            return CAP_S
+        if d >= _CAP_S:
+            return _CAP_S
     return d
 
 

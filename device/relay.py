@@ -27,12 +27,9 @@ class Relay:
             self.off()
 
 
-# Patterns: alternating on/off durations in ms, starting with "on" (buzzer and LED together).
-ACCEPTED = (80, 60, 80)
-REFUSED = (500,)
-LOCKED_OUT = (60, 60, 60, 60, 60, 60, 60)
-KEY = (15,)
-PATTERNS = {"accepted": ACCEPTED, "refused": REFUSED, "locked_out": LOCKED_OUT, "key": KEY}
+# Patterns: alternating on/off durations in ms, starting with "on" (buzzer and LED together), by the name the
+# lock plays them by (one table: a module-level name per pattern would cost a name each on the lock's heap).
+PATTERNS = {"accepted": (80, 60, 80), "refused": (500,), "locked_out": (60, 60, 60, 60, 60, 60, 60), "key": (15,)}
 
 
 class Feedback:

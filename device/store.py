@@ -12,11 +12,13 @@ load(NAME) verifies the checksum of each candidate in that order and returns the
 import hashlib
 import os
 
+from micropython import const
+
 from be32 import u32
 
 _MAGIC = b"KD\x01"
-_HDR = 7
-_SUM = 8
+_HDR = const(7)
+_SUM = const(8)
 
 corrupt_seen = 0  # how many bad candidates load() skipped since boot (reported in the lock status)
 writes = 0  # files written since boot (a save, an append): the flash wear figure of the hello's health
