@@ -109,6 +109,14 @@ def microdot_modules(device_dir: Path = DEVICE_DIR) -> list[str]:
     return wanted
 
 
+def module_name(rel: Path) -> str:
+    """The name a compiled module shows in tracebacks (mpy-cross -s): its module name (`ota`, `lib.x`), a name
+    the lock interns anyway when it imports it. A file name (`ota.py`) would be one more name per module in
+    every boot of an updated lock: names are heap on the board and never freed, and 38 of them took a lock
+    at the 128k cap into its next name pool (docs/firmware.md, "The qstr pool")."""
+    return rel.with_suffix("").as_posix().replace("/", ".")
+
+
 def _compile(src: Path, dest: Path, shown_name: str, target: str) -> None:
     try:
         mpycross.compile(src, dest, shown_name, TARGETS[target])
@@ -134,7 +142,7 @@ def build(target: str = "esp32", out: Path | None = None, device_dir: Path = DEV
             src = device_dir / rel
             if rel.suffix == ".py" and rel.as_posix() not in SOURCE_MODULES:
                 dest_rel = rel.with_suffix(".mpy").as_posix()
-                _compile(src, stage / dest_rel, rel.as_posix(), target)
+                _compile(src, stage / dest_rel, module_name(rel), target)
                 origin = f"device/{rel.as_posix()}, compiled"
             else:
                 dest_rel = rel.as_posix()
@@ -148,7 +156,7 @@ def build(target: str = "esp32", out: Path | None = None, device_dir: Path = DEV
             if not src.exists():
                 raise BundleError(f"device/ imports microdot.{mod}, which the installed microdot lacks")
             dest_rel = f"lib/microdot/{mod}.mpy"
-            _compile(src, stage / dest_rel, f"microdot/{mod}.py", target)
+            _compile(src, stage / dest_rel, f"microdot.{mod}", target)
             files.append(BundleFile(dest_rel, (stage / dest_rel).stat().st_size, "microdot (PyPI), compiled"))
         if mip_index:
             write_mip_index(stage, files)

@@ -51,3 +51,22 @@ def test_mip_install_from_a_local_index(tmp_path, board):
     check = board.mpremote("exec", "import sys; sys.path.append('lib')\nimport codes, store\n"
                            "from microdot import Microdot\nprint('loaded')")
     assert "loaded" in check.stdout, check.stdout + check.stderr
+
+
+def test_a_compiled_module_is_shown_by_its_module_name(tmp_path):
+    """Tracebacks on the lock name the module (`File "boom", line 2`), a name the board interns anyway when it
+    imports it; a file name (`boom.py`) would cost one name of heap per module in every boot of an updated
+    lock (docs/firmware.md, "The qstr pool")."""
+    import os
+    import subprocess
+
+    from sim import mpbuild
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "boom.py").write_text("def go():\n    raise ValueError('boom')\n")
+    b = bundle.build("host", tmp_path / "out", device_dir=src, mip_index=False)
+    assert "boom.mpy" in {f.dest for f in b.files}
+    r = subprocess.run([*mpbuild.command(), "-c", "import boom\nboom.go()"], capture_output=True, text=True,
+                       env=dict(os.environ, MICROPYPATH=str(b.out)), timeout=30)
+    assert r.returncode != 0 and 'File "boom", line 2' in r.stdout + r.stderr, r.stdout + r.stderr
