@@ -23,6 +23,7 @@ Interface used by main.py and lock.py:
   .sntp(host)           set the system clock by SNTP (ntptime); OSError when nobody answers
   .watchdog(timeout_ms) start the hardware watchdog (machine.WDT, it cannot be stopped); returns it (.feed())
   .reset_cause          why the chip started: "power_on", "watchdog", "crash", "software" (board.reboot), "hard"
+And one function: restart(), the boot selector's planned reset before any Board exists (nothing driven yet).
 """
 import time
 
@@ -31,6 +32,13 @@ import network
 from machine import I2C, Pin, Timer
 
 _PLANNED = b"reboot"
+
+
+def restart() -> None:
+    """A planned reset before the Board exists (the boot selector, between an update's install and its trial):
+    no pin has been driven, the relay is released; the next boot reads "software"."""
+    machine.RTC().memory(_PLANNED)
+    machine.reset()
 
 
 class Board:

@@ -7,6 +7,7 @@ import os
 import random
 from binascii import unhexlify
 
+import bootinstall
 import bootsel
 import bootstate
 import ed25519
@@ -133,10 +134,34 @@ def _boot_select():
     import bootsel
 
     path = list(sys.path)
-    trial = bootsel.choose(set(sys.modules), "")
+    restarts = []
+    real = bootinstall._restart
+
+    def restart():
+        restarts.append(bootstate.load()["stage"])
+        raise _Restart()
+
+    bootinstall._restart = restart
+    try:
+        while True:  # the board resets and boots again until the selector hands over
+            try:
+                trial = bootsel.choose(set(sys.modules), "")
+                break
+            except _Restart:
+                sys.path[:] = path
+    finally:
+        bootinstall._restart = real
+    RESTARTS[:] = restarts
     d = sys.path[0] if sys.path[0].startswith("app/") else None
     sys.path[:] = path
     return d, trial
+
+
+class _Restart(Exception):
+    pass
+
+
+RESTARTS = []  # the boot stage saved before each restart of the last _boot_select
 
 
 def _slot_ok(slot, archive):
@@ -173,6 +198,8 @@ def test_update_is_fetched_then_installed_by_the_selector():
     st = bootstate.load()
     assert d == "app/a" and trial and st["slot"] == "a" and st["ver"] == r.rel["ver"] and st["good"] is None
     assert st["pending"] is None and _slot_ok("a", r.rel["archive"])
+    # installed and checked, then one restart: the trial starts on a heap without the install's names
+    assert RESTARTS == ["checked"] and st["stage"] == "booting" and st["tries"] == 1, (RESTARTS, st)
 
 
 def _refused_at_boot(rel_name, want):
@@ -269,7 +296,7 @@ def test_oversize_refused():
     assert [m["reason"] for m in r.reports("refused")] == ["oversize"]
 
 
-_MODS = (updater, fwbundle, store, bootsel)
+_MODS = (updater, fwbundle, store, bootsel, bootinstall)
 
 
 def _install(cut):
@@ -369,7 +396,7 @@ def test_failed_self_check_rolls_back():
     r.announce()
     r.run()
     st = bootstate.load()
-    bootsel._install(bootstate, st)  # installed, then the flash spoils a file before the trial's boot
+    bootinstall._install(bootstate, st)  # installed, then the flash spoils a file before the trial's boot
     bootstate.save(st)
     with open("app/a/lock.mpy", "r+b") as f:
         f.seek(10)

@@ -1,0 +1,128 @@
+"""The boot selector's work, when there is some (bootsel.py loads this module only then): installs a downloaded
+release, checks a new version before its one trial boot, and rolls back a version on trial that never
+confirmed itself.
+
+Installing runs here, before the application and its link take the heap: the release's Ed25519 signature
+(by the release key in config.json) over its manifest, the archive's SHA-256 and size, then every file
+unpacked into the spare slot with its own hash checked; only then does the boot state switch, in one atomic
+save. A refusal (bad signature, wrong hash...) leaves the running version as it was and is kept for the
+cloud. A power cut anywhere leaves the pending release pending: the next boot starts the install again.
+
+A version on trial gets one boot: its files are checked against the archive (the self-check), the board
+restarts so that the trial starts on a fresh heap (the install's and the check's names are never freed), and
+the boot is counted before handing over; if the self-check fails, or the lock boots again before the new
+version confirmed itself (a crash, a watchdog or power reset, no signed answer from the cloud in time), the
+last good slot boots and the reason is kept for the cloud."""
+
+
+def decide(crashed=None) -> dict:
+    """The boot state after this boot's decision, saved: install a pending release, roll back a trial that
+    crashed at import (crashed: why) or came back unconfirmed, or check a new version and count its boot."""
+    import bootstate
+
+    st = bootstate.load()
+    if st.get("pending") and crashed is None:
+        _install(bootstate, st)
+        bootstate.save(st)
+    if crashed is not None:
+        bootstate.rollback(st, crashed)
+        bootstate.save(st)
+    elif st["trial"]:
+        if st["tries"]:
+            bootstate.rollback(st, "crash_at_boot" if st["stage"] == "booting" else "reset_before_confirmed")
+        elif st["stage"] == "checked":
+            st["tries"] = 1
+            st["stage"] = "booting"
+        else:
+            bad = _self_check(bootstate, st)
+            if bad is not None:
+                bootstate.rollback(st, "self_check:" + bad)
+            else:
+                # checked: the trial gets a boot of its own. The install and the check interned every file
+                # name of the archive and the signature code's names, never freed: carried into the trial
+                # they took it into a sixth name pool (docs/ota.md "Memory"). A cut before the restart
+                # checks again; after it, the trial boots.
+                st["stage"] = "checked"
+                bootstate.save(st)
+                _restart()
+                st["tries"] = 1
+                st["stage"] = "booting"
+        bootstate.save(st)
+    return st
+
+
+def _restart() -> None:
+    """A planned reset of the board, from the selector (no Board exists yet: nothing is driven, the relay is
+    released). Never returns on a board; the tests replace it."""
+    import board
+
+    board.restart()
+
+
+def _self_check(bootstate, st):
+    """The new version's self-check before its one boot on trial: every file of its slot against the archive
+    (None, or why not). Here, with the whole heap, rather than beside the application's link."""
+    import filehash
+    import fwbundle
+
+    work = fwbundle.check_steps(bootstate.ARCHIVE, bootstate.slot_dir(st["slot"]))
+    while True:
+        r = filehash.step(work)  # its outcome: a check cut short or failing is a reason, never a pass
+        if r is not None:
+            return None if r[0] else r[1]
+
+
+def _install(bootstate, st) -> None:
+    p = st["pending"]
+    try:
+        reason = _check(bootstate.ARCHIVE, p)
+        if reason is None:
+            import fwbundle
+
+            slot = bootstate.spare(st)
+            for _ in fwbundle.unpack_steps(bootstate.ARCHIVE, bootstate.slot_dir(slot)):
+                pass
+            bootstate.stage(st, slot, p["ver"])
+            st["refused"] = None
+    except MemoryError:
+        reason = "no_memory"
+    except OSError:
+        reason = "flash"
+    except Exception as e:  # fwbundle.BundleError
+        reason = str(e.args[0]) if e.args else "bad_archive"
+    st["pending"] = None
+    if reason is not None:
+        st["refused"] = {"ver": p["ver"], "reason": reason}
+        try:
+            import os
+
+            os.remove(bootstate.ARCHIVE)
+        except OSError:
+            pass
+
+
+def _check(path: str, p: dict):
+    """None when the archive at path is the signed release p describes, else the reason."""
+    import json
+    from binascii import unhexlify
+
+    import ed25519
+    import fwbundle
+
+    try:
+        with open("config.json") as f:
+            key = unhexlify(json.load(f)["fw_pubkey"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no_key"
+    sha = unhexlify(p["sha"])
+    if not ed25519.verify(key, fwbundle.manifest(p["ver"], p["target"], p["size"], sha, p["flags"]),
+                          unhexlify(p["sig"])):
+        return "bad_signature"
+    import filehash
+
+    for r in filehash.steps(path):
+        pass
+    digest, n = r
+    if n != p["size"] or digest != sha:
+        return "bad_hash"
+    return None
