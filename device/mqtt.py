@@ -1,8 +1,8 @@
 """KeyDrop's MQTT 3.1.1 client, the same code on the ESP32 and in the simulator (docs/firmware.md, "MQTT client").
 
 Its API follows micropython-lib's umqtt.simple (MQTTClient(client_id, server, port, user, password, keepalive,
-ssl) . connect . set_callback . set_last_will . subscribe . publish . check_msg . wait_msg . ping . disconnect),
-and adds what the lock's memory plan needs, which umqtt.simple cannot do:
+ssl) . connect . set_callback . set_last_will . subscribe . publish . check_msg . ping . disconnect; no
+wait_msg: the lock never blocks for a packet outside a publish or a subscribe), and adds what the lock's memory plan needs, which umqtt.simple cannot do:
 - `max_packet`: an incoming packet larger than this is read in 256-byte chunks and discarded (counted in
   `dropped`), never allocated whole. 0 = no limit.
 - `rx_buf`: a bytearray for incoming payloads up to its size, read into without allocating (the callback then
@@ -49,12 +49,9 @@ class MQTTClient:
         self.pid = 0
         self.cb = None
         self.user = user
-        self.pswd = password
+        self.password = password
         self.keepalive = keepalive
-        self.lw_topic = None
-        self.lw_msg = None
-        self.lw_qos = 0
-        self.lw_retain = False
+        self.lw = None  # the last will: (topic, msg, retain, qos)
         self.max_packet = 0
         self.rx_buf = None
         self.dropped = 0
@@ -115,10 +112,6 @@ class MQTTClient:
             if sh > 21:
                 raise MQTTException("bad length")
 
-    def _next_pid(self):
-        self.pid = self.pid % 65535 + 1
-        return self.pid
-
     def _skip(self, n):
         while n > 0:
             k = 256 if n > 256 else n
@@ -130,10 +123,7 @@ class MQTTClient:
         self.cb = f
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
-        self.lw_topic = topic
-        self.lw_msg = msg
-        self.lw_qos = qos
-        self.lw_retain = retain
+        self.lw = (topic, msg, retain, qos)
 
     def connect(self, clean_session=True, timeout=None):
         self._timeout = timeout
@@ -148,15 +138,16 @@ class MQTTClient:
         self.sock.setblocking(False)
         flags = 0x02 if clean_session else 0
         payload = self._str(self.client_id)
-        if self.lw_topic:
-            flags |= 0x04 | (self.lw_qos & 3) << 3 | (0x20 if self.lw_retain else 0)
-            payload += self._str(self.lw_topic) + self._str(self.lw_msg)
+        lw = self.lw
+        if lw:
+            flags |= 0x04 | (lw[3] & 3) << 3 | (0x20 if lw[2] else 0)
+            payload += self._str(lw[0]) + self._str(lw[1])
         if self.user is not None:
             flags |= 0x80
             payload += self._str(self.user)
-            if self.pswd is not None:
+            if self.password is not None:
                 flags |= 0x40
-                payload += self._str(self.pswd)
+                payload += self._str(self.password)
         var = b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", self.keepalive)
         body = var + payload
         self._write(b"\x10" + _varlen(len(body)) + body)
@@ -185,30 +176,27 @@ class MQTTClient:
         pkt = bytearray([hdr]) + _varlen(sz) + self._str(topic)
         pid = 0
         if qos > 0:
-            pid = self._next_pid()
+            self.pid = pid = self.pid % 65535 + 1
             pkt += struct.pack("!H", pid)
         self._write(bytes(pkt) + msg)  # one write: no Nagle/delayed-ACK stall between header and payload
         if qos == 1:
             while pid not in self._acked:
-                self.wait_msg()
+                self._packet(True)
             self._acked.remove(pid)
         elif qos == 2:
             raise MQTTException("qos 2 not supported")
 
     def subscribe(self, topic, qos=0):
-        pid = self._next_pid()
+        self.pid = pid = self.pid % 65535 + 1
         body = struct.pack("!H", pid) + self._str(topic) + bytes([qos])
         self._write(b"\x82" + _varlen(len(body)) + body)
         while pid not in self._acked:
-            self.wait_msg()
+            self._packet(True)
         self._acked.remove(pid)
 
-    def wait_msg(self):
-        """Read one packet. Returns None for nothing/ping, the op for other non-PUBLISH packets;
-        dispatches PUBLISH to the callback (PUBACK sent for QoS 1)."""
-        return self._packet(True)
-
     def _packet(self, block):
+        """Read one packet (block: wait for one). Returns None for nothing/ping, the op for other non-PUBLISH
+        packets; dispatches PUBLISH to the callback (PUBACK sent for QoS 1)."""
         res = self.sock.read(1)
         if res is None:
             if not block:

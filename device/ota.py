@@ -7,7 +7,6 @@ import sys
 
 from store import exists
 
-_MODS = ("updater", "trial", "fwbundle", "filehash", "bootstate")
 # free heap (after a collect) an announcement needs before the updater is loaded: its modules (9.8 KB on the
 # unix port), a chunk's strings, and the few KB in one piece the link's next connection needs. Below it the
 # release is refused (no_memory) rather than starving the link: the lock stays online and the cloud shows why.
@@ -109,7 +108,7 @@ class Ota:
     def _drop(self) -> None:
         """Forget the update modules (their code is most of their heap); the next announcement loads them
         again. The reports' module stays while this boot has something to tell at every connection."""
-        for m in _MODS:
+        for m in ("updater", "trial", "fwbundle", "filehash", "bootstate"):
             sys.modules.pop(m, None)
         if not self.tell:
             sys.modules.pop("fwreport", None)

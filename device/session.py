@@ -30,7 +30,6 @@ _INQ = const(8)                # downlink messages waiting for the main loop
 _INQ_REFUSED = const(4)        # a refusal is not queued behind more than this: a flood leaves room for a state
 _INQ_CONTROL = const(2)        # slots beyond _INQ for Up/Down: a full queue never hides a connection change
 _OUTQ = const(16)
-LINK_FILE = "link.bin"
 _STEP = const(64)  # counter values per persisted high-water mark
 
 
@@ -364,7 +363,7 @@ class UpCounter:
 
     def __init__(self) -> None:
         hi = 1
-        data = store.load(LINK_FILE)
+        data = store.load("link.bin")
         if data is not None and len(data) == 8:
             hi = 0
             for b in bytes(data):
@@ -384,7 +383,7 @@ class UpCounter:
             for i in range(7, -1, -1):
                 b[i] = v & 0xFF
                 v >>= 8
-            store.save(LINK_FILE, b)
+            store.save("link.bin", b)
             self._hi = hi
         self.value = n
         return n
