@@ -21,11 +21,12 @@ _DIGEST = const(32)
 MAX_CODES = const(4000)
 _HEAD = const(39)
 
-# lookup results; a refused one is also the refusal reason the access log records (accesslog.REASONS)
+# lookup results; a refused one is also the refusal reason the access log records: its index in
+# accesslog.REASONS ("unknown", "outside_window", "no_time"; private, so no name on the heap)
 OPEN = const(0)
-UNKNOWN = const(1)
-OUTSIDE = const(2)
-NO_TIME = const(3)
+_UNKNOWN = const(1)
+_OUTSIDE = const(2)
+_NO_TIME = const(3)
 
 _U32 = 0xFFFFFFFF
 
@@ -136,10 +137,10 @@ class CodeSet:
         table = self._table
         mask = self._mask
         if not self.count:
-            return UNKNOWN, 0
+            return _UNKNOWN, 0
         s = ((digest[0] << 16) | (digest[1] << 8) | digest[2]) & mask
         mv = memoryview(recs)
-        result = UNKNOWN
+        result = _UNKNOWN
         cid = 0
         while True:
             v = (table[2 * s] << 8) | table[2 * s + 1]
@@ -149,12 +150,12 @@ class CodeSet:
             if equal(mv[o : o + _DIGEST], digest):
                 known = _u32(recs, o + 32)
                 if now is None:
-                    if result == UNKNOWN:
-                        result, cid = NO_TIME, known
+                    if result == _UNKNOWN:
+                        result, cid = _NO_TIME, known
                 elif _u32(recs, o + 36) <= now < _u32(recs, o + 40):
                     return OPEN, known
                 else:
-                    result, cid = OUTSIDE, known
+                    result, cid = _OUTSIDE, known
             s = (s + 1) & mask
         return result, cid
 

@@ -18,8 +18,8 @@ class Keypad:
         self.cols = cols
         self.ncols = len(cols)
         self.keymap = keymap
-        self._ring = bytearray(_RING)
-        self._head = 0   # written by scan() only
+        self.buf = bytearray(_RING)  # the ring; buf and head are names the interpreter has built in (no heap)
+        self.head = 0   # written by scan() only
         self._tail = 0   # written by pop() only
         self._raw = _NONE
         self._same = 0
@@ -56,22 +56,22 @@ class Keypad:
                     self._push(self.keymap[found])
 
     def _push(self, key: int) -> None:
-        h = self._head
+        h = self.head
         n = (h + 1) % _RING
         if n == self._tail:
             self.overflows += 1
             return
-        self._ring[h] = key
-        self._head = n
+        self.buf[h] = key
+        self.head = n
 
     def pop(self) -> int:
         """The next key byte, or -1 when none is waiting."""
         t = self._tail
-        if t == self._head:
+        if t == self.head:
             return -1
-        k = self._ring[t]
+        k = self.buf[t]
         self._tail = (t + 1) % _RING
         return k
 
     def pending(self) -> bool:
-        return self._tail != self._head or self._raw != _NONE
+        return self._tail != self.head or self._raw != _NONE

@@ -40,7 +40,7 @@ _KIND_TIME_SET = const(9)
 _KIND_TIME_REFUSED = const(10)
 _KIND_BACKUP_FIRST_USE = const(11)
 _KIND_BACKUP_INSTALLED = const(12)
-_WRONG_LENGTH = const(4)  # the refusal reasons after codes.UNKNOWN, OUTSIDE, NO_TIME (accesslog.REASONS)
+_WRONG_LENGTH = const(4)  # the refusal reason after the lookup's unknown, outside_window, no_time (accesslog.REASONS)
 _STAR = const(42)
 _HASH = const(35)
 _ZERO = const(48)
@@ -178,7 +178,7 @@ class Lock:
             self._accept(now)
             self.record(_KIND_OPENED, cid, now)
         else:
-            self._refuse(now, res)  # UNKNOWN, OUTSIDE or NO_TIME: the lookup's result is the reason
+            self._refuse(now, res)  # unknown, outside_window or no_time: the lookup's result is the reason
 
     def _accept(self, now: int) -> None:
         self._feedback("accepted", now)

@@ -110,7 +110,7 @@ class MQTTClient:
                 return n
             sh += 7
             if sh > 21:
-                raise MQTTException("bad length")
+                raise MQTTException("bad remaining length")
 
     def _skip(self, n):
         while n > 0:

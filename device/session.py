@@ -102,7 +102,9 @@ class Session:
         self.counts[what] = self.counts.get(what, 0) + 1
         self._mu.release()
 
-    def _put(self, q, item, cap: int) -> bool:
+    # put, pop and sleep are the worker's and the main loop's own helpers, not an API: named as the
+    # interpreter's built-in names are, which cost no heap (a private name would cost one each on the lock)
+    def put(self, q, item, cap: int) -> bool:
         self._mu.acquire()
         try:
             if len(q) >= cap:
@@ -112,7 +114,7 @@ class Session:
         finally:
             self._mu.release()
 
-    def _pop(self, q):
+    def pop(self, q):
         self._mu.acquire()
         try:
             return q.pop(0) if q else None
@@ -124,7 +126,7 @@ class Session:
         """Queue an uplink body (sealed with the next counter value when it is published)."""
         if not self.connected:
             return False
-        if not self._put(self._outq, obj, _OUTQ):
+        if not self.put(self._outq, obj, _OUTQ):
             self.count("outq_full")
             return False
         return True
@@ -217,7 +219,8 @@ class Session:
             self._ca = None  # parsed into the context: the bytes can go
         return self._ctx
 
-    def _sleep(self, ms: int) -> None:
+    def sleep(self, ms: int) -> None:
+        """The worker waits ms (real time), beating, and stops early when the session stops."""
         t0 = ticks_ms()
         while not self._stop and ticks_diff(ticks_ms(), t0) < ms:
             self.beat = ticks_ms()
@@ -252,7 +255,7 @@ class Session:
                     pass
             if self.connected:
                 self.connected = False
-                self._put(self._inq, Down(err), _INQ + _INQ_CONTROL)
+                self.put(self._inq, Down(err), _INQ + _INQ_CONTROL)
             gc.collect()
             if up:
                 failed = 0  # a session that came up: retry the same broker first
@@ -267,7 +270,7 @@ class Session:
                 else:  # a full round of failures (or no Wi-Fi): back off
                     rounds = (failed + n - 1) // n
                     wait = jitter(ceiling(rounds, _BACKOFF_FIRST_MS, _BACKOFF_MAX_MS))
-            self._sleep(wait)
+            self.sleep(wait)
 
     def _run(self, host: str, port: int) -> bool:
         """One MQTT session with host; returns whether it came up (it ends by raising, or on stop)."""
@@ -289,7 +292,7 @@ class Session:
         c.subscribe(self.env.down, 1)
         self.connected = True
         self.last_error = None
-        self._put(self._inq, Up(w), _INQ + _INQ_CONTROL)
+        self.put(self._inq, Up(w), _INQ + _INQ_CONTROL)
         poller = select.poll()
         poller.register(c.sock, select.POLLIN)
         self._rx_at = last_tx = ticks_ms()
@@ -297,13 +300,13 @@ class Session:
         while not self._stop:
             self.beat = ticks_ms()
             if not self.board.wlan().isconnected():
-                raise OSError("wifi lost")
-            item = self._pop(self._outq)
+                raise OSError("wifi connection lost")
+            item = self.pop(self._outq)
             while item is not None:
                 item["n"] = self.counter.next()
                 c.publish(self.env.up, self.env.seal_up(item), False, 1)
                 last_tx = ticks_ms()
-                item = self._pop(self._outq)
+                item = self.pop(self._outq)
             ev = poller.poll(50)
             if ev:
                 for _, flags in ev:
@@ -345,11 +348,11 @@ class Session:
             # every drop is counted here; the main loop hears of it only when the queue has room to spare (it
             # logs a refusal once per reason per 10 minutes anyway), so a flood never crowds out a state
             self.count(msg.reason)
-            if not self._put(self._inq, msg, _INQ_REFUSED):
+            if not self.put(self._inq, msg, _INQ_REFUSED):
                 self.count("inq_full")
             return
         # a genuine message is never dropped: wait for the main loop to make room (the broker holds the rest)
-        while not self._put(self._inq, msg, _INQ):
+        while not self.put(self._inq, msg, _INQ):
             if self._stop:
                 if isinstance(msg, State):
                     self.downlink.done()

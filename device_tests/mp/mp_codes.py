@@ -1,6 +1,10 @@
 """The code store: hashed lookup, windows, duplicates, trusted time, persistence format."""
 import mputil
-from codes import NO_TIME, OPEN, OUTSIDE, UNKNOWN, CodeSet
+from accesslog import REASONS
+from codes import OPEN, CodeSet
+
+# a refusal's lookup result is its reason's index in the access log's table
+UNKNOWN, OUTSIDE, NO_TIME = (REASONS.index(r) for r in ("unknown", "outside_window", "no_time"))
 
 D = mputil.digest
 T = 1767225600
