@@ -263,6 +263,11 @@ class StateChange(db.Model):
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
     lock_id: Mapped[str] = mapped_column(sa.String(12), unique=True)
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # SQLite only (PostgreSQL claims with row locks): the bridge worker publishing the row's lock, until when. A
+    # change queued meanwhile clears both (the row is queued again, for any worker); the worker deletes only the
+    # rows still claimed by it (cloud/bridge/publisher.py)
+    claimed_by: Mapped[Optional[str]] = mapped_column(sa.String(32))
+    claimed_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 # ---------------------------------------------------------------- codes

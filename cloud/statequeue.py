@@ -3,7 +3,8 @@
 The domain calls enqueue() in the transaction that changes a lock's desired state (Lock.bump_revision,
 expire_due), so a change is queued exactly when it commits. A lock has at most one pending row: a second change
 before the bridge published the first finds the row already there (the bridge always publishes the lock's
-current state, so one row covers both; on SQLite the row takes a new id, see _insert). On PostgreSQL the same transaction sends
+current state, so one row covers both; on SQLite a worker's claim on the row is cleared, see _insert). On PostgreSQL
+the same transaction sends
 NOTIFY keydrop_state_change, which wakes the bridge at commit; on SQLite the bridge polls the queue (one indexed
 `LIMIT 1` read).
 The bridge side (claim, publish, delete) is cloud/bridge/publisher.py. See docs/protocol.md, "The change queue".
@@ -27,11 +28,11 @@ def _insert(dialect: str):
         return insert(StateChange).on_conflict_do_nothing(index_elements=["lock_id"])
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
-        # A lock already queued keeps its one row, which takes the next id: the bridge reads the queue before it
-        # waits for the broker and deletes a row only by the id it read (cloud/bridge/publisher.py), so a change
-        # made meanwhile leaves the row queued and is published next.
-        next_id = sa.select(sa.func.max(StateChange.id) + 1).scalar_subquery()
-        return insert(StateChange).on_conflict_do_update(index_elements=["lock_id"], set_={"id": next_id})
+        # A lock already queued keeps its one row and its place, and loses a worker's claim on it: the worker
+        # publishing the row (it read the state before this change) deletes only rows it still claims when the
+        # broker has confirmed (cloud/bridge/publisher.py), so the change stays queued and is published next.
+        return insert(StateChange).on_conflict_do_update(index_elements=["lock_id"],
+                                                         set_={"claimed_by": None, "claimed_until": None})
     raise RuntimeError(f"the change queue supports PostgreSQL and SQLite, not {dialect}")
 
 
