@@ -54,6 +54,8 @@ class Publisher:
         self.bucket = TokenBucket(rate, batch)
         self.batch = batch
         self.ack_timeout = ack_timeout
+        # built once: a statement built at every idle poll costs more than the read (a few hundred µs here)
+        self._peek = sa.select(Q.id).where(_claimable(sa.bindparam("now"))).order_by(Q.id).limit(1)
         self.backlog = False
 
     def _state_message(self, lock: Lock, state: dict):
@@ -71,8 +73,7 @@ class Publisher:
     def has_work(self) -> bool:
         """One indexed read of the queue's head (past the rows other workers claimed on SQLite, a batch each at
         most): the cost of an idle poll, whatever the fleet's size."""
-        return db.session.execute(sa.select(Q.id).where(_claimable(utcnow())).order_by(Q.id).limit(1)).first() \
-            is not None
+        return db.session.execute(self._peek, {"now": utcnow()}).first() is not None
 
     def publish_due(self) -> int:
         """Claim, publish and confirm up to one batch of queued states; returns how many were published."""
