@@ -17,7 +17,7 @@ from be32 import u32 as _u32
 REC = const(16)
 CAPACITY = const(128)
 SEGMENT = "log%d.bin"  # % 0 or 1
-_NOT = 0xFFFFFFFF
+_NOT = const(0xFFFFFFFF)  # no trusted time; a big int on the ESP32 either way, but no name on the heap
 
 # Record kinds: the index of their name in KINDS. A module that records one names it as a private constant
 # (`_KIND_OPENED = const(2)`; private consts cost no heap, a public one a name each on the lock), and

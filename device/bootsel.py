@@ -35,17 +35,9 @@ def choose(keep, factory: str, crashed=None) -> bool:
     """Put the slot to boot on sys.path ahead of the factory application (the directory boot.py came from)
     and return whether it runs on trial. crashed: the version on trial just failed at import, roll it back.
     Modules imported here are forgotten again (keep: what was loaded before), so the slot imports its own."""
-    import json
-
     import store
 
-    data = store.load("boot.bin")  # bootstate.NAME
-    try:
-        st = json.loads(bytes(data)) if data is not None else {}
-    except ValueError:
-        st = {}
-    if not isinstance(st, dict):
-        st = {}
+    st = store.load_dict("boot.bin") or {}  # bootstate.NAME (bootstate.py itself stays unloaded without work)
     if crashed is not None or st.get("pending") or st.get("trial"):
         import bootinstall
 

@@ -17,14 +17,7 @@ ARCHIVE = "fw.bin"  # a downloaded bundle; kept until the version it holds is co
 def load() -> dict:
     st = {"slot": None, "ver": None, "good": None, "good_ver": None, "trial": False, "tries": 0,
           "stage": None, "rollbacks": 0, "last": None, "pending": None, "refused": None}
-    data = store.load(NAME)
-    if data is not None:
-        try:
-            got = json.loads(bytes(data))
-            if isinstance(got, dict):
-                st.update(got)
-        except ValueError:
-            pass
+    st.update(store.load_dict(NAME) or {})
     return st
 
 

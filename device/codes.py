@@ -28,7 +28,7 @@ _UNKNOWN = const(1)
 _OUTSIDE = const(2)
 _NO_TIME = const(3)
 
-_U32 = 0xFFFFFFFF
+_U32 = const(0xFFFFFFFF)
 
 
 class CodeSet:

@@ -2,8 +2,6 @@
 key; the access log; the state file; a lockout in force), the battery RTC, and the boot record. Only
 Lock.__init__ uses it, and drops it from memory afterwards: the heap keeps only the code that runs every day."""
 
-import json
-
 from micropython import const
 
 import store
@@ -21,7 +19,7 @@ def boot(lock, board, cfg: dict, now: int) -> None:
     lock.codes = codes(cfg, CODES_FILE)
     lock.log = al.AccessLog()
     log(lock.log)
-    st = state(lockstate.NAME)
+    st = store.load_dict(lockstate.NAME) or {}  # none, or unreadable: every key at its default (lockstate.py)
     lock.boot_count = int(st.get("boot", 0)) + 1
     lock.clock = TrustedClock(int(st.get("last_good", 0)))
     lock.lockout = Lockout()
@@ -64,18 +62,6 @@ def rtc(board):
     return None
 
 
-def state(name: str) -> dict:
-    """The state file (lockstate.py: its keys), or {} (every key at its default) when there is none or it
-    cannot be read."""
-    data = store.load(name)
-    if data is not None:
-        try:
-            st = json.loads(bytes(data))
-            if isinstance(st, dict):
-                return st
-        except ValueError:
-            pass
-    return {}
 
 
 def lockout(lock, state: dict, now: int) -> None:

@@ -10,6 +10,7 @@ A power cut at any instant leaves one of:
 load(NAME) verifies the checksum of each candidate in that order and returns the first good payload.
 """
 import hashlib
+import json
 import os
 
 from micropython import const
@@ -109,6 +110,20 @@ def load(name: str):
                 _remove(name)
             os.rename(path, name)
         return data
+    return None
+
+
+def load_dict(name: str):
+    """The JSON object saved under name, as a dict; None when there is no good copy, or it is not a JSON
+    object (the state files: boot.bin, state.bin, ota.bin)."""
+    data = load(name)
+    if data is not None:
+        try:
+            d = json.loads(bytes(data))
+            if isinstance(d, dict):
+                return d
+        except ValueError:
+            pass
     return None
 
 

@@ -190,15 +190,9 @@ class Updater:
 
     # ---------------------------------------------------------------- persistence
     def _load_job(self) -> None:
-        data = store.load(JOB)
-        if data is None:
-            return
-        try:
-            job = json.loads(bytes(data))
-        except ValueError:
-            job = None
-        if not isinstance(job, dict) or job.get("ver") == VERSION or self.boot["trial"] or self.boot.get("pending"):
-            store.remove(JOB)  # finished (cut just before it was removed) or superseded
+        job = store.load_dict(JOB)
+        if job is None or job.get("ver") == VERSION or self.boot["trial"] or self.boot.get("pending"):
+            store.remove(JOB)  # none, unreadable, finished (cut just before it was removed) or superseded
             return
         self.job = job
         if job["phase"] == "hash":  # the hash starts over from the downloaded archive
