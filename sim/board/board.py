@@ -40,10 +40,7 @@ def restart() -> None:
     """device/board.py's restart(): a planned reset before any Board exists (the boot selector), reported as a
     "reset" event like Board.reboot."""
     emit({"event": "reset", "reason": "update"})
-    w = World(_dir + "/world.json" if _dir else None)
-    w.w["reset_cause"] = "software"
-    w.save()
-    sys.exit(exitcodes.RESET)
+    simwdt.reset_world(World(_dir + "/world.json" if _dir else None), "software", exitcodes.RESET)
 
 
 class World:

@@ -21,8 +21,14 @@ def reset(board, reason: str, code: int) -> None:
     with code (exitcodes), which tells the host to power it up again. Nothing is imported on this path: a
     crash may come from a full heap."""
     board.relay_off()
-    board.world.w["reset_cause"] = reason
-    board.world.save()
+    reset_world(board.world, reason, code)
+
+
+def reset_world(world, reason: str, code: int) -> None:
+    """The reset itself: the next boot reads reason (reset_cause), the process ends with code. Also the boot
+    selector's restart, before any Board (and relay) exists (board.restart)."""
+    world.w["reset_cause"] = reason
+    world.save()
     sys.exit(code)
 
 
