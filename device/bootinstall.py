@@ -1,6 +1,11 @@
-"""The boot selector's work, when there is some (bootsel.py loads this module only then): installs a downloaded
-release, checks a new version before its one trial boot, and rolls back a version on trial that never
-confirmed itself.
+"""The boot selector's work, when there is some (bootsel.py loads this module only then): accepts or refuses a
+release the application was announced, installs a downloaded one, checks a new version before its one trial
+boot, and rolls back a version on trial that never confirmed itself.
+
+Accepting runs in a boot of its own: the application records the announcement (boot state "fetch") and
+restarts; here the release's rules (fwrules.py) decide, the fetch job goes to ota.bin or the refusal into the
+boot state (told to the cloud at every connection), and the board restarts again, into the fetching boot
+(docs/ota.md, "Fetching"). The rules' names are never loaded beside the application.
 
 Installing runs here, before the application and its link take the heap: the release's Ed25519 signature
 (by the release key in config.json) over its manifest, the archive's SHA-256 and size, then every file
@@ -10,9 +15,10 @@ cloud. A power cut anywhere leaves the pending release pending: the next boot st
 
 A version on trial gets one boot: its files are checked against the archive (the self-check), the board
 restarts so that the trial starts on a fresh heap (the install's and the check's names are never freed), and
-the boot is counted before handing over; if the self-check fails, or the lock boots again before the new
-version confirmed itself (a crash, a watchdog or power reset, no signed answer from the cloud in time), the
-last good slot boots and the reason is kept for the cloud."""
+the boot is counted before handing over. The trial boot (trial.py) marks what it saw: "confirmed" (the
+cloud's signed answer) makes it the last good version here, then a restart; "no_ack" (no answer in time)
+rolls it back. If the self-check fails, or the lock boots again with neither mark (a crash, a watchdog or
+power reset), the last good slot boots and the reason is kept for the cloud."""
 
 
 def decide(crashed=None) -> dict:
@@ -21,6 +27,10 @@ def decide(crashed=None) -> dict:
     import bootstate
 
     st = bootstate.load()
+    if st.get("fetch") and crashed is None:
+        _accept(st)
+        bootstate.save(st)  # after the job: a cut in between accepts again (the job starts over)
+        _restart()
     if st.get("pending") and crashed is None:
         _install(bootstate, st)
         bootstate.save(st)
@@ -28,7 +38,16 @@ def decide(crashed=None) -> dict:
         bootstate.rollback(st, crashed)
         bootstate.save(st)
     elif st["trial"]:
-        if st["tries"]:
+        if st["stage"] == "confirmed":
+            # the trial boot saw the cloud's signed answer: the new last good version. The next boot is a
+            # normal one, on a heap without this module's names
+            bootstate.confirm(st)
+            bootstate.save(st)
+            _remove(bootstate.ARCHIVE)
+            _restart()
+        elif st["stage"] == "no_ack":
+            bootstate.rollback(st, "no_ack")
+        elif st["tries"]:
             bootstate.rollback(st, "crash_at_boot" if st["stage"] == "booting" else "reset_before_confirmed")
         elif st["stage"] == "checked":
             st["tries"] = 1
@@ -57,6 +76,43 @@ def _restart() -> None:
     import board
 
     board.restart()
+
+
+def _accept(st) -> None:
+    """st["fetch"] (the announcement, the version that was running) -> the fetch job in ota.bin, or the
+    refusal in st["refused"]; a malformed announcement is dropped (the cloud announces again)."""
+    import fwrules
+
+    f = st["fetch"]
+    st["fetch"] = None
+    try:
+        ver, tgt, size, sha, sig, flags = fwrules.parse_release(f["ann"])
+        reason = fwrules.refusal(st, f["run"], _pubkey() is not None, ver, tgt, size, flags)
+    except (ValueError, KeyError, TypeError):
+        return
+    if reason is None:
+        import json
+
+        import store
+        from binascii import hexlify
+
+        job = {"ver": ver, "target": tgt, "size": size, "sha": hexlify(sha).decode(),
+               "sig": hexlify(sig).decode(), "flags": flags, "off": 0, "boots": 0}
+        store.save("ota.bin", json.dumps(job).encode())  # updater.JOB
+    elif reason != "failed_before":  # that one was told already: its first reason stands
+        st["refused"] = {"ver": ver, "reason": reason}
+
+
+def _pubkey():
+    """The release key from config.json (bytes), or None."""
+    import json
+    from binascii import unhexlify
+
+    try:
+        with open("config.json") as f:
+            return unhexlify(json.load(f)["fw_pubkey"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _self_check(bootstate, st):
@@ -93,26 +149,27 @@ def _install(bootstate, st) -> None:
     st["pending"] = None
     if reason is not None:
         st["refused"] = {"ver": p["ver"], "reason": reason}
-        try:
-            import os
+        _remove(bootstate.ARCHIVE)
 
-            os.remove(bootstate.ARCHIVE)
-        except OSError:
-            pass
+
+def _remove(path: str) -> None:
+    try:
+        import os
+
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _check(path: str, p: dict):
     """None when the archive at path is the signed release p describes, else the reason."""
-    import json
     from binascii import unhexlify
 
     import ed25519
     import fwbundle
 
-    try:
-        with open("config.json") as f:
-            key = unhexlify(json.load(f)["fw_pubkey"])
-    except (OSError, ValueError, KeyError, TypeError):
+    key = _pubkey()
+    if key is None:
         return "no_key"
     sha = unhexlify(p["sha"])
     if not ed25519.verify(key, fwbundle.manifest(p["ver"], p["target"], p["size"], sha, p["flags"]),

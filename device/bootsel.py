@@ -1,6 +1,7 @@
 """The boot selector (boot.py runs it, then forgets it): puts the application slot that boots (bootstate.py) on the
 module path and runs it. This part runs in every boot of an updated lock, so it is kept to reading the boot
-state: when there is work (a release pending, a version on trial, one that just crashed at import), the work
+state: when there is work (an announcement to accept, a release pending, a version on trial, one that just
+crashed at import), the work
 is bootinstall.py's, loaded only then (names are heap on the board and never freed: the whole decision loaded
 in every boot took an updated lock into its next name pool, docs/firmware.md "The qstr pool").
 
@@ -38,7 +39,7 @@ def choose(keep, factory: str, crashed=None) -> bool:
     import store
 
     st = store.load_dict("boot.bin") or {}  # bootstate.NAME (bootstate.py itself stays unloaded without work)
-    if crashed is not None or st.get("pending") or st.get("trial"):
+    if crashed is not None or st.get("pending") or st.get("trial") or st.get("fetch"):
         import bootinstall
 
         st = bootinstall.decide(crashed)

@@ -4,7 +4,12 @@ between the selector a lock was installed with and every later version.
 
 Slots: None is the factory application the installer put on the flash (the root on the ESP32); "a" and "b"
 are the directories app/a and app/b an over-the-air update writes into. Saved with store.py (temp + rename +
-checksum), so a power cut at any instant leaves the old or the new state."""
+checksum), so a power cut at any instant leaves the old or the new state.
+
+Fields: slot, ver (what boots), good, good_ver (the fallback), trial, tries, stage (the trial's: staged,
+checked, booting, running, then confirmed or no_ack as trial.py saw it; good, rolled_back), rollbacks, last (the
+last rollback), pending (a downloaded release's manifest), refused (the last refusal), fetch (an announcement
+the application recorded for the selector to accept: {"ann": body, "run": version})."""
 import json
 
 import store
@@ -16,7 +21,7 @@ ARCHIVE = "fw.bin"  # a downloaded bundle; kept until the version it holds is co
 
 def load() -> dict:
     st = {"slot": None, "ver": None, "good": None, "good_ver": None, "trial": False, "tries": 0,
-          "stage": None, "rollbacks": 0, "last": None, "pending": None, "refused": None}
+          "stage": None, "rollbacks": 0, "last": None, "pending": None, "refused": None, "fetch": None}
     st.update(store.load_dict(NAME) or {})
     return st
 

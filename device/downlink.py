@@ -8,6 +8,11 @@ in place in `rx` (protocol.take_b64), so a full 200-code state allocates nothing
 heap at 128k is fragmented to a few KB per block after boot); the main loop validates them there, saves them
 to flash, then copies them into `home` (device/codes.py, CodeSet.move_to). Until the main loop is through with
 a state the worker waits (wait_installed) rather than receive over records it may be installing.
+
+An update's boot (fetching a release, or a new version on trial: ota.update_boot()) receives into SMALL bytes
+instead: its messages (a chunk, an announcement, the time) are under 1 KB, and the 10 KB it leaves free are
+what the update's code needs at 128k. A state larger than that is dropped by the MQTT client unread; it stays
+retained on the broker and arrives in the next boot, a normal one (the lock keeps its installed codes).
 """
 import gc
 import time
@@ -15,11 +20,13 @@ import time
 import protocol as P
 from linkmsg import LogAck, Refused, State, Time
 
+SMALL = 2048  # an update's boot's receiving buffer (bytes): a state of up to ~25 codes still fits
+
 
 class Downlink:
-    def __init__(self, env) -> None:
+    def __init__(self, env, small=False) -> None:
         self.env = env
-        self.rx = bytearray(P.MAX_DOWN)
+        self.rx = bytearray(SMALL if small else P.MAX_DOWN)
         self.home = bytearray(P.MAX_CODES * P.REC)
         self._staged = False  # rx holds records the main loop has not installed yet
         self.stop = False    # set when the link stops: a parse waiting for the main loop gives up

@@ -3,7 +3,9 @@
 the new version's self-check (fwbundle.check_steps) through step() to its end."""
 import hashlib
 
-_STEPS = 8  # blocks (1 KB) of a hash per main-loop pass (or per step of the selector's self-check)
+from micropython import const
+
+_STEPS = const(8)  # blocks (1 KB) of a hash per main-loop pass (or per step of the selector's self-check)
 
 
 def steps(path: str):
@@ -21,13 +23,13 @@ def steps(path: str):
     yield h.digest(), n
 
 
-def step(gen, n: int = _STEPS):
+def step(it, n: int = _STEPS):
     """Advance a work generator (filehash.steps, fwbundle.check_steps: None per block, then its result) by up
     to n blocks: None while it runs, (True, result) when done, (False, reason) when it failed. A generator that
     ends without a result or raises failed: a check cut short is never a pass."""
     try:
         for _ in range(n):
-            r = next(gen)
+            r = next(it)
             if r is not None:
                 return True, r
         return None

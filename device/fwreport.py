@@ -4,11 +4,6 @@ tell at every connection. Not loaded on a lock that was never updated and has no
 from version import VERSION
 
 
-def no_link(obj) -> bool:
-    """The send of an update module before the link is attached (or of a lock without one)."""
-    return False
-
-
 def report(svc, state: str, ver, **extra) -> None:
     """Tell the cloud (fwstatus, through svc.send) and the lock's listeners ("ota" events, shown by the
     simulator); svc is the Ota, the Updater or the Trial."""
@@ -26,14 +21,14 @@ def report(svc, state: str, ver, **extra) -> None:
 def boot_decisions():
     """(the boot state when this boot is a new version's trial, else None; the report() arguments of the
     boot selector's decisions: a rollback, a refused release)."""
-    import bootstate
+    from store import load_dict
 
-    st = bootstate.load()
+    st = load_dict("boot.bin") or {}  # bootstate.NAME (bootstate.py stays unloaded: its names)
     tell = []
     last, refused = st.get("last"), st.get("refused")
     if last:
         tell.append({"state": "rolled_back", "ver": last["ver"], "reason": last["reason"],
-                     "rollbacks": st["rollbacks"]})
+                     "rollbacks": st.get("rollbacks")})
     if refused:
         tell.append({"state": "refused", "ver": refused["ver"], "reason": refused["reason"]})
-    return (st if st["trial"] else None), tell
+    return (st if st.get("trial") else None), tell

@@ -258,14 +258,15 @@ def largest_block() -> int:
     return lo
 
 
-def start(lock, cfg: dict, board):
-    """main.py's entry point: a Lock service, or None when the config has no usable mqtt section."""
+def start(lock, cfg: dict, board, small=False):
+    """main.py's entry point: a Lock service, or None when the config has no usable mqtt section. small: an
+    update's boot, whose downlink receives into a small buffer (Downlink)."""
     m = cfg.get("mqtt")
     if not isinstance(m, dict) or not (m.get("host") or m.get("hosts")):
         return None
     from downlink import Downlink
     env = P.Envelope(lock.secret, lock.lock_id)
-    dl = Downlink(env)  # its ~21 KB of buffers first, while the heap is still in one piece
+    dl = Downlink(env, small)  # its ~21 KB of buffers first, while the heap is still in one piece
     cs = lock.codes
     if len(cs.records) <= len(dl.home):
         # the code set loaded from flash moves into its home too: the file's buffer (8.8 KB for 200 codes)

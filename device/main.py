@@ -22,24 +22,25 @@ def drivers(b, cfg):
     return Relay(b.relay, bool(cfg["relay_active_high"])), Feedback(b.buzzer, b.led), Keypad(b.rows, b.cols)
 
 
-def _start_link(lock, cfg, b):
+def _start_link(lock, cfg, b, small):
     """Plug the MQTT link in when the config asks for it; returns it or None. A board without device/link.py
-    fails here, loudly (the crash handler reports it), rather than running as a lock without its cloud."""
+    fails here, loudly (the crash handler reports it), rather than running as a lock without its cloud.
+    small: an update's boot (ota.update_boot()), whose link takes the small receiving buffer."""
     if not cfg.get("mqtt"):
         return None
     import link
 
-    svc = link.start(lock, cfg, b)
+    svc = link.start(lock, cfg, b, small)
     if svc is not None:
         lock.add_service(svc)
     return svc
 
 
-def _start_updates(lock, cfg, b, link) -> None:
-    """Firmware updates (ota.py), after the link has its boot-time buffers, for a lock given the release key
-    (`fw_pubkey`: without it no update could be checked). They also run without a link: a version on trial that
-    cannot reach the cloud rolls back. A heap too short for them leaves a working lock that says so (on stderr,
-    the board's console) rather than a lock that reboots forever."""
+def _start_updates(lock, cfg, b, link, small) -> None:
+    """Firmware updates (ota.py), after the link has its boot-time buffers. They also run without a link: a
+    version on trial that cannot reach the cloud rolls back. A heap too short for them leaves a working lock that
+    says so (on stderr, the board's console) rather than a lock that reboots forever: a normal boot goes on
+    without updates; an update's boot restarts (a trial then rolls back, a fetch is dropped after a few)."""
     if not cfg.get("fw_pubkey"):
         return
     try:
@@ -49,6 +50,8 @@ def _start_updates(lock, cfg, b, link) -> None:
     except MemoryError as e:
         sys.print_exception(e, sys.stderr)  # type: ignore
         print("ota: no memory left for firmware updates", file=sys.stderr)
+        if small:
+            b.reboot("update")
         return
     if link is not None:
         updates.attach(link)
@@ -90,8 +93,13 @@ def main() -> None:
             if svc is not None:
                 lock.add_service(svc)
                 svc.bind(lock)
-        svc = _start_link(lock, cfg, b)
-        _start_updates(lock, cfg, b, svc)
+        small = False  # an update's boot: a link with the small receiving buffer (ota.update_boot())
+        if cfg.get("fw_pubkey"):  # the release key: without it no update could be checked
+            import ota
+
+            small = ota.update_boot()
+        svc = _start_link(lock, cfg, b, small)
+        _start_updates(lock, cfg, b, svc, small)
         b.started(lock)
         while True:
             lock.poll(b.ticks_ms())

@@ -127,6 +127,13 @@ def load_dict(name: str):
     return None
 
 
+def put(name: str, key: str, value) -> None:
+    """Set one key of the JSON object saved under name (created when there is none), atomically."""
+    d = load_dict(name) or {}
+    d[key] = value
+    save(name, json.dumps(d).encode())
+
+
 def remove(name: str) -> None:
     """Forget name and its copies; the current file goes last, so a cut in between leaves it as it was."""
     _remove(name + ".tmp")

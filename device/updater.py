@@ -1,230 +1,150 @@
-"""Fetching a firmware release over the link (docs/ota.md), loaded by ota.py while there is one to fetch.
+"""The fetching boot's work (docs/ota.md, "Fetching"): loaded by ota.py when ota.bin holds a fetch job, which
+the boot selector wrote after it accepted an announced release (bootinstall.py, fwrules.py).
 
-A release announcement (version, target, size, SHA-256, signature) passes the lock's rules (no downgrade
-unless the release says so, size, target, not a version that failed here before), then the bundle is fetched
-in chunks over the link into fw.bin, the progress persisted atomically after every chunk so a Wi-Fi drop or a
-power cut resumes where it stopped; the whole file's SHA-256 is checked (a few blocks per main-loop pass: the
-keypad and the relay keep working); then the release goes to the boot state as pending and the lock restarts
-when the door is idle. The boot selector (bootsel.py) checks the Ed25519 signature and the hash again before
-it unpacks the bundle into the spare slot and switches; the new version's first boot is trial.py's."""
+The bundle is fetched over the link in chunks into fw.bin, the progress persisted atomically after every
+chunk so a Wi-Fi drop or a power cut resumes where it stopped; then the whole file's SHA-256 is checked (a few
+blocks per main-loop pass: the keypad and the relay keep working) and the release goes to the boot state as
+pending. The boot selector checks the Ed25519 signature and the hash again before it unpacks the bundle.
+
+Every fetching boot ends with a restart, once the door is idle: into the selector's install; or, the job
+dropped, back into a normal boot (its link's full receiving buffer) when the fetch failed (the reason kept in
+the boot state, told to the cloud at every connection), stalled (no chunk for _STALL_MS while connected: the
+cloud stopped the rollout) or the cloud announced another release."""
 import json
-import os
-import sys
 from binascii import hexlify
-from time import ticks_diff, ticks_ms
+from time import ticks_add, ticks_diff, ticks_ms
 
-import bootstate
+from micropython import const
+
 import filehash
 import store
-from fwreport import no_link, report
-from version import VERSION
+from fwreport import report
 
-JOB = "ota.bin"          # the release being fetched: manifest fields + bytes received (store.py, atomic)
-CHUNK = 256              # bytes per chunk request: 344 base64 characters, one string the link's worker
-                         # allocates; 1 KB chunks failed (no_memory) in a heap fragmented beside the link
-MAX_SIZE = 256 * 1024    # a larger bundle is refused (two slots + the archive fit a 2 MB flash)
-DOWNGRADE = 1            # manifest flag: the release may replace a higher version
-_RETRY_MS = 10000        # a chunk request unanswered this long is asked again
-
-
-def target() -> str:
-    """What the bundle's .mpy files must be compiled for: 'esp32' (xtensawin) or 'host' (the unix port)."""
-    return "esp32" if sys.platform == "esp32" else "host"
-
-
-def parse_version(v):
-    """'1.2.3' -> (1, 2, 3); None unless dot-separated whole numbers (at most 4 parts)."""
-    if not isinstance(v, str) or not v or len(v) > 32:
-        return None
-    out = []
-    for p in v.split("."):
-        if not p or not p.isdigit():
-            return None
-        out.append(int(p))
-    return tuple(out) if len(out) <= 4 else None
+# files: ota.bin, the job (its manifest fields, bytes received, boots: ota.py and bootinstall.py name it
+# too); fw.bin, the archive (bootstate.ARCHIVE); boot.bin, the boot state (bootstate.NAME). Literals, not
+# module names: every name is heap on the board, never freed (docs/firmware.md, "The qstr pool").
+_CHUNK = const(256)        # bytes per chunk request: 344 base64 characters, one string the link's worker
+                           # allocates; 1 KB chunks failed (no_memory) in a heap fragmented beside the link
+_RETRY_MS = const(10000)   # a chunk request unanswered this long is asked again
+_STALL_MS = const(600000)  # connected this long without a chunk: the cloud gave the release up
+_GRACE_MS = const(2000)    # the last report's time to leave before the restart
 
 
 class Updater:
+    """The fetch of the job in ota.bin: downloading while off < size, then hashing fw.bin."""
+
     def __init__(self, lock, board, cfg: dict) -> None:
         self.lock = lock
         self.board = board
-        self.has_key = bool(cfg.get("fw_pubkey"))
-        self.send = no_link  # the link's send (ota.py sets it)
-        self.boot = bootstate.load()
-        self.job = None  # type: dict | None  # ver, target, size, sha, sig, flags, off, phase (download | hash)
+        self.send = lambda obj: False  # the link's send (ota.py sets it)
         self.work = None  # the running hash (filehash.steps)
         self.connected = False
-        self.asked = False  # a chunk request is out (sent at asked_at)
-        self.asked_at = ticks_ms()
-        self.reboot_due = None  # type: str | None  # why the lock must restart, once the door is idle
-        self._load_job()
+        self.asked_at = ticks_add(ticks_ms(), -_RETRY_MS)  # when the chunk request out was sent (long ago: ask)
+        self.last = ticks_ms()  # the last progress (a chunk, a connection): the stall's clock
+        self.due = False  # the restart that ends this boot is due at due_at (then: once the door is idle)
+        self.due_at = ticks_ms()
+        job = store.load_dict("ota.bin")
+        try:  # a job as the selector writes it (the selector checks the manifest fields at the install)
+            ok = (isinstance(job["ver"], str) and type(job["size"]) is int and type(job["off"]) is int
+                  and 0 <= job["off"] <= job["size"] and isinstance(job["sha"], str))
+        except (KeyError, TypeError):
+            ok = False
+        self.job = job if ok else None  # type: dict | None
+        if not ok:
+            self._end()  # ota.update_boot() read it: only a flash gone bad since gets here
+        elif job["off"] == job["size"]:  # downloaded: the hash starts over from the archive
+            self.work = filehash.steps("fw.bin")
 
     # ---------------------------------------------------------------- inputs
     def on_message(self, obj: dict) -> None:
         """A "fw" or "fwchunk" body from the link (HMAC verified), on the main loop."""
-        try:
-            if obj.get("t") == "fw":
-                self.on_release(*parse_release(obj))
-            else:
-                from binascii import a2b_base64
+        job = self.job
+        ver = obj.get("ver")
+        if job is None or ver != job["ver"]:
+            if job is not None and obj.get("t") == "fw" and isinstance(ver, str):
+                report(self, "dropped", job["ver"])
+                self._end()  # the cloud moved on: the normal boot takes the new release
+            return
+        off, d = obj.get("off"), obj.get("d")
+        if type(off) is not int or not isinstance(d, str) or off != job["off"] or off == job["size"]:
+            return  # the announcement again, a duplicate or a late answer: the right offset is asked again
+        from binascii import a2b_base64
 
-                ver, off, d = obj.get("ver"), obj.get("off"), obj.get("d")
-                if isinstance(ver, str) and type(off) is int and isinstance(d, str):
-                    self.on_chunk(ver, off, a2b_base64(d))
+        try:
+            data = a2b_base64(d)
         except ValueError:
-            pass  # malformed: nothing to act on (the cloud announces again at the next hello)
+            return  # malformed: the request is repeated
+        if not data or len(data) > _CHUNK or off + len(data) > job["size"]:
+            self._end("bad_chunk")
+            return
+        with open("fw.bin", "r+b" if off else "wb") as f:
+            f.seek(off)
+            f.write(data)
+        job["off"] = off = off + len(data)
+        job["boots"] = 0  # progress: the boots counted without any start again
+        # after the data: a cut in between only makes the same chunk come again
+        store.save("ota.bin", json.dumps(job).encode())
+        self.asked_at = ticks_add(ticks_ms(), -_RETRY_MS)
+        self.last = ticks_ms()
+        if off == job["size"]:
+            self.work = filehash.steps("fw.bin")
 
     def on_link(self, data: dict) -> None:
         """The link's events: connected, offline."""
         st = data.get("state")
         if st == "connected":
-            self.on_connected()
+            self.connected = True
+            self.asked_at = ticks_add(ticks_ms(), -_RETRY_MS)
+            self.last = ticks_ms()
+            job = self.job
+            if job is not None and job["off"] < job["size"]:
+                report(self, "downloading", job["ver"], off=job["off"], size=job["size"])
         elif st == "offline":
             self.connected = False
 
-    def on_connected(self) -> None:
-        self.connected = True
-        self.asked = False
-        job = self.job
-        if job is not None and job["phase"] == "download":
-            report(self, "downloading", job["ver"], off=job["off"], size=job["size"])
-
-    def on_release(self, ver: str, tgt: str, size: int, sha: bytes, sig: bytes, flags: int) -> None:
-        job = self.job
-        if ver == VERSION or (job is not None and job["ver"] == ver) or self.reboot_due is not None:
-            return  # running it, fetching it, or restarting to install one
-        reason = self._refusal(ver, tgt, size, flags)
-        if reason is not None:
-            self._refuse(ver, reason)
-            return
-        self.work = None  # a half-fetched older target is dropped: the cloud moved on
-        self.job = {"ver": ver, "target": tgt, "size": size, "sha": hexlify(sha).decode(),
-                    "sig": hexlify(sig).decode(), "flags": flags, "off": 0, "phase": "download"}
-        self._save_job()
-        self.asked = False
-        report(self, "downloading", ver, off=0, size=size)
-
-    def on_chunk(self, ver: str, off: int, data) -> None:
-        job = self.job
-        if job is None or job["phase"] != "download" or ver != job["ver"] or off != job["off"]:
-            return  # a duplicate or a late answer: the request for the right offset is repeated
-        if not data or len(data) > CHUNK or off + len(data) > job["size"]:
-            self._fail("bad_chunk")
-            return
-        with open(bootstate.ARCHIVE, "r+b" if off else "wb") as f:
-            f.seek(off)
-            f.write(data)
-        job["off"] = off + len(data)
-        if job["off"] == job["size"]:
-            job["phase"] = "hash"
-        self._save_job()  # after the data: a cut in between only makes the same chunk come again
-        self.asked = False
-        if job["phase"] == "hash":
-            self.work = filehash.steps(bootstate.ARCHIVE)
-
     # ---------------------------------------------------------------- main loop
     def poll(self, now) -> None:
-        if self.work is not None:
+        t = ticks_ms()
+        job = self.job
+        if self.due:
+            if ticks_diff(t, self.due_at) >= 0 and not self.lock.busy():
+                self.board.reboot("update")
+        elif self.work is not None and job is not None:
             r = filehash.step(self.work)
-            if r is not None:
-                self.work = None
-                if r[0]:
-                    self._hashed(*r[1])
-                else:
-                    self._fail(r[1])
-        job = self.job
-        if job is not None and job["phase"] == "download" and self.connected:
-            t = ticks_ms()
-            if not self.asked or ticks_diff(t, self.asked_at) >= _RETRY_MS:
+            if r is None:
+                return
+            self.work = None
+            if not r[0]:
+                self._end(r[1])
+            elif hexlify(r[1][0]).decode() != job["sha"] or r[1][1] != job["size"]:
+                self._end("bad_hash")
+            else:
+                # complete and intact: the boot selector checks the signature, unpacks and switches at the
+                # restart (the job is the manifest it checks; the job's own fields ride along)
+                store.put("boot.bin", "pending", job)
+                report(self, "downloaded", job["ver"])
+                self._end(pending=True)
+        elif job is not None and self.connected:
+            if ticks_diff(t, self.last) >= _STALL_MS:
+                report(self, "stalled", job["ver"], off=job["off"])
+                self._end()
+            elif ticks_diff(t, self.asked_at) >= _RETRY_MS:
                 if self.send({"v": 1, "t": "fwget", "ver": job["ver"], "off": job["off"],
-                              "len": min(CHUNK, job["size"] - job["off"])}):
-                    self.asked = True
+                              "len": min(_CHUNK, job["size"] - job["off"])}):
                     self.asked_at = t
-        if self.reboot_due and not self.lock.busy():
-            self.board.reboot(self.reboot_due)
 
-    def _hashed(self, digest, size: int) -> None:
+    def _end(self, refused=None, pending=False) -> None:
+        """The end of this fetching boot: drop the job, and its archive unless it is pending; a refusal (the
+        download went wrong) is kept in the boot state, so the normal boot tells the cloud at every connection
+        and does not fetch this version again. The restart is due."""
         job = self.job
-        if job is None:
-            return
-        if hexlify(digest).decode() != job["sha"] or size != job["size"]:
-            self._fail("bad_hash")
-            return
-        # complete and intact: the boot selector checks the signature, unpacks and switches at the restart
-        self.boot["pending"] = {k: job[k] for k in ("ver", "target", "size", "sha", "sig", "flags")}
-        bootstate.save(self.boot)
-        self.job = None
-        store.remove(JOB)
-        report(self, "downloaded", job["ver"])
-        self.reboot_due = "update"
-
-    # ---------------------------------------------------------------- outcomes
-    def _refusal(self, ver, tgt, size, flags):
-        new = parse_version(ver)
-        if new is None:
-            return "bad_version"
-        if not self.has_key:
-            return "no_key"
-        if tgt != target():
-            return "wrong_target"
-        if not 0 < size <= MAX_SIZE:
-            return "oversize"
-        for past in (self.boot.get("last"), self.boot.get("refused")):
-            if past and past["ver"] == ver:
-                return "failed_before"
-        if new <= (parse_version(VERSION) or ()) and not flags & DOWNGRADE:
-            return "downgrade"
-        return None
-
-    def _refuse(self, ver, reason: str) -> None:
-        report(self, "refused", ver, reason=reason)
-
-    def _fail(self, reason: str) -> None:
-        """The download went wrong: drop it (the cloud's next announcement starts over)."""
-        ver = self.job["ver"] if self.job else None
-        self.job = None
+        if refused is not None and job is not None:
+            store.put("boot.bin", "refused", {"ver": job["ver"], "reason": refused})
+            report(self, "refused", job["ver"], reason=refused)
         self.work = None
-        store.remove(JOB)
-        _remove(bootstate.ARCHIVE)
-        self._refuse(ver, reason)
-
-    # ---------------------------------------------------------------- persistence
-    def _load_job(self) -> None:
-        job = store.load_dict(JOB)
-        if job is None or job.get("ver") == VERSION or self.boot["trial"] or self.boot.get("pending"):
-            store.remove(JOB)  # none, unreadable, finished (cut just before it was removed) or superseded
-            return
-        self.job = job
-        if job["phase"] == "hash":  # the hash starts over from the downloaded archive
-            self.work = filehash.steps(bootstate.ARCHIVE)
-
-    def _save_job(self) -> None:
-        store.save(JOB, json.dumps(self.job).encode())
-
-    def idle(self) -> bool:
-        """Nothing to do: ota.py may drop this module until the next announcement."""
-        return self.job is None and self.work is None and self.reboot_due is None
-
-
-def parse_release(obj):
-    """A "fw" body -> the on_release arguments; raises ValueError when a field is missing or of a wrong type."""
-    from binascii import unhexlify
-
-    def field(key, kind):
-        v = obj.get(key)
-        if not isinstance(v, kind) or isinstance(v, bool):
-            raise ValueError(key)
-        return v
-
-    sha = unhexlify(field("sha", str))
-    sig = unhexlify(field("sig", str))
-    if len(sha) != 32 or len(sig) != 64:
-        raise ValueError("sha/sig")
-    return field("ver", str), field("target", str), field("size", int), sha, sig, field("flags", int)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+        self.job = None
+        store.remove("ota.bin")
+        if not pending:
+            store.remove("fw.bin")
+        self.due = True
+        self.due_at = ticks_add(ticks_ms(), _GRACE_MS)

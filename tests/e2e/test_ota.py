@@ -3,7 +3,7 @@ bridge, and a lock simulated by `tools/simlock` (the firmware on the MicroPython
 its selector). In file order, like a lock's life: a release signed by the wrong key is refused; v0.2.0 is
 fetched (a power cut in the middle resumes), switched to at boot and reported in the hello; a v0.3.0 whose
 main.py raises at boot is rolled back to v0.2.0, the cloud shows it and halts the rollout. A code opens the
-door throughout.
+door throughout. The lock holds a full set of 200 codes (see HEAP).
 """
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from e2e_stack import FLASK, ROOT, Stack, mosquitto_available, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAC = "24a16054ac01"
-# The lock runs under a larger heap cap than the other e2e locks: at 128k today's lock connects with ~8 KB
-# free, and a full update needs +11.1 KB over idle (docs/ota.md, "Memory"). The unit tests of the updater
-# run at 128k.
+# 160k, not the board's 128k: at 128k with 200 codes a factory lock's update goes through (this file's first
+# tests pass there: fetched, resumed after a power cut, confirmed), but the updated lock's normal boot that
+# has a rollback and a refusal to tell cannot hold its TLS link (MemoryError allocating ~1.1 KB at every
+# handshake: docs/ota.md, "Memory"), so the last test fails there.
 HEAP = "160k"
+CODES = 200  # a full code set (protocol.MAX_CODES)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +61,31 @@ def lock(st):
     assert st_ == 201, code
     wait_until(lambda: st.api("GET", f"/api/v1/codes/{code['id']}")[1].get("on_lock_at"), 60, "code on the lock")
     lk.code = code["code"]
+    m = lk.mark()
+    _fill_code_set(st, now, CODES - 1)
+    lk.wait(lambda e: e.get("event") == "link" and e.get("codes") == CODES, 120, m, "a full code set on the lock")
     yield lk
     # the lock's events, kept beside its flash and logs for whoever reads a failure
     import json
     (lk.dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lk.events))
+
+
+def _fill_code_set(st, now: float, n: int) -> None:
+    """n more codes on the lock, made by the cloud's domain code in one transaction (the API would take a
+    request, a state and an acknowledgement per code)."""
+    import sqlalchemy as sa
+
+    from cloud import domain
+    from cloud.extensions import db
+    from cloud.models import Lock, User
+
+    with st.db() as s:
+        lock = s.get(Lock, MAC)
+        owner = s.scalar(sa.select(User).where(User.email == st.owner_email))
+        for i in range(n):
+            domain.generate_code(lock, valid_from=datetime.fromtimestamp(now - 60, timezone.utc),
+                                 valid_until=datetime.fromtimestamp(now + 7 * 86400 + i, timezone.utc), by=owner)
+        db.session.commit()
 
 
 def fw_of(st) -> dict:
@@ -138,13 +161,15 @@ def test_v2_is_fetched_resumed_after_a_power_cut_and_reported_in_the_hello(st, l
     rollout(st, "0.2.0")
     # the download is under way: cut the power in the middle
     lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "downloading", 60, m, "download start")
-    wait_until(lambda: (fw_of(st)["firmware"]["progress"] or 0) > 0.2, 120, "a part of the bundle fetched")
-    opens(lock)  # codes open during the download
+    wait_until(lambda: (fw_of(st)["firmware"]["progress"] or 0) > 0.1, 120, "a part of the bundle fetched")
     cut = lock.mark()
     lock.send("!power-cycle")
     lock.wait(lambda e: e.get("event") == "ready", 60, cut, "boot after the power cut")
     resumed = lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "downloading", 90, cut, "resume")
     assert resumed["off"] > 0
+    # codes open during the download (once the cloud's signed time has set the clock the cut stopped)
+    lock.wait(lambda e: e.get("event") == "link" and e.get("ok") is True, 60, cut, "the signed time")
+    opens(lock)
     reset = lock.wait(lambda e: e.get("event") == "reset" and e.get("reason") == "update", 300, cut, "the switch")
     ready = lock.wait(lambda e: e.get("event") == "ready", 60, after(lock, reset), "boot into 0.2.0")
     assert ready["version"] == "0.2.0"
@@ -158,9 +183,10 @@ def test_v3_that_raises_at_boot_is_rolled_back_and_the_rollout_halts(st, lock):
     build(st, "0.3.0", device_dir=small_bundle(st, "device-v3", 'raise RuntimeError("v3 is broken")\n'))
     m = lock.mark()
     rollout(st, "0.3.0")
-    reset = lock.wait(lambda e: e.get("event") == "reset" and e.get("reason") == "update", 180, m, "the switch to 0.3.0")
-    ready = lock.wait(lambda e: e.get("event") == "ready", 60, after(lock, reset), "boot after the failed version")
-    assert ready["version"] == "0.2.0"
+    # fetched, installed, its trial boot crashes at import: 0.2.0 boots again and tells the rollback
+    told = lock.wait(lambda e: e.get("event") == "ota" and e.get("state") == "rolled_back", 240, m, "the rollback")
+    booted = [e for e in lock.events[m:after(lock, told)] if e.get("event") == "ready"]
+    assert booted and booted[-1]["version"] == "0.2.0" and told["ver"] == "0.3.0", booted
     wait_until(lambda: fw_of(st)["firmware"]["rollbacks"] == 1, 60, "the cloud to count the rollback")
     body = fw_of(st)
     fw = body["firmware"]
