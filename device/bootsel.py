@@ -5,14 +5,14 @@ crashed at import), the work
 is bootinstall.py's, loaded only then (names are heap on the board and never freed: the whole decision loaded
 in every boot took an updated lock into its next name pool, docs/firmware.md "The qstr pool").
 
-A version on trial that fails at import (before its own crash handler could run) is marked failed and the last
-good one boots in the same power-up."""
+A version on trial that fails at import (before its own crash handler could run) is marked failed and the board
+restarts into the last good one."""
 import sys
 
 
 def run(boot_file: str) -> None:
     """Decide (choose), put the slot to boot on sys.path, run its main; a trial that fails at import rolls back
-    and the last good version boots."""
+    and the board restarts into the last good version."""
     keep = set(sys.modules)
     base = list(sys.path)
     factory = boot_file.rsplit("/", 1)[0] if "/" in boot_file else ""
@@ -28,7 +28,13 @@ def run(boot_file: str) -> None:
                 del sys.modules[m]
         sys.path[:] = base
         choose(keep, factory, "crash_at_boot: " + repr(e)[:80])
-        import main  # type: ignore
+        # rolled back (saved): the last good version boots after a restart, on a fresh heap. In this boot the
+        # failed version's imports and the selector's work left too little for the application's buffers (at
+        # 128k its 12 KB receiving buffer failed: a crash, then the restart anyway)
+        import board
+
+        board.restart()  # never returns on a board
+        raise RuntimeError("restart returned")
     main.main()
 
 
