@@ -183,13 +183,17 @@ def test_codes_are_random_unique_and_never_the_backup_key(app, make_agency, make
     now = datetime.now(UTC).replace(microsecond=0)
     with app.app_context():
         lock = _lock(lock_id)
-        # force the random source to propose the backup key first, then a trivial-free other code
-        seq = iter([codegen.ALLOWED.index(lock.backup_key), 100, 100, 200])
+        backup = codegen.ALLOWED.index(lock.backup_key)
+        # two draws that are not the lock's (random) backup key
+        first, second = [i for i in (100, 200, 300) if i != backup][:2]
+        # force the random source to propose the backup key first, then another code; for the overlapping
+        # second code, propose the first code again (taken), then a free one
+        seq = iter([backup, first, first, second])
         monkeypatch.setattr(codegen.secrets, "randbelow", lambda n: next(seq))
         c1 = _gen(lock, now, now + timedelta(days=2))
-        assert c1.code == codegen.ALLOWED[100]
+        assert c1.code == codegen.ALLOWED[first]
         c2 = _gen(_lock(lock_id), now + timedelta(days=1), now + timedelta(days=3))  # overlaps c1
-        assert c2.code == codegen.ALLOWED[200]
+        assert c2.code == codegen.ALLOWED[second]
 
 
 def test_overlap_rule_allows_reuse_outside_window(app, make_agency, make_lock, monkeypatch):
