@@ -1,7 +1,7 @@
 """Boot selector: MicroPython runs boot.py first on the ESP32 (the simulator imports it, docs/simulator.md). A
 lock that was never updated has no boot state: its factory application runs with nothing else loaded.
-Otherwise bootsel.py installs a pending release, picks the slot, and runs it. An update never replaces this
-file."""
+Otherwise bootsel.py installs a pending release, picks the slot and imports its main, and is dropped before that
+main runs. An update never replaces this file."""
 import os
 
 try:
@@ -11,5 +11,9 @@ except OSError:
 
     main.main()
 import bootsel  # noqa: E402  (reached only when a boot state exists)
+import sys  # noqa: E402
 
-bootsel.run(globals().get("__file__") or "")
+app = bootsel.run(globals().get("__file__") or "")
+del bootsel
+sys.modules.pop("bootsel").__dict__.clear()  # the selector's code goes back before the application takes the heap
+app.main()

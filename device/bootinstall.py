@@ -18,7 +18,11 @@ restarts so that the trial starts on a fresh heap (the install's and the check's
 the boot is counted before handing over. The trial boot (trial.py) marks what it saw: "confirmed" (the
 cloud's signed answer) makes it the last good version here, then a restart; "no_ack" (no answer in time)
 rolls it back. If the self-check fails, or the lock boots again with neither mark (a crash, a watchdog or
-power reset), the last good slot boots and the reason is kept for the cloud."""
+power reset), the last good slot boots and the reason is kept for the cloud.
+
+Every decision here but the trial's hand-over ends in a restart: the application boots on a heap this work
+never touched. (A refusal or a rollback used to run the application in the same boot: at 128k the install's
+freed code left no 12 KB in one piece for the link's receiving buffer, a crash.)"""
 
 
 def decide(crashed=None) -> dict:
@@ -34,10 +38,14 @@ def decide(crashed=None) -> dict:
     if st.get("pending") and crashed is None:
         _install(bootstate, st)
         bootstate.save(st)
+        if not st["trial"]:
+            # refused: the running version boots again, after a restart (below)
+            _restart()
     if crashed is not None:
         bootstate.rollback(st, crashed)
         bootstate.save(st)
     elif st["trial"]:
+        why = None  # a reason to roll back
         if st["stage"] == "confirmed":
             # the trial boot saw the cloud's signed answer: the new last good version. The next boot is a
             # normal one, on a heap without this module's names
@@ -46,16 +54,16 @@ def decide(crashed=None) -> dict:
             _remove(bootstate.ARCHIVE)
             _restart()
         elif st["stage"] == "no_ack":
-            bootstate.rollback(st, "no_ack")
+            why = "no_ack"
         elif st["tries"]:
-            bootstate.rollback(st, "crash_at_boot" if st["stage"] == "booting" else "reset_before_confirmed")
+            why = "crash_at_boot" if st["stage"] == "booting" else "reset_before_confirmed"
         elif st["stage"] == "checked":
             st["tries"] = 1
             st["stage"] = "booting"
         else:
             bad = _self_check(bootstate, st)
             if bad is not None:
-                bootstate.rollback(st, "self_check:" + bad)
+                why = "self_check:" + bad
             else:
                 # checked: the trial gets a boot of its own. The install and the check interned every file
                 # name of the archive and the signature code's names, never freed: carried into the trial
@@ -66,7 +74,12 @@ def decide(crashed=None) -> dict:
                 _restart()
                 st["tries"] = 1
                 st["stage"] = "booting"
+        if why is not None:
+            # rolled back (saved): the last good version boots after a restart (below)
+            bootstate.rollback(st, why)
         bootstate.save(st)
+        if why is not None:
+            _restart()
     return st
 
 

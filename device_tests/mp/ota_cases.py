@@ -275,6 +275,7 @@ def _refused_at_install(rel_name, want):
     d, trial = _boot_select()
     st = bootstate.load()
     assert d is None and not trial and st["slot"] is None, st  # the running version is untouched
+    assert len(RESTARTS) == 1, RESTARTS  # and boots again after a restart, on a heap the check never touched
     assert st["refused"] == {"ver": rel["ver"], "reason": want}, st
     assert not os.listdir("app") if "app" in os.listdir() else True
     sent = _told()
@@ -460,6 +461,7 @@ def test_selector_trial_then_rollback_when_not_confirmed():
     d, trial = _boot_select()
     st = bootstate.load()
     assert d is None and not trial and st["rollbacks"] == 1 and st["last"]["reason"] == "crash_at_boot", st
+    assert RESTARTS == ["rolled_back"]  # the last good version boots after a restart
 
 
 def test_trial_confirms_after_self_check_and_signed_answer():
@@ -496,6 +498,7 @@ def test_failed_self_check_rolls_back():
     d, trial = _boot_select()
     st = bootstate.load()
     assert d is None and not trial and st["slot"] is None and st["last"]["reason"] == "self_check:bad_file_hash", st
+    assert RESTARTS == ["rolled_back"]
     sent = _told()  # the last good version tells it at every connection
     assert [(m["state"], m["reason"]) for m in sent] == [("rolled_back", "self_check:bad_file_hash")] * 2, sent
 
@@ -512,6 +515,7 @@ def test_no_signed_answer_in_time_rolls_back():
     d, trial = _boot_select()  # the restart: the selector rolls it back
     st = bootstate.load()
     assert d is None and not trial and st["slot"] is None and st["last"]["reason"] == "no_ack", st
+    assert RESTARTS == ["rolled_back"]
     # the good version reports the rollback at every connection
     sent = _told()
     assert [(m["state"], m["reason"], m["rollbacks"]) for m in sent] == [("rolled_back", "no_ack", 1)] * 2, sent
