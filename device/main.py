@@ -1,6 +1,7 @@
 """Boot, the composition root: config -> board -> lock -> watchdog -> (portal, link, updates) -> main loop
 feeding the watchdog, under a master exception handler that releases the relay. The board module is device/board.py on the ESP32 and sim/board/board.py on the host (it comes
 first on the module path there); nothing here knows which one it got."""
+import gc
 import sys
 
 from micropython import const
@@ -101,6 +102,11 @@ def main() -> None:
         svc = _start_link(lock, cfg, b, small)
         _start_updates(lock, cfg, b, svc, small)
         b.started(lock)
+        # the boot's garbage (config, the code set's file buffer, parsed JSON) goes back now, in one pass: the
+        # link's first session (its TLS handshake, the code set) then allocates in a collected heap. Without it
+        # the first collection came in the middle of the handshake, and at 128k with 200 codes it left the
+        # session's messages no 1 KB block (MemoryError at every connection, docs/ota.md "Memory")
+        gc.collect()
         while True:
             lock.poll(b.ticks_ms())
             if svc is not None and svc.worker_stuck(bound):
