@@ -10,6 +10,10 @@ wait_msg: the lock never blocks for a packet outside a publish or a subscribe), 
 - PUBACK/SUBACK arriving late (outside publish()/subscribe()) are consumed, never left in the stream.
 - `rx_at`: ticks_ms() when the last packet of any kind arrived; the session's keepalive watches it (the acks
   publish() reads while it waits are signs of life too).
+- `publish(topic, msg)` takes msg as bytes or as a tuple of buffers (e.g. a signature and a body), written after
+  the packet's header one after the other: the payload is never copied to join them (at the 128k cap a lock
+  with 200 codes and a TLS session has no ~1.2 KB block to spare for that copy at times). The socket has
+  TCP_NODELAY, so the writes of one packet do not wait for each other's acknowledgement.
 
 I/O: after the (blocking, timed-out) TCP connect and TLS handshake the socket is non-blocking and every wait
 goes through select.poll with the connect timeout as the deadline: a TCP socket timeout under a TLS socket
@@ -19,6 +23,13 @@ import select
 import socket
 import struct
 from time import ticks_ms
+
+from micropython import const
+
+
+# the ESP32's socket module has both; the unix port's has neither (the same values: Linux, lwIP)
+_IPPROTO_TCP = const(6)
+_NODELAY = const(1)
 
 
 class MQTTException(Exception):
@@ -132,6 +143,10 @@ class MQTTClient:
         self._raw = self.sock
         self.sock.settimeout(timeout)
         self.sock.connect(addr)
+        try:  # a packet goes out in several writes (publish): none waits for the previous one's ack (Nagle)
+            self.sock.setsockopt(getattr(socket, "IPPROTO_TCP", _IPPROTO_TCP), getattr(socket, "TCP_NODELAY", _NODELAY), 1)
+        except OSError:
+            pass  # slower publishes, nothing lost
         if self.ssl is not None:
             # the name is sent (SNI) and checked against the broker's certificate
             self.sock = self.ssl.wrap_socket(self.sock, server_hostname=self.server)
@@ -171,14 +186,20 @@ class MQTTClient:
             topic = topic.encode()
         if isinstance(msg, str):
             msg = msg.encode()
+        parts = msg if isinstance(msg, tuple) else (msg,)
+        n = 0
+        for p in parts:
+            n += len(p)
         hdr = 0x30 | qos << 1 | (1 if retain else 0)
-        sz = 2 + len(topic) + len(msg) + (2 if qos > 0 else 0)
+        sz = 2 + len(topic) + n + (2 if qos > 0 else 0)
         pkt = bytearray([hdr]) + _varlen(sz) + self._str(topic)
         pid = 0
         if qos > 0:
             self.pid = pid = self.pid % 65535 + 1
             pkt += struct.pack("!H", pid)
-        self._write(bytes(pkt) + msg)  # one write: no Nagle/delayed-ACK stall between header and payload
+        self._write(pkt)
+        for p in parts:  # not joined to the header: no copy of the payload (TCP_NODELAY: no stall between them)
+            self._write(p)
         if qos == 1:
             while pid not in self._acked:
                 self._packet(True)

@@ -38,16 +38,13 @@ class Envelope:
         h.update(body)
         return self._hmac.finish(h)
 
-    def seal(self, topic, obj):
-        """obj (dict) -> payload bytes for topic."""
-        body = json.dumps(obj).encode()
-        return hexlify(self.mac(topic, body)) + body
-
     def seal_up(self, obj):
-        p = self.seal(self.up, obj)
-        if len(p) > MAX_UP:
+        """obj (dict) -> (hex MAC, body) for the uplink topic: the payload is their concatenation, handed to
+        MQTTClient.publish as two parts so that it is never copied to join them."""
+        body = json.dumps(obj).encode()
+        if SIG_LEN + len(body) > MAX_UP:
             raise ProtocolError("oversize")
-        return p
+        return hexlify(self.mac(self.up, body)), body
 
     def verify(self, topic, payload, limit=MAX_DOWN):
         """Check size and signature of a payload received on topic; returns the body (a memoryview)."""

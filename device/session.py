@@ -281,7 +281,8 @@ class Session:
         dl = self.downlink
         c.set_callback(self.on_message)
         w = self.counter.next()
-        c.set_last_will(self.env.up, self.env.seal_up({"v": P.V, "t": "will", "n": w}), False, 1)
+        sig, body = self.env.seal_up({"v": P.V, "t": "will", "n": w})
+        c.set_last_will(self.env.up, sig + body, False, 1)
         # a packet whose payload would not fit the receiving buffer is dropped unread (and reported), never
         # allocated: its size is the payload plus the topic, its length and the packet id
         c.max_packet = len(dl.rx) + len(self.env.down) + 4

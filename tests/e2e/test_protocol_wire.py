@@ -87,7 +87,8 @@ def test_lock_signature_verifies_in_the_bridge(tmp_path):
 import protocol as P
 from binascii import unhexlify
 env = P.Envelope(unhexlify({secret.hex()!r}), '24a16054ab3c')
-print(env.seal_up({{"v": 1, "t": "ack", "n": 7, "rev": 3}}).decode())
+sig, body = env.seal_up({{"v": 1, "t": "ack", "n": 7, "rev": 3}})  # the two parts MQTTClient.publish writes
+print((sig + body).decode())
 """)
     payload = out.strip().encode()
     msg = Envelope(secret).open("lock/24a16054ab3c/up", payload)
