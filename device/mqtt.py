@@ -27,7 +27,8 @@ from time import ticks_ms
 from micropython import const
 
 
-# the ESP32's socket module has both; the unix port's has neither (the same values: Linux, lwIP)
+# the same values on Linux and in lwIP (the unix port's socket module does not name them; the ESP32's
+# setsockopt dispatches on the option alone)
 _IPPROTO_TCP = const(6)
 _NODELAY = const(1)
 
@@ -144,7 +145,7 @@ class MQTTClient:
         self.sock.settimeout(timeout)
         self.sock.connect(addr)
         try:  # a packet goes out in several writes (publish): none waits for the previous one's ack (Nagle)
-            self.sock.setsockopt(getattr(socket, "IPPROTO_TCP", _IPPROTO_TCP), getattr(socket, "TCP_NODELAY", _NODELAY), 1)
+            self.sock.setsockopt(_IPPROTO_TCP, _NODELAY, 1)
         except OSError:
             pass  # slower publishes, nothing lost
         if self.ssl is not None:
