@@ -22,6 +22,7 @@ from .mailer import absolute_url, enqueue, from_agency
 from .models import (Agency, AuditEvent, BackupKeyRotation, BridgeLockState, CalendarFeed, Code, Lock,
                      LockEvent, User,
                      canonical_mac)
+from .sqlsets import among
 from .timeutil import UTC, aware, fmt_local, from_epoch, is_valid_zone, to_epoch, utcnow
 
 log = logging.getLogger("keydrop.domain")
@@ -482,7 +483,7 @@ def desired_states(locks: list[Lock], now: datetime | None = None) -> dict[str, 
     by_lock: dict[str, list[Code]] = {lk.id: [] for lk in locks}
     if by_lock:
         for c in db.session.scalars(sa.select(Code).where(
-                Code.lock_id.in_(list(by_lock)), Code.revoked_at.is_(None), Code.valid_until > now)
+                among(Code.lock_id, by_lock), Code.revoked_at.is_(None), Code.valid_until > now)
                 .order_by(Code.lock_id, Code.id)):
             by_lock[c.lock_id].append(c)
     return {lk.id: {
@@ -529,7 +530,7 @@ def codesets_acknowledged(revisions: dict[str, int], now: datetime | None = None
     ids = sorted(revisions)
     if not ids:
         return {}
-    locks = db.session.scalars(sa.select(Lock).where(Lock.id.in_(ids)).order_by(Lock.id).with_for_update()
+    locks = db.session.scalars(sa.select(Lock).where(among(Lock.id, ids)).order_by(Lock.id).with_for_update()
                                .execution_options(populate_existing=True)).all()
     moved: dict[str, int] = {}
     for lock in locks:
@@ -547,7 +548,7 @@ def codesets_acknowledged(revisions: dict[str, int], now: datetime | None = None
     for lid, rev in moved.items():
         set_committed_value(by_id[lid], "acked_revision", rev)
     arrived = [c for c in db.session.scalars(sa.select(Code).where(
-        Code.lock_id.in_(list(moved)), Code.on_lock_at.is_(None), Code.revoked_at.is_(None), Code.valid_until > now)
+        among(Code.lock_id, moved), Code.on_lock_at.is_(None), Code.revoked_at.is_(None), Code.valid_until > now)
         .order_by(Code.id)) if c.revision <= moved[c.lock_id]]
     if arrived:
         db.session.execute(sa.update(Code).where(Code.id.in_([c.id for c in arrived]), Code.on_lock_at.is_(None))
@@ -562,7 +563,7 @@ def codesets_acknowledged(revisions: dict[str, int], now: datetime | None = None
         c.revoked_revision <= sa.bindparam("rev")).values(removed_at=now),
         [{"lid": k, "rev": v} for k, v in moved.items()])
     rotations = [r for r in db.session.scalars(sa.select(BackupKeyRotation).where(
-        BackupKeyRotation.lock_id.in_(list(moved)), BackupKeyRotation.installed_at.is_(None)))
+        among(BackupKeyRotation.lock_id, moved), BackupKeyRotation.installed_at.is_(None)))
         if r.revision <= moved[r.lock_id]]
     for rot in rotations:
         lock = by_id[rot.lock_id]

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from .. import domain, statequeue
 from ..extensions import db
 from ..firmware import rollout as fw_rollout
+from ..sqlsets import among
 from ..models import BridgeLockState, Lock, LockFirmware
 from ..timeutil import utcnow
 from .dispatch import HANDLERS, accept_counters, is_plain_reack, savepoints
@@ -55,9 +56,9 @@ def apply(bridge, ups: list[Uplink]) -> list[bool]:
         bridge.drop_replies(mark)
         raise
     accepted, acked = outcome
+    bridge.seen(*(up.lock_id for up, ok in zip(ups, accepted) if ok))
     for up, ok in zip(ups, accepted):
         if ok:
-            bridge.seen(up.lock_id)
             bridge.metrics.applied("ok_" + up.t)
         else:
             bridge.metrics.drop("replay", up.lock_id)
@@ -89,10 +90,10 @@ def _hellos(bridge, hellos: list[Uplink]) -> None:
     ids = sorted({up.lock_id for up in hellos})
     # the chunk's locks and firmware rows in two queries, held here (the session keeps only weak references):
     # lock_hello and rollout.on_hello then find them in the session instead of a round trip each
-    locks = {lk.id: lk for lk in db.session.scalars(sa.select(Lock).where(Lock.id.in_(ids)).order_by(Lock.id)
+    locks = {lk.id: lk for lk in db.session.scalars(sa.select(Lock).where(among(Lock.id, ids)).order_by(Lock.id)
                                                    .execution_options(populate_existing=True))}
     firmware = {lf.lock_id: lf for lf in db.session.scalars(sa.select(LockFirmware)
-                                                             .where(LockFirmware.lock_id.in_(ids)))}
+                                                             .where(among(LockFirmware.lock_id, ids)))}
     db.session.execute(_ONLINE, [{"lid": up.lock_id, "will": up.msg.get("will"), "at": now} for up in hellos])
     behind = sorted({up.lock_id for up in hellos if up.msg["rev"] != locks[up.lock_id].desired_revision})
     # through the queue, so a reconnect storm is published at the publisher's pace

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from .. import domain, statequeue
 from ..extensions import db
+from ..sqlsets import among
 from ..firmware import rollout as fw_rollout
 from ..models import BridgeLockState, Lock
 from ..timeutil import utcnow
@@ -121,7 +122,7 @@ def accept_counters(pairs: list[tuple[str, int]]) -> list[bool]:
     A lock without a row yet goes through accept_counter."""
     ids = sorted({lid for lid, _ in pairs})
     rows = {lid: [last, win] for lid, last, win in db.session.execute(
-        sa.select(S.lock_id, S.last_counter, S.seen_window).where(S.lock_id.in_(ids)).order_by(S.lock_id)
+        sa.select(S.lock_id, S.last_counter, S.seen_window).where(among(S.lock_id, ids)).order_by(S.lock_id)
         .with_for_update())}
     out = []
     for lid, n in pairs:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from ..domain import MAX_LIVE_CODES
 from ..extensions import db
+from ..sqlsets import among
 
 V = 1
 PREFIX = b"KD1\x00"
@@ -132,7 +133,7 @@ class Keyring:
         want = [lid for lid in set(lock_ids) if self._fresh(lid, now) is None and lid not in self._unknown]
         if not want:
             return
-        for lid, secret in db.session.execute(sa.select(Lock.id, Lock.secret).where(Lock.id.in_(want))):
+        for lid, secret in db.session.execute(sa.select(Lock.id, Lock.secret).where(among(Lock.id, want))):
             self.put(lid, bytes(secret))
 
     def get(self, lock_id: str) -> Optional[Envelope]:

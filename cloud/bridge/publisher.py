@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from .. import domain, statequeue
 from ..extensions import db
+from ..sqlsets import among
 from ..models import Lock, StateChange
 from ..timeutil import utcnow
 from .envelope import Keyring, encode_state
@@ -100,7 +101,7 @@ class Publisher:
             msgs = []
             # the claimed locks and their codes in two queries, not two per lock
             ids = [lid for _row, lid in claimed]
-            locks = db.session.scalars(sa.select(Lock).where(Lock.id.in_(ids))).all() if ids else []
+            locks = db.session.scalars(sa.select(Lock).where(among(Lock.id, ids))).all() if ids else []
             # every queued change refreshes the secret this worker seals with (a lock registered again under
             # its MAC has a new one; a decommissioned lock's id is queued too, and no longer found)
             for lock in locks:
@@ -177,7 +178,7 @@ class Publisher:
         reached the broker last (retained); the current state is sent again."""
         db.session.execute(sa.delete(Q).where(Q.claimed_by == token).execution_options(synchronize_session=False))
         if published:
-            now = db.session.execute(sa.select(Lock.id, Lock.desired_revision).where(Lock.id.in_(list(published))))
+            now = db.session.execute(sa.select(Lock.id, Lock.desired_revision).where(among(Lock.id, published)))
             statequeue.enqueue(sorted(lid for lid, rev in now if rev != published[lid]))
 
 

@@ -16,8 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import is_on
 from ..extensions import db
+from ..sqlsets import among
 from ..models import BridgeLockState, Lock
-from ..timeutil import utcnow
+from ..timeutil import UTC, utcnow
 from .credentials import BrokerCredentials
 from . import inbound
 from .envelope import Keyring
@@ -27,6 +28,15 @@ from .publisher import Publisher
 from .session import Session
 
 log = logging.getLogger("keydrop.bridge")
+
+# Lock.last_seen_at for many locks at once (PostgreSQL); the column holds naive UTC (timeutil.UTCDateTime)
+_SEEN_PG = sa.text(
+    "UPDATE lock SET last_seen_at = s.at FROM unnest(CAST(:lids AS varchar[]), CAST(:ats AS timestamp[])) AS s(lid, at) "
+    "WHERE lock.id = s.lid")
+
+
+def _naive_utc(at):
+    return at.astimezone(UTC).replace(tzinfo=None)
 
 
 class Bridge:
@@ -100,26 +110,37 @@ class Bridge:
         """A handler queued a desired state: publish at the end of this batch, not at the next poll."""
         self.loop.wake()
 
-    def seen(self, lock_id: str) -> None:
-        self._seen[lock_id] = utcnow()
+    def seen(self, *lock_ids: str) -> None:
+        """These locks were heard from now (one clock read for all of them)."""
+        now = utcnow()
+        for lock_id in lock_ids:
+            self._seen[lock_id] = now
 
     def flush_seen(self) -> int:
-        """Write the locks' last contact (Lock.last_seen_at) for every lock heard from since the last flush:
-        one executemany UPDATE a second instead of a write per message."""
+        """Write the locks' last contact (Lock.last_seen_at) for every lock heard from since the last flush, once
+        a second instead of a write per message: on PostgreSQL the rows locked in id order (like the other
+        writers: two workers cannot deadlock) and written by one UPDATE from two arrays (an executemany is one
+        statement per row on the server: 2,000 locks heard in a flood cost the bridge a sixth of its time),
+        elsewhere an executemany in id order."""
         if not self._seen:
             return 0
         seen, self._seen = self._seen, {}
-        rows = [{"lid": k, "at": v} for k, v in sorted(seen.items())]  # in id order, like the other writers
+        ids = sorted(seen)
         t = Lock.__table__
         try:
-            db.session.execute(t.update().where(t.c.id == sa.bindparam("lid"))
-                               .values(last_seen_at=sa.bindparam("at")), rows)
+            if db.session.get_bind().dialect.name == "postgresql":
+                db.session.execute(sa.select(t.c.id).where(among(t.c.id, ids))
+                                   .order_by(t.c.id).with_for_update())
+                db.session.execute(_SEEN_PG, {"lids": ids, "ats": [_naive_utc(seen[k]) for k in ids]})
+            else:
+                db.session.execute(t.update().where(t.c.id == sa.bindparam("lid"))
+                                   .values(last_seen_at=sa.bindparam("at")), [{"lid": k, "at": seen[k]} for k in ids])
             db.session.commit()
         except BaseException:
             for k, v in seen.items():  # written at the next flush (a newer time heard meanwhile wins)
                 self._seen.setdefault(k, v)
             raise
-        return len(rows)
+        return len(ids)
 
     # ------------------------------------------------------------ uplink
     def handle(self, topic: str, payload: bytes) -> bool:
