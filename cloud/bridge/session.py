@@ -46,7 +46,10 @@ class Session:
 
     def _make_client(self):
         import paho.mqtt.client as mqtt
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+
+        from . import mqttclient
+        cls = mqttclient.Client if mqttclient.fast() else mqtt.Client
+        c = cls(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=not self.persistent,
                         protocol=mqtt.MQTTv311, manual_ack=True)
         if self.username:
@@ -89,9 +92,13 @@ class Session:
     def ack(self, tags) -> None:
         """Acknowledge applied uplinks (after their transaction committed), by their tags from the inbox."""
         gen = self.generation
-        for g, mid in tags:
-            if g == gen:
-                self.client.ack(mid, 1)
+        mids = [mid for g, mid in tags if g == gen]
+        ack_all = getattr(self.client, "ack_all", None)
+        if ack_all is not None:
+            ack_all(mids)  # one write for the chunk (mqttclient.py)
+            return
+        for mid in mids:
+            self.client.ack(mid, 1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
