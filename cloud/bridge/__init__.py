@@ -10,6 +10,7 @@ Where things are:
 - publisher.py    desired states → retained `state` downlinks
 - wakeup.py       PostgreSQL LISTEN on the change queue's NOTIFY (wakes the main loop)
 - session.py      the paho MQTT session (subscription, inbox, publish)
+- mqttclient.py   paho's client reading in blocks and acknowledging a chunk in one write (the session's)
 - credentials.py  reconciles the broker's lock logins with the database (cloud/broker_credentials.py)
 - metrics.py      counters (accepted, dropped by reason), rate-limited drop logging, the metrics file
 - runner.py       the Bridge that wires them and holds what handlers reach for (replies, last contact),

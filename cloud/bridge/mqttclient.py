@@ -61,8 +61,8 @@ class ReadAhead:
         """One block: what one recv returns, then more while the socket has it at once (a TLS socket returns one
         record a call, and mosquitto writes each packet in its own record)."""
         data = self._sock.recv(self.BLOCK)
-        if not data or len(data) >= self.BLOCK:
-            return data
+        if not data or len(data) >= self.BLOCK or self._sock.gettimeout() != 0.0:
+            return data  # (a socket that may block is read once: paho makes its socket non-blocking at once)
         parts, size = [data], len(data)
         while size < self.BLOCK:
             try:
