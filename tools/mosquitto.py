@@ -47,6 +47,11 @@ ADMIN_ROLE = {"rolename": "admin", "acls": [
     for t in ("publishClientSend", "publishClientReceive", "subscribePattern", "unsubscribePattern")]}
 
 
+def installed() -> bool:
+    """Whether the mosquitto this module runs is there (tools/sysdeps installs it)."""
+    return os.path.exists(MOSQUITTO)
+
+
 def dynsec_client(username: str, password: str, *, clientid: str | None = None, roles=()) -> dict:
     """One client entry of the plugin's file (PBKDF2-SHA512, 101 iterations: what the plugin itself writes)."""
     salt = secrets.token_bytes(12)

@@ -12,13 +12,14 @@ import signal
 from typing import Optional
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from ..config import is_on
 from ..extensions import db
 from ..sqlsets import among
 from ..models import BridgeLockState, Lock
-from ..timeutil import UTC, utcnow
+from ..timeutil import UTCDateTime, utcnow
 from .credentials import BrokerCredentials
 from . import inbound
 from .envelope import Keyring
@@ -29,14 +30,10 @@ from .session import Session
 
 log = logging.getLogger("keydrop.bridge")
 
-# Lock.last_seen_at for many locks at once (PostgreSQL); the column holds naive UTC (timeutil.UTCDateTime)
+# Lock.last_seen_at for many locks at once (PostgreSQL); the times bound as the column's own type (naive UTC)
 _SEEN_PG = sa.text(
     "UPDATE lock SET last_seen_at = s.at FROM unnest(CAST(:lids AS varchar[]), CAST(:ats AS timestamp[])) AS s(lid, at) "
-    "WHERE lock.id = s.lid")
-
-
-def _naive_utc(at):
-    return at.astimezone(UTC).replace(tzinfo=None)
+    "WHERE lock.id = s.lid").bindparams(sa.bindparam("ats", type_=postgresql.ARRAY(UTCDateTime())))
 
 
 class Bridge:
@@ -131,7 +128,7 @@ class Bridge:
             if db.session.get_bind().dialect.name == "postgresql":
                 db.session.execute(sa.select(t.c.id).where(among(t.c.id, ids))
                                    .order_by(t.c.id).with_for_update())
-                db.session.execute(_SEEN_PG, {"lids": ids, "ats": [_naive_utc(seen[k]) for k in ids]})
+                db.session.execute(_SEEN_PG, {"lids": ids, "ats": [seen[k] for k in ids]})
             else:
                 db.session.execute(t.update().where(t.c.id == sa.bindparam("lid"))
                                    .values(last_seen_at=sa.bindparam("at")), [{"lid": k, "at": seen[k]} for k in ids])

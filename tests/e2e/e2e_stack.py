@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 from tests.conftest import free_port  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402,F401  (the e2e tests import it from here)
-from tools.mosquitto import MOSQUITTO, Mosquitto, dynsec_client, wait_port  # noqa: E402
+from tools.mosquitto import MOSQUITTO, Mosquitto, dynsec_client, installed, wait_port  # noqa: E402
 from tools.cloudclient import ApiClient, api_url  # noqa: E402
 from tools.supervisor import end  # noqa: E402
 
@@ -42,7 +42,7 @@ OBSERVER = ("e2e-observer", "observer-test-password")
 
 
 def mosquitto_available() -> bool:
-    return os.path.exists(MOSQUITTO)
+    return installed()
 
 
 class Proc:

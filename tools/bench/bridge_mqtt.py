@@ -140,7 +140,8 @@ def measure(plain_paho: bool, tls: bool, n: int) -> dict:
 
 
 def main() -> int:
-    if not shutil.which("mosquitto") and not os.path.exists("/usr/sbin/mosquitto"):
+    from tools import mosquitto
+    if not mosquitto.installed():
         print("bridge_mqtt: mosquitto is not installed; skipped")
         return 0
     import logging

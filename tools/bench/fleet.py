@@ -251,7 +251,8 @@ async def run_config(n: int, bridges: int, db_url: str | None) -> dict:
 
 
 def main() -> int:
-    if not shutil.which("mosquitto") and not os.path.exists("/usr/sbin/mosquitto"):
+    from tools import mosquitto
+    if not mosquitto.installed():
         print("fleet: mosquitto is not installed; skipped")
         return 0
     n = int(os.environ.get("KEYDROP_FLEET_N", "1000"))
